@@ -1,0 +1,26 @@
+"""Shared test set-up: headless Qt, deterministic torch, and the CUDA marker."""
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked ``cuda`` where no CUDA device exists."""
+    if torch.cuda.is_available():
+        return
+    skip_cuda = pytest.mark.skip(reason="needs a CUDA device; none was found on this machine")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip_cuda)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    """Make every test start from the same random state."""
+    torch.manual_seed(0)
