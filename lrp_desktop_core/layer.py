@@ -1,4 +1,4 @@
-"""Helper modules that canonizers insert so that every operation has a module a rule can attach to."""
+"""Helper modules that canonizers insert, so that every operation has a module for a rule."""
 
 from __future__ import annotations
 

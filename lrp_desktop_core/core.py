@@ -1,0 +1,862 @@
+"""The core of the LRP engine: stabilisation, parameter modification, hooks and composites.
+
+Every name here follows the reference API (``shared/spec/core-api-reference.txt``), so code written
+for it runs unchanged. Where the reference leaves room, this module chooses the safer behaviour:
+
+* parameters are modified by substitution, never in place, so a model's ``nn.Parameter`` objects
+  keep their identity and bit-identical values, also when an error interrupts the computation;
+* every forward call of a hooked module keeps its own record, so a module used twice in one
+  forward pass gets the relevance of each call;
+* every tensor argument of a module gets relevance, and non-tensor arguments pass untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "BasicHook",
+    "Composite",
+    "CompositeContext",
+    "Hook",
+    "Identity",
+    "ParamMod",
+    "RemovableHandle",
+    "RemovableHandleList",
+    "Stabilizer",
+    "collect_leaves",
+    "expand",
+    "stabilize",
+    "uncompress",
+    "zero_wrap",
+]
+
+
+def stabilize(
+    input: torch.Tensor,  # noqa: A002 - the reference's name
+    epsilon: float | torch.Tensor = 1e-6,
+    clip: bool = False,
+    norm_scale: bool = False,
+    dim: Sequence[int] | None = None,
+) -> torch.Tensor:
+    """Stabilize input for safe division.
+
+    Parameters
+    ----------
+    input : torch.Tensor
+        Tensor to stabilize.
+    epsilon : float, optional
+        Value by which to shift/clip elements of input.
+    clip : bool, optional
+        If False (default), add ``epsilon`` multiplied by each entry's sign (+1 for 0 and -0.0).
+        If True, clip the absolute value of input to at least ``epsilon`` and multiply it by each
+        entry's sign.
+    norm_scale : bool, optional
+        If True, scale ``epsilon`` by the square root of the mean of the squared elements over
+        ``dim``.
+    dim : tuple[int], optional
+        The dimensions of the norm for ``norm_scale`` (all except dimension 0 by default).
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor with every entry moved away from zero.
+    """
+    sign = (input >= 0).to(input.dtype) * 2 - 1
+    if norm_scale:
+        if dim is None:
+            dim = tuple(range(1, input.ndim))
+        if len(dim) == 0:
+            epsilon = epsilon * input.abs()
+        else:
+            epsilon = epsilon * input.pow(2).mean(dim=tuple(dim), keepdim=True).sqrt()
+    if clip:
+        return sign * torch.clamp(input.abs(), min=epsilon)
+    return input + sign * epsilon
+
+
+class Stabilizer:
+    """Class to create a stabilizer callable.
+
+    Parameters
+    ----------
+    epsilon : float, optional
+        Value by which to shift/clip elements of input.
+    clip : bool, optional
+        Clip the magnitude instead of shifting it (see :func:`stabilize`).
+    norm_scale : bool, optional
+        Scale ``epsilon`` by the root mean square over ``dim`` (see :func:`stabilize`).
+    dim : tuple[int], optional
+        Dimensions of the norm for ``norm_scale``; all except dimension 0 by default.
+    """
+
+    def __init__(
+        self,
+        epsilon: float = 1e-6,
+        clip: bool = False,
+        norm_scale: bool = False,
+        dim: Sequence[int] | None = None,
+    ) -> None:
+        self.epsilon = epsilon
+        self.clip = clip
+        self.norm_scale = norm_scale
+        self.dim = dim
+
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        """Stabilize ``input`` with this instance's settings."""
+        return stabilize(
+            input, epsilon=self.epsilon, clip=self.clip, norm_scale=self.norm_scale, dim=self.dim
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"Stabilizer(epsilon={self.epsilon!r}, clip={self.clip!r}, "
+            f"norm_scale={self.norm_scale!r}, dim={self.dim!r})"
+        )
+
+    @classmethod
+    def ensure(cls, value: float | int | Callable[[torch.Tensor], torch.Tensor]):
+        """Return a stabilizer for ``value``.
+
+        Parameters
+        ----------
+        value : float, int, or callable
+            A number becomes a :class:`Stabilizer` with that epsilon; a callable is used as it is.
+
+        Returns
+        -------
+        callable or Stabilizer
+            A callable to be used as a stabilizer.
+
+        Raises
+        ------
+        TypeError
+            If no valid stabilizer could be produced from ``value``.
+        """
+        if isinstance(value, (float, int)) and not isinstance(value, bool):
+            return cls(epsilon=value)
+        if callable(value):
+            return value
+        raise TypeError(
+            f"Cannot make a stabilizer from {value!r} (of type {type(value).__name__}): "
+            "pass a number (the epsilon) or a callable tensor -> tensor."
+        )
+
+
+def expand(
+    tensor: float | int | torch.Tensor, shape: Sequence[int], cut_batch_dim: bool = False
+) -> torch.Tensor:
+    """Expand a scalar value or tensor to a shape.
+
+    Parameters
+    ----------
+    tensor : int, float or torch.Tensor
+        Scalar or tensor to expand; a Python number becomes a new tensor. Missing trailing
+        dimensions are appended as singletons before expanding.
+    shape : tuple[int]
+        The shape to expand to.
+    cut_batch_dim : bool, optional
+        If True, take only the first ``shape[0]`` entries of a larger dimension 0.
+
+    Returns
+    -------
+    torch.Tensor
+        A tensor of shape ``shape``.
+
+    Raises
+    ------
+    RuntimeError
+        If ``tensor`` cannot be expanded to ``shape``.
+    """
+    if not isinstance(tensor, torch.Tensor):
+        tensor = torch.tensor(tensor)
+    shape = tuple(shape)
+    if tensor.ndim > len(shape):
+        raise RuntimeError(
+            f"Cannot expand a tensor of shape {tuple(tensor.shape)} to the shape {shape} "
+            "with fewer dimensions."
+        )
+    tensor = tensor.reshape(tuple(tensor.shape) + (1,) * (len(shape) - tensor.ndim))
+    if cut_batch_dim and tensor.ndim > 0 and tensor.shape[0] > shape[0]:
+        tensor = tensor[: shape[0]]
+    return tensor.expand(shape)
+
+
+def zero_wrap(zero_params: str | Sequence[str] | None):
+    """Create a decorator that zeroes the parameters named in ``zero_params``.
+
+    The decorated function is a parameter modifier ``modifier(tensor, name) -> tensor``; the
+    wrapper returns ``torch.zeros_like(tensor)`` when ``name`` equals ``zero_params`` (a string) or
+    is in it (a list), and calls the modifier otherwise.
+
+    Parameters
+    ----------
+    zero_params : str or list[str]
+        Name or names of the parameters to zero.
+
+    Returns
+    -------
+    function
+        The decorator.
+    """
+    names = {zero_params} if isinstance(zero_params, str) else set(zero_params or ())
+
+    def decorator(modifier):
+        @functools.wraps(modifier)
+        def wrapped(tensor: torch.Tensor, name: str) -> torch.Tensor:
+            if name in names:
+                return torch.zeros_like(tensor)
+            return modifier(tensor, name)
+
+        return wrapped
+
+    return decorator
+
+
+def uncompress(data: Iterable, selector: Iterable[bool], compressed: Iterable) -> Generator:
+    """Undo :func:`itertools.compress`, filling the unselected places from ``data``.
+
+    Parameters
+    ----------
+    data : iterable
+        The (original or similar) data; a False selector yields its element, a True selector
+        skips it.
+    selector : iterable of bool
+        The selector that was given to ``itertools.compress``.
+    compressed : iterable
+        The values to yield in the selected places, in order.
+
+    Yields
+    ------
+    object
+        An element of ``data`` where the selector is False, else the next element of
+        ``compressed``.
+    """
+    compressed = iter(compressed)
+    for element, selected in zip(data, selector):
+        yield next(compressed) if selected else element
+
+
+class ParamMod:
+    """Temporarily modify the parameters of a module, by substitution, never in place.
+
+    Use an instance as ``with param_mod(module): ...``: inside, the module computes with the
+    modified values; on exit (also on an exception) its original ``nn.Parameter`` objects are back,
+    untouched.
+
+    Parameters
+    ----------
+    modifier : callable
+        ``modifier(tensor, name) -> tensor`` computing the modified value of parameter ``name``.
+    param_keys : list[str], optional
+        The parameters to modify: None (default) means every parameter of the module itself (not of
+        its children); ``[]`` means none.
+    zero_params : str or list[str], optional
+        Parameters to set to zero instead.
+    require_params : bool, optional
+        Whether a named parameter must exist (default). An attribute that exists but is None is not
+        missing; it is left alone.
+    """
+
+    def __init__(
+        self,
+        modifier: Callable[[torch.Tensor, str], torch.Tensor],
+        param_keys: Sequence[str] | None = None,
+        zero_params: str | Sequence[str] | None = None,
+        require_params: bool = True,
+    ) -> None:
+        self.modifier = modifier
+        self.param_keys = param_keys
+        self.zero_params = zero_params
+        self.require_params = require_params
+
+    def _keys(self, module: nn.Module) -> list[str]:
+        if self.param_keys is None:
+            keys = [name for name, _ in module.named_parameters(recurse=False)]
+        else:
+            keys = list(self.param_keys)
+        zeroed = [self.zero_params] if isinstance(self.zero_params, str) else self.zero_params
+        return keys + [name for name in zeroed or () if name not in keys and hasattr(module, name)]
+
+    def state_dicts(
+        self, module: nn.Module
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Return the original and the modified parameters of ``module``.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The module whose parameters are modified.
+
+        Returns
+        -------
+        original_state : dict of torch.Tensor
+            The original, unmodified parameters.
+        modified_state : dict of torch.Tensor
+            The modified parameters (detached from the parameters).
+
+        Raises
+        ------
+        RuntimeError
+            If a parameter is missing and ``require_params`` is True.
+        """
+        keys = self._keys(module)
+        missing = [key for key in keys if not hasattr(module, key)]
+        if missing and self.require_params:
+            raise RuntimeError(
+                f"{type(module).__name__} has no parameter(s) {', '.join(missing)} that this "
+                "rule modifies; give the layer another rule or pass require_params=False."
+            )
+        modifier = zero_wrap(self.zero_params)(self.modifier)
+        original, modified = {}, {}
+        for key in keys:
+            value = getattr(module, key, None)
+            if value is None:
+                continue
+            original[key] = value
+            modified[key] = modifier(value.detach(), key)
+        return original, modified
+
+    @contextmanager
+    def __call__(self, module: nn.Module) -> Iterator[nn.Module]:
+        """Context manager in which ``module`` computes with the modified parameters."""
+        _, modified = self.state_dicts(module)
+        with substituted_parameters(module, modified):
+            yield module
+
+    @classmethod
+    def ensure(cls, modifier: ParamMod | Callable[[torch.Tensor, str], torch.Tensor]) -> ParamMod:
+        """Return ``modifier`` if it is a ParamMod, else a ParamMod around the callable.
+
+        Raises
+        ------
+        TypeError
+            If ``modifier`` is neither a ParamMod nor callable.
+        """
+        if isinstance(modifier, cls):
+            return modifier
+        if callable(modifier):
+            return cls(modifier)
+        raise TypeError(
+            f"A parameter modifier must be a ParamMod or a callable (tensor, name) -> tensor, "
+            f"not {type(modifier).__name__}."
+        )
+
+
+@contextmanager
+def substituted_parameters(
+    module: nn.Module, values: dict[str, torch.Tensor]
+) -> Iterator[nn.Module]:
+    """Let ``module`` compute with ``values`` in place of its parameters, then restore them.
+
+    The original objects (parameters, buffers or plain attributes) are put back exactly as they
+    were, also when the body raises; their values are never written.
+    """
+    saved: list[tuple[dict[str, Any] | None, str, Any]] = []
+    try:
+        for key, value in values.items():
+            for slots in (module._parameters, module._buffers):
+                if key in slots:
+                    saved.append((slots, key, slots[key]))
+                    slots[key] = value
+                    break
+            else:
+                saved.append((None, key, module.__dict__[key]))
+                module.__dict__[key] = value
+        yield module
+    finally:
+        for slots, key, original in reversed(saved):
+            if slots is None:
+                module.__dict__[key] = original
+            else:
+                slots[key] = original
+
+
+def collect_leaves(module: nn.Module) -> Iterator[nn.Module]:
+    """Collect all leaf modules of a module, depth-first in registration order.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module whose leaves are collected.
+
+    Yields
+    ------
+    leaf : torch.nn.Module
+        A module without children; ``module`` itself if it has none.
+    """
+    children = list(module.children())
+    if not children:
+        yield module
+        return
+    for child in children:
+        yield from collect_leaves(child)
+
+
+class Identity(torch.autograd.Function):
+    """Identity to add a grad_fn to a tensor, so a backward hook can be applied.
+
+    The outputs are fresh tensors (copies), so an in-place operation on them, such as a following
+    ``ReLU(inplace=True)``, is allowed.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Forward identity: return (copies of) the inputs."""
+        return tuple(input.clone() for input in inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Backward identity: return the output gradients unmodified."""
+        return grad_outputs
+
+
+def _through_identity(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    outputs = Identity.apply(*tensors)
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+class _HookMeta(type):
+    """Record each hook's constructor arguments so that ``copy()`` works for every subclass."""
+
+    def __call__(cls, *args, **kwargs):
+        instance = super().__call__(*args, **kwargs)
+        instance._init_arguments = (args, kwargs)
+        return instance
+
+
+class Hook(metaclass=_HookMeta):
+    """Base class for hooks to be used to compute layer-wise attributions.
+
+    A hook sees every forward call of its module. For each call it routes the tensor arguments and
+    the tensor outputs through :class:`Identity`, whose gradient nodes call :meth:`pre_backward`
+    with the gradient arriving at the outputs and :meth:`backward` with the gradient arriving at
+    the inputs. Each call keeps its own record (``stored_tensors`` while the call's methods run),
+    so a module used several times in one forward pass is handled call by call.
+
+    Attributes
+    ----------
+    active : bool
+        While False (see :meth:`Composite.inactive`), the plain gradient flows.
+    stored_tensors : dict
+        The record of the call whose forward or backward is being handled.
+    """
+
+    def __init__(self) -> None:
+        self.active = True
+        self.stored_tensors: dict[str, Any] = {}
+        self._open_calls: list[dict[str, Any] | None] = []
+
+    def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Apply an Identity to the tensor inputs so that a backward hook sees their gradient.
+
+        Returns
+        -------
+        tuple or None
+            The new ``(args, kwargs)``; None (nothing changes) when no tensor input requires a
+            gradient or gradients are disabled.
+        """
+        positions = [
+            index
+            for index, arg in enumerate(args)
+            if isinstance(arg, torch.Tensor) and arg.requires_grad
+        ]
+        if not positions or not torch.is_grad_enabled():
+            self._open_calls.append(None)
+            return None
+        wrapped = _through_identity([args[index] for index in positions])
+        new_args = list(args)
+        for index, tensor in zip(positions, wrapped):
+            new_args[index] = tensor
+        record: dict[str, Any] = {"positions": positions}
+        self._open_calls.append(record)
+        wrapped[0].grad_fn.register_hook(functools.partial(self._input_hook, module, record))
+        return tuple(new_args), kwargs
+
+    def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        """Route the tensor outputs through an Identity and call :meth:`forward`.
+
+        Returns
+        -------
+        torch.Tensor or tuple or None
+            The new output, or None if this call is not hooked.
+        """
+        record = self._open_calls.pop() if self._open_calls else None
+        if record is None:
+            return None
+        outputs = output if isinstance(output, tuple) else (output,)
+        positions = [
+            index
+            for index, value in enumerate(outputs)
+            if isinstance(value, torch.Tensor) and value.requires_grad
+        ]
+        if not positions:
+            return None
+        self.stored_tensors = record
+        self.forward(module, args, kwargs, output)
+        wrapped = _through_identity([outputs[index] for index in positions])
+        wrapped[0].grad_fn.register_hook(functools.partial(self._output_hook, module, record))
+        new_outputs = list(outputs)
+        for index, tensor in zip(positions, wrapped):
+            new_outputs[index] = tensor
+        return tuple(new_outputs) if isinstance(output, tuple) else new_outputs[0]
+
+    def _output_hook(self, module, record, grad_inputs, grad_outputs):
+        if not self.active:
+            return None
+        record["grad_output"] = grad_outputs
+        self.stored_tensors = record
+        return self.pre_backward(module, grad_inputs, grad_outputs)
+
+    def _input_hook(self, module, record, grad_inputs, grad_outputs):
+        if not self.active or "grad_output" not in record:
+            return None
+        self.stored_tensors = record
+        relevance = self.backward(module, grad_outputs, record["grad_output"])
+        return tuple(relevance) if relevance is not None else None
+
+    def pre_backward(self, module: nn.Module, grad_input, grad_output):
+        """Called with the gradient arriving at the module's outputs.
+
+        The gradient is stored in ``stored_tensors['grad_output']`` before this is called.
+        Returning a tuple of tensors (one per hooked output) replaces the gradient that flows into
+        the module's own backward; None (the default) leaves it.
+        """
+        return None
+
+    def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        """Hook applied during the forward pass, once per call (nothing by default)."""
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Hook applied during the backward pass.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The module to which this hook is attached.
+        grad_input : tuple of torch.Tensor
+            The gradient arriving at each hooked tensor input.
+        grad_output : tuple of torch.Tensor
+            The gradient that arrived at each hooked output.
+
+        Returns
+        -------
+        tuple of torch.Tensor or None
+            New gradients for the hooked inputs, or None to keep them (the default).
+        """
+        return None
+
+    def copy(self) -> Hook:
+        """Return an independent hook built with the same constructor arguments."""
+        args, kwargs = getattr(self, "_init_arguments", ((), {}))
+        return type(self)(*args, **kwargs)
+
+    def remove(self) -> None:
+        """Switch the hook off for good and drop every reference to stored tensors.
+
+        Gradient nodes of a graph built while the hook was registered keep calling it; once
+        removed, it lets the plain gradient through there.
+        """
+        self.active = False
+        self.stored_tensors = {}
+        self._open_calls.clear()
+
+    def register(self, module: nn.Module) -> RemovableHandleList:
+        """Register this hook's forward hooks to ``module``.
+
+        Returns
+        -------
+        RemovableHandleList
+            Handles that remove the hooks and the stored tensors.
+        """
+        return RemovableHandleList(
+            [
+                RemovableHandle(self),
+                module.register_forward_pre_hook(self.pre_forward, with_kwargs=True),
+                module.register_forward_hook(self.post_forward, with_kwargs=True),
+            ]
+        )
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _unmodified(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    return tensor
+
+
+def _sum_of_products(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+    return functools.reduce(torch.add, (x * g for x, g in zip(inputs, gradients)))
+
+
+class BasicHook(Hook):
+    """A hook computing the layer-wise relevance of its module from modified forward passes.
+
+    For every branch ``k`` (one per input modifier), the module is evaluated on the modified input
+    ``x_k = input_modifiers[k](x)`` with parameters modified by ``param_modifiers[k]`` and output
+    modified by ``output_modifiers[k]``, giving ``z_k``. The gradient mapper turns the relevance
+    arriving at the output into one output gradient per branch, the gradient of each ``z_k`` with
+    respect to ``x_k`` is taken, and the reducer combines inputs and gradients into the relevance of
+    the input. Modules with several tensor inputs get the relevance of each of them.
+
+    Parameters
+    ----------
+    input_modifiers : list[callable], optional
+        ``(input) -> tensor``, one per branch; default one identity branch.
+    param_modifiers : list[ParamMod or callable], optional
+        ``ParamMod`` or ``(tensor, name) -> tensor``, one per branch; default unmodified.
+    output_modifiers : list[callable], optional
+        ``(output) -> tensor``, one per branch; default the identity.
+    gradient_mapper : callable, optional
+        ``(out_grad, outputs) -> list`` of one gradient per branch; default
+        ``out_grad / stabilizer(output)`` for each output.
+    reducer : callable, optional
+        ``(inputs, gradients) -> tensor``; default ``sum(input * gradient)``.
+    stabilizer : callable or float, optional
+        The stabilizer of the default gradient mapper (see :meth:`Stabilizer.ensure`).
+    """
+
+    def __init__(
+        self,
+        input_modifiers: Sequence[Callable] | None = None,
+        param_modifiers: Sequence[ParamMod | Callable] | None = None,
+        output_modifiers: Sequence[Callable] | None = None,
+        gradient_mapper: Callable | None = None,
+        reducer: Callable | None = None,
+        stabilizer: float | Callable = 1e-6,
+    ) -> None:
+        super().__init__()
+        given = [mods for mods in (input_modifiers, param_modifiers, output_modifiers) if mods]
+        branches = len(given[0]) if given else 1
+        if any(len(mods) != branches for mods in given):
+            raise ValueError(
+                "input_modifiers, param_modifiers and output_modifiers must have the same length "
+                f"(one entry per branch); got {[len(mods) for mods in given]}."
+            )
+        self.input_modifiers = list(input_modifiers or [_identity] * branches)
+        self.param_modifiers = [
+            ParamMod.ensure(mod) for mod in (param_modifiers or [_unmodified] * branches)
+        ]
+        self.output_modifiers = list(output_modifiers or [_identity] * branches)
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        self.gradient_mapper = gradient_mapper or self._stabilized_ratio
+        self.reducer = reducer or _sum_of_products
+        self._param_cache: dict[int, tuple[dict[str, torch.Tensor], tuple, dict]] = {}
+
+    def _stabilized_ratio(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
+        return [out_grad / self.stabilizer(output) for output in outputs]
+
+    def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        """Store the call's inputs, keyword arguments and output."""
+        self.stored_tensors["input"] = args
+        self.stored_tensors["kwargs"] = kwargs
+        self.stored_tensors["output"] = output
+
+    def modified_parameters(self, branch: int, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Return the parameters of ``branch``, computed once while the parameters are unchanged."""
+        param_mod = self.param_modifiers[branch]
+        names = param_mod._keys(module)
+        current = {name: getattr(module, name, None) for name in names}
+        versions = tuple(
+            (name, value._version) for name, value in current.items() if value is not None
+        )
+        cached = self._param_cache.get(branch)
+        if (
+            cached is not None
+            and cached[1] == versions
+            and all(cached[0].get(name) is value for name, value in current.items())
+        ):
+            return cached[2]
+        original, modified = param_mod.state_dicts(module)
+        self._param_cache[branch] = (original, versions, modified)
+        return modified
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Compute the relevance of every hooked input of the call."""
+        record = self.stored_tensors
+        if grad_output[0] is None:
+            return None
+        args, kwargs = record["input"], record["kwargs"]
+        positions = record["positions"]
+        create_graph = torch.is_grad_enabled()
+
+        def prepared(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if create_graph else tensor.detach().requires_grad_()
+
+        originals = [prepared(args[index]) for index in positions]
+        branch_inputs, outputs = [], []
+        with torch.enable_grad():
+            for branch, (in_mod, out_mod) in enumerate(
+                zip(self.input_modifiers, self.output_modifiers)
+            ):
+                inputs = [in_mod(tensor) for tensor in originals]
+                call_args = list(args)
+                for index, tensor in zip(positions, inputs):
+                    call_args[index] = tensor
+                with substituted_parameters(module, self.modified_parameters(branch, module)):
+                    outputs.append(out_mod(module.forward(*call_args, **kwargs)))
+                branch_inputs.append(inputs)
+            gradients = self.gradient_mapper(grad_output[0], outputs)
+            flat_inputs = [tensor for inputs in branch_inputs for tensor in inputs]
+            flat_gradients = torch.autograd.grad(
+                outputs,
+                flat_inputs,
+                grad_outputs=list(gradients),
+                create_graph=create_graph,
+                allow_unused=True,
+            )
+        count = len(positions)
+        relevance = []
+        for position in range(count):
+            inputs = [branch[position] for branch in branch_inputs]
+            grads = [
+                torch.zeros_like(tensor) if grad is None else grad
+                for tensor, grad in zip(inputs, flat_gradients[position::count])
+            ]
+            relevance.append(self.reducer(inputs, grads))
+        return tuple(relevance)
+
+    def remove(self) -> None:
+        """Drop stored tensors and cached parameters."""
+        super().remove()
+        self._param_cache.clear()
+
+
+class RemovableHandle:
+    """Create a weak reference to call ``.remove`` on some instance.
+
+    Parameters
+    ----------
+    instance : object
+        The object whose ``remove`` is called by :meth:`remove`, if it still exists.
+    """
+
+    def __init__(self, instance: Any) -> None:
+        self.instance_ref = weakref.ref(instance)
+
+    def remove(self) -> None:
+        """Call remove on the weakly referenced instance if it still exists."""
+        instance = self.instance_ref()
+        if instance is not None:
+            instance.remove()
+
+
+class RemovableHandleList(list):
+    """A list of handles with the ability to call remove on all of its members."""
+
+    def remove(self) -> None:  # type: ignore[override] - deliberately shadows list.remove
+        """Call remove on every member, last first, and empty the list."""
+        for handle in reversed(self):
+            handle.remove()
+        self.clear()
+
+
+class CompositeContext:
+    """Register a composite to a module on entering and remove it on exiting.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        The module to which the composite is registered.
+    composite : Composite
+        The composite to register.
+    """
+
+    def __init__(self, module: nn.Module, composite: Composite) -> None:
+        self.module = module
+        self.composite = composite
+
+    def __enter__(self) -> nn.Module:
+        self.composite.register(self.module)
+        return self.module
+
+    def __exit__(self, exc_type, exc_value, traceback) -> bool:
+        self.composite.remove()
+        return False
+
+
+class Composite:
+    """Apply canonizers and register hooks to the modules of a model.
+
+    One instance may be registered to a single module at a time.
+
+    Parameters
+    ----------
+    module_map : callable, optional
+        ``(ctx: dict, name: str, module) -> Hook or None``, asked for every named module in
+        pre-order (the root included) with one ``ctx`` dict per registration; a copy of each
+        returned hook is registered to that module.
+    canonizers : list of Canonizer, optional
+        Canonizers applied, in order, before the hooks are registered.
+    """
+
+    def __init__(
+        self,
+        module_map: Callable[[dict, str, nn.Module], Hook | None] | None = None,
+        canonizers: Sequence[Any] | None = None,
+    ) -> None:
+        self.module_map = module_map if module_map is not None else self._no_hook
+        self.canonizers = list(canonizers or [])
+        self.handles = RemovableHandleList()
+        self.hooks: list[Hook] = []
+        self._applied_canonizers: list[Any] = []
+
+    @staticmethod
+    def _no_hook(ctx: dict, name: str, module: nn.Module) -> None:
+        return None
+
+    def register(self, module: nn.Module) -> None:
+        """Apply the canonizers and register the hooks to ``module`` and its children.
+
+        Whatever this composite registered before is removed first. Other hooks on the modules
+        stay.
+        """
+        self.remove()
+        try:
+            for canonizer in self.canonizers:
+                self._applied_canonizers.extend(canonizer.apply(module))
+            ctx: dict = {}
+            for name, child in module.named_modules():
+                template = self.module_map(ctx, name, child)
+                if template is not None:
+                    hook = template.copy()
+                    self.hooks.append(hook)
+                    self.handles.append(hook.register(child))
+        except BaseException:
+            self.remove()
+            raise
+
+    def remove(self) -> None:
+        """Remove every hook, then revert the canonizers in reverse order."""
+        self.handles.remove()
+        self.hooks.clear()
+        for canonizer in reversed(self._applied_canonizers):
+            canonizer.remove()
+        self._applied_canonizers.clear()
+
+    def context(self, module: nn.Module) -> CompositeContext:
+        """Return a context that registers this composite to ``module`` and removes it on exit."""
+        return CompositeContext(module, self)
+
+    @contextmanager
+    def inactive(self) -> Iterator[Composite]:
+        """Switch the hooks off, so that the plain gradient flows (e.g. to differentiate an
+        attribution)."""
+        states = [(hook, hook.active) for hook in self.hooks]
+        for hook, _ in states:
+            hook.active = False
+        try:
+            yield self
+        finally:
+            registered = {id(hook) for hook in self.hooks}
+            for hook, state in states:
+                if id(hook) in registered:
+                    hook.active = state
