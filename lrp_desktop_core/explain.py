@@ -1,0 +1,395 @@
+"""One call from (model, input, method, target) to an explanation.
+
+:func:`explain` runs a :class:`Method` (LRP with a rule map, or one of the gradient-based and
+perturbation baselines) on a batch and returns an :class:`Explanation` of plain numpy arrays, ready
+for drawing, exporting and scoring.  It is cancellable between steps, reports its progress, and
+leaves the model exactly as it found it, also when it fails half-way.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from .rulemap import RuleMap
+
+METHOD_KINDS = ("lrp", "gradient", "smoothgrad", "integrated_gradients", "occlusion")
+
+DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
+    "lrp": {},
+    "gradient": {},
+    "smoothgrad": {"noise_level": 0.1, "n_iter": 20, "seed": 0},
+    "integrated_gradients": {"n_iter": 20},
+    "occlusion": {"window": 8, "stride": 8, "batch_size": 64},
+}
+"""Every parameter each method kind accepts, with its default."""
+
+Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
+
+
+class ExplainCancelled(Exception):
+    """Raised when the ``cancel`` callback of a long computation returns True."""
+
+
+def raise_if_cancelled(cancel: Callable[[], bool] | None) -> None:
+    """Raise :class:`ExplainCancelled` if ``cancel`` is given and returns True."""
+    if cancel is not None and cancel():
+        raise ExplainCancelled("the computation was cancelled")
+
+
+@dataclass(frozen=True)
+class Method:
+    """What to compute: an attribution method and its settings.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`METHOD_KINDS`.  "lrp" propagates the explained logit backwards through the
+        rules of ``rulemap``, so the relevance sums to that logit where the rules conserve it.
+        "gradient" is the plain input gradient of the explained logit, "smoothgrad" its mean over
+        noisy copies of the input, "integrated_gradients" the path integral from a zero baseline
+        (input times mean gradient, summing to ``f(x) - f(0)``), and "occlusion" the drop of the
+        logit when a sliding window is set to zero.
+    rulemap : RuleMap, optional
+        The rules for "lrp" (required there); must be None for the other kinds.
+    params : dict, optional
+        Settings of the kind, see :data:`DEFAULT_PARAMS`; missing ones take the defaults.
+    """
+
+    kind: str
+    rulemap: RuleMap | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in METHOD_KINDS:
+            choices = ", ".join(METHOD_KINDS)
+            raise ValueError(f"unknown method {self.kind!r}; choose one of {choices}")
+        if (self.kind == "lrp") != (self.rulemap is not None):
+            raise ValueError("an 'lrp' method needs a rule map, and only 'lrp' takes one")
+        unknown = sorted(set(self.params) - set(DEFAULT_PARAMS[self.kind]))
+        if unknown:
+            allowed = ", ".join(DEFAULT_PARAMS[self.kind]) or "none"
+            raise ValueError(
+                f"unknown parameter(s) {', '.join(unknown)} for {self.kind!r}; allowed: {allowed}"
+            )
+        object.__setattr__(self, "params", dict(self.params))
+
+    def __hash__(self) -> int:
+        rules = None if self.rulemap is None else self.rulemap.fingerprint()
+        return hash((self.kind, rules, tuple(sorted(self.params.items()))))
+
+    def settings(self) -> dict[str, Any]:
+        """Return all parameters of the kind: the given ones over the defaults."""
+        return {**DEFAULT_PARAMS[self.kind], **self.params}
+
+    def label(self) -> str:
+        """Return a short caption, e.g. ``"LRP epsilon_plus"`` or ``"SmoothGrad (20 x 0.1)"``."""
+        settings = self.settings()
+        if self.kind == "lrp":
+            assert self.rulemap is not None
+            name = self.rulemap.preset or "custom rules"
+            return f"LRP {name}"
+        if self.kind == "gradient":
+            return "Gradient"
+        if self.kind == "smoothgrad":
+            return f"SmoothGrad ({settings['n_iter']} x {settings['noise_level']:g})"
+        if self.kind == "integrated_gradients":
+            return f"Integrated Gradients ({settings['n_iter']} steps)"
+        return f"Occlusion ({settings['window']} px, stride {settings['stride']})"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready description (kind, settings, and the rule map for "lrp")."""
+        record: dict[str, Any] = {"kind": self.kind, "label": self.label(), **self.settings()}
+        if self.rulemap is not None:
+            record["rulemap"] = self.rulemap.to_dict()
+        return record
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """The result of :func:`explain` for a batch of ``N`` inputs, as numpy arrays.
+
+    Attributes
+    ----------
+    relevance : np.ndarray
+        Relevance per input element, float32, shape ``(N, C, H, W)``.
+    logits : np.ndarray
+        Model outputs, shape ``(N, K)``.
+    probabilities : np.ndarray
+        Softmax of the logits, shape ``(N, K)``.
+    target : np.ndarray
+        Explained class per sample, int64, shape ``(N,)``.
+    explained_output : np.ndarray
+        The explained logit per sample, shape ``(N,)``.
+    relevance_sum : np.ndarray
+        Total relevance per sample, shape ``(N,)``.
+    seconds : float
+        Wall time of the computation.
+    method : Method, optional
+        The method that produced it.
+    device : str
+        The device it ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
+    """
+
+    relevance: np.ndarray
+    logits: np.ndarray
+    probabilities: np.ndarray
+    target: np.ndarray
+    explained_output: np.ndarray
+    relevance_sum: np.ndarray
+    seconds: float
+    method: Method | None = None
+    device: str = "cpu"
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def relevance_conservation(explanation: Explanation) -> np.ndarray:
+    """Return the total relevance divided by the explained logit, per sample.
+
+    Close to 1 for LRP rules that conserve relevance; NaN where the explained logit is zero.
+    """
+    out = np.full(explanation.relevance_sum.shape, np.nan)
+    np.divide(
+        explanation.relevance_sum.astype(np.float64),
+        explanation.explained_output.astype(np.float64),
+        out=out,
+        where=explanation.explained_output != 0,
+    )
+    return out
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Return the device of the model's first parameter or buffer (CPU for a model without any)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+def explain(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    method: Method,
+    target: Target = None,
+    *,
+    cancel: Callable[[], bool] | None = None,
+    progress: Callable[[float], None] | None = None,
+) -> Explanation:
+    """Explain the model's decision on a batch of inputs.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning logits of shape ``(N, K)``; it runs where its parameters are, in
+        evaluation mode, and is returned unchanged (parameters, buffers, modes, hooks).
+    inputs : torch.Tensor
+        Preprocessed inputs, shape ``(N, C, H, W)``; moved to the model's device as float32.
+    method : Method
+        What to compute.
+    target : int, sequence of int, or None
+        The class to explain: None for the top-1 class of each sample, one index for all samples,
+        or one index per sample.
+    cancel : callable, optional
+        Polled between steps; when it returns True, :class:`ExplainCancelled` is raised.
+    progress : callable, optional
+        Called with the finished share (0 to 1) after each step.
+
+    Returns
+    -------
+    Explanation
+        Relevance, prediction and timing as numpy arrays.
+    """
+    start = time.perf_counter()
+    device = model_device(model)
+    batch = torch.as_tensor(inputs).detach().to(device=device, dtype=torch.float32)
+    if batch.ndim != 4:
+        raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(batch.shape)}")
+    raise_if_cancelled(cancel)
+    compute = _METHODS[method.kind]
+    with _evaluation_mode(model):
+        logits, targets, relevance = compute(
+            model, batch, target, method, cancel, _ProgressSteps(progress)
+        )
+    logits = logits.detach().double()
+    explained = logits.gather(1, targets[:, None])[:, 0]
+    relevance_np = relevance.detach().float().cpu().numpy()
+    return Explanation(
+        relevance=relevance_np,
+        logits=logits.float().cpu().numpy(),
+        probabilities=torch.softmax(logits, dim=1).float().cpu().numpy(),
+        target=targets.cpu().numpy(),
+        explained_output=explained.float().cpu().numpy(),
+        relevance_sum=relevance_np.reshape(len(relevance_np), -1).sum(axis=1, dtype=np.float64),
+        seconds=time.perf_counter() - start,
+        method=method,
+        device=str(device),
+    )
+
+
+class _ProgressSteps:
+    """Report ``done / total`` to an optional progress callback."""
+
+    def __init__(self, callback: Callable[[float], None] | None) -> None:
+        self.callback = callback
+
+    def done(self, finished: int, total: int) -> None:
+        if self.callback is not None:
+            self.callback(min(1.0, finished / total))
+
+
+@contextmanager
+def _evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in evaluation mode and restore each one's own mode afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+def _resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
+    count, classes = logits.shape
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    if isinstance(target, torch.Tensor):
+        targets = target.detach().to(dtype=torch.long).reshape(-1)
+    else:
+        targets = torch.as_tensor(np.asarray(target), dtype=torch.long).reshape(-1)
+    if targets.numel() == 1:
+        targets = targets.repeat(count)
+    if targets.numel() != count:
+        raise ValueError(f"need one target per sample ({count}), got {targets.numel()}")
+    if bool(((targets < 0) | (targets >= classes)).any()):
+        raise ValueError(f"target class out of range 0..{classes - 1}: {targets.tolist()}")
+    return targets.to(logits.device)
+
+
+def _input_gradient(
+    model: nn.Module, batch: torch.Tensor, target: Target, scale_by_output: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return logits, explained classes, and the gradient of the explained logits w.r.t. the input.
+
+    With ``scale_by_output``, the backward pass starts from the explained logit instead of 1, so
+    that LRP relevance sums to that logit.
+    """
+    leaf = batch.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(leaf)
+        targets = _resolve_target(target, logits)
+        start = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0)
+        if scale_by_output:
+            start = start * logits.detach()
+        (gradient,) = torch.autograd.grad(logits, leaf, grad_outputs=start)
+    return logits.detach(), targets, gradient
+
+
+def _plain_forward(
+    model: nn.Module, batch: torch.Tensor, target: Target
+) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.no_grad():
+        logits = model(batch)
+    return logits, _resolve_target(target, logits)
+
+
+def _lrp(model, batch, target, method, cancel, step):
+    assert method.rulemap is not None
+    with method.rulemap.to_composite().context(model):
+        result = _input_gradient(model, batch, target, scale_by_output=True)
+    step.done(1, 1)
+    return result
+
+
+def _gradient(model, batch, target, method, cancel, step):
+    result = _input_gradient(model, batch, target)
+    step.done(1, 1)
+    return result
+
+
+def _smoothgrad(model, batch, target, method, cancel, step):
+    settings = method.settings()
+    iterations = int(settings["n_iter"])
+    logits, targets = _plain_forward(model, batch, target)
+    generator = torch.Generator(device=batch.device).manual_seed(int(settings["seed"]))
+    spread = batch.amax(dim=(1, 2, 3), keepdim=True) - batch.amin(dim=(1, 2, 3), keepdim=True)
+    std = float(settings["noise_level"]) * spread
+    total = torch.zeros_like(batch)
+    for iteration in range(iterations):
+        raise_if_cancelled(cancel)
+        noise = torch.randn(batch.shape, generator=generator, device=batch.device) * std
+        total += _input_gradient(model, batch + noise, targets)[2]
+        step.done(iteration + 1, iterations)
+    return logits, targets, total / iterations
+
+
+def _integrated_gradients(model, batch, target, method, cancel, step):
+    iterations = int(method.settings()["n_iter"])
+    logits, targets = _plain_forward(model, batch, target)
+    total = torch.zeros_like(batch)
+    for iteration in range(iterations):
+        raise_if_cancelled(cancel)
+        alpha = (iteration + 1) / iterations
+        total += _input_gradient(model, alpha * batch, targets)[2]
+        step.done(iteration + 1, iterations)
+    return logits, targets, batch * total / iterations
+
+
+def _occlusion(model, batch, target, method, cancel, step):
+    settings = method.settings()
+    window, stride = int(settings["window"]), int(settings["stride"])
+    count, channels, height, width = batch.shape
+    logits, targets = _plain_forward(model, batch, target)
+    reference = logits.gather(1, targets[:, None]).double().view(count, 1, 1, 1)
+    positions = [
+        (top, left)
+        for top in _window_starts(height, window, stride)
+        for left in _window_starts(width, window, stride)
+    ]
+    per_pass = max(1, int(settings["batch_size"]) // count)
+    drop_sum = torch.zeros((count, 1, height, width), device=batch.device, dtype=torch.float64)
+    covered = torch.zeros((1, 1, height, width), device=batch.device, dtype=torch.float64)
+    for first in range(0, len(positions), per_pass):
+        raise_if_cancelled(cancel)
+        chunk = positions[first : first + per_pass]
+        occluded = batch.repeat(len(chunk), 1, 1, 1).view(len(chunk), *batch.shape)
+        areas = [(..., slice(top, top + window), slice(left, left + window)) for top, left in chunk]
+        for copy, area in zip(occluded, areas, strict=True):
+            copy[area] = 0
+        with torch.no_grad():
+            scores = model(occluded.flatten(0, 1)).gather(1, targets.repeat(len(chunk))[:, None])
+        drops = reference - scores.double().view(len(chunk), count, 1, 1, 1)
+        for drop, area in zip(drops, areas, strict=True):
+            drop_sum[area] += drop
+            covered[area] += 1
+        step.done(first + len(chunk), len(positions))
+    per_pixel = drop_sum / covered.clamp(min=1) / channels
+    return logits, targets, per_pixel.expand(-1, channels, -1, -1)
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Return the window starts along one axis; the last window touches the border."""
+    if window >= size:
+        return [0]
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] + window < size:
+        starts.append(size - window)
+    return starts
+
+
+_METHODS = {
+    "lrp": _lrp,
+    "gradient": _gradient,
+    "smoothgrad": _smoothgrad,
+    "integrated_gradients": _integrated_gradients,
+    "occlusion": _occlusion,
+}
