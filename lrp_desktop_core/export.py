@@ -1,0 +1,537 @@
+"""Write explanations for reports: overlays, raw relevance, JSON records, figures and PDF reports.
+
+Everything here needs only Pillow and numpy:
+
+* :func:`explanation_record` collects every setting that produced an explanation (model, weights
+  hash, rule map, method, class, device, versions, time) into a JSON-ready dict;
+* :func:`save_explanation` writes one sample's overlay PNG, raw relevance ``.npy`` and record;
+* :func:`save_figure` lays panels out in a captioned grid, as PNG, SVG or PDF;
+* :func:`save_report` writes a multi-page PDF: per image the input, the compared heatmaps, the
+  perturbation curves and a table of scores and settings.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+import numpy as np
+import PIL
+import torch
+import torchvision
+from PIL import Image, ImageDraw, ImageFont
+
+from . import __version__
+from .explain import Explanation, Method
+
+EXPORT_FORMATS = ("png", "npy", "json")
+FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
+MIN_PANEL_SIZE = 160
+CAPTION_SIZE = 14
+MARGIN = 12
+BACKGROUND = (255, 255, 255)
+INK = (20, 20, 20)
+CURVE_COLOURS = ((200, 30, 30), (30, 90, 200), (120, 120, 120), (30, 150, 60), (170, 80, 190))
+
+
+def explanation_record(
+    *,
+    model_name: str,
+    method: Method,
+    explanation: Explanation,
+    index: int,
+    class_names: Sequence[str] = (),
+    weights_path: str | Path | None = None,
+    weights_sha256: str | None = None,
+    image_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Return every setting behind one sample's explanation as a JSON-ready dict.
+
+    Parameters
+    ----------
+    model_name : str
+        The model's name (a registry name or a file path).
+    method : Method
+        The attribution method, including the rule map for LRP.
+    explanation : Explanation
+        The batch explanation the sample belongs to.
+    index : int
+        The sample's position in the batch.
+    class_names : sequence of str, optional
+        Class names of the model, to name the predicted and explained classes.
+    weights_path, weights_sha256 : optional
+        The weights file and its SHA-256 hash, where weights were loaded from a file.
+    image_path : str or Path, optional
+        The explained image.
+
+    Returns
+    -------
+    dict
+        Keys ``image``, ``model``, ``weights``, ``method``, ``canonizer``, ``rulemap``,
+        ``prediction``, ``target``, ``explained_output``, ``relevance_sum``, ``seconds``,
+        ``device``, ``versions`` and ``time`` (UTC, ISO 8601).
+    """
+    predicted = int(np.argmax(explanation.logits[index]))
+    rulemap = method.rulemap
+    return {
+        "image": None if image_path is None else str(image_path),
+        "model": model_name,
+        "weights": {
+            "file": None if weights_path is None else str(weights_path),
+            "sha256": weights_sha256,
+        },
+        "method": method.to_dict(),
+        "canonizer": None if rulemap is None else rulemap.canonizer,
+        "rulemap": None if rulemap is None else rulemap.to_dict(),
+        "prediction": {
+            **_class_entry(predicted, class_names),
+            "logit": float(explanation.logits[index, predicted]),
+            "probability": float(explanation.probabilities[index, predicted]),
+        },
+        "target": _class_entry(int(explanation.target[index]), class_names),
+        "explained_output": float(explanation.explained_output[index]),
+        "relevance_sum": float(explanation.relevance_sum[index]),
+        "seconds": float(explanation.seconds),
+        "device": explanation.device,
+        "versions": software_versions(),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def software_versions() -> dict[str, str]:
+    """Return the versions of lrp-desktop, torch, torchvision, numpy, Pillow and Python."""
+    return {
+        "lrp-desktop": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "pillow": PIL.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def save_explanation(
+    out_dir: str | Path,
+    stem: str,
+    display: np.ndarray,
+    explanation: Explanation,
+    index: int,
+    record: Mapping[str, Any],
+    cmap: str = "coldnhot",
+    formats: Sequence[str] = EXPORT_FORMATS,
+) -> dict[str, Path]:
+    """Write one sample of an explanation: overlay PNG, raw relevance and JSON record.
+
+    Parameters
+    ----------
+    out_dir : str or Path
+        Folder to write into (created if missing).
+    stem : str
+        File name without suffix; the files are ``<stem>.png``, ``<stem>.npy``, ``<stem>.json``.
+    display : np.ndarray
+        The input picture, (H, W, 3) uint8, at the model's input geometry.
+    explanation : Explanation
+        The batch explanation.
+    index : int
+        The sample's position in the batch.
+    record : mapping
+        The JSON record, e.g. from :func:`explanation_record`.
+    cmap : str, optional
+        Colour map of the overlay.
+    formats : sequence of str, optional
+        Any of "png", "npy", "json".
+
+    Returns
+    -------
+    dict[str, Path]
+        The written file per format.
+    """
+    from .image import overlay
+
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown:
+        choices = ", ".join(EXPORT_FORMATS)
+        raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {choices}")
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    relevance = explanation.relevance[index]
+    written: dict[str, Path] = {}
+    if "png" in formats:
+        written["png"] = folder / f"{stem}.png"
+        Image.fromarray(overlay(display, relevance, cmap=cmap)).save(written["png"])
+    if "npy" in formats:
+        written["npy"] = folder / f"{stem}.npy"
+        np.save(written["npy"], relevance.astype(np.float32))
+    if "json" in formats:
+        full_record = {**record, "files": {key: path.name for key, path in written.items()}}
+        written["json"] = folder / f"{stem}.json"
+        written["json"].write_text(json.dumps(full_record, indent=2, default=_json_default))
+    return written
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """Geometry of a captioned grid: where each panel and caption line goes."""
+
+    width: int
+    height: int
+    title_height: int
+    cell: tuple[int, int]
+    columns: int
+    caption_lines: list[list[str]]
+    line_height: int
+
+    def panel_origin(self, index: int) -> tuple[int, int]:
+        row, column = divmod(index, self.columns)
+        cell_height = self.cell[1] + self.line_height * self.max_lines + MARGIN
+        return (
+            MARGIN + column * (self.cell[0] + MARGIN),
+            self.title_height + MARGIN + row * cell_height,
+        )
+
+    @property
+    def max_lines(self) -> int:
+        return max((len(lines) for lines in self.caption_lines), default=0)
+
+
+def save_figure(
+    path: str | Path,
+    panels: Sequence[np.ndarray],
+    captions: Sequence[str],
+    title: str | None = None,
+    columns: int | None = None,
+) -> Path:
+    """Write panels in a captioned grid as PNG, SVG or PDF, chosen by the suffix of ``path``.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file ending in ``.png``, ``.svg`` or ``.pdf``.
+    panels : sequence of np.ndarray
+        Pictures, (H, W, 3) or (H, W, 4) uint8; small ones are enlarged by whole factors.
+    captions : sequence of str
+        One caption per panel, wrapped to the panel width.
+    title : str, optional
+        A line above the grid.
+    columns : int, optional
+        Panels per row; all in one row up to four panels, otherwise four per row.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in FIGURE_SUFFIXES:
+        raise ValueError(
+            f"cannot write a figure as {path.name!r}; use {', '.join(FIGURE_SUFFIXES)}"
+        )
+    if len(panels) != len(captions) or not panels:
+        raise ValueError("give at least one panel and exactly one caption per panel")
+    pictures = [_enlarge(_as_rgb(panel)) for panel in panels]
+    grid = _grid_layout(pictures, captions, title, columns)
+    if suffix == ".svg":
+        path.write_text(_figure_svg(grid, pictures, title), encoding="utf-8")
+    else:
+        figure = _figure_raster(grid, pictures, title)
+        figure.save(path, **({"resolution": 150.0} if suffix == ".pdf" else {}))
+    return path
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One perturbation curve of a report: its label, scores per step and AOPC."""
+
+    label: str
+    values: np.ndarray
+    aopc: float
+
+
+@dataclass(frozen=True)
+class ReportPage:
+    """The content of one report page (one input image).
+
+    Attributes
+    ----------
+    title : str
+        Page heading, e.g. the image name and the predicted class.
+    image : np.ndarray
+        The input picture, (H, W, 3) uint8.
+    heatmaps : sequence of np.ndarray
+        The compared heatmaps or overlays, RGB or RGBA uint8.
+    captions : sequence of str
+        One caption per heatmap.
+    curves : sequence of Curve
+        Perturbation curves to plot (e.g. MoRF per method and the random baseline).
+    table : sequence of sequence of str
+        A table of scores, the first row being the header.
+    settings : mapping of str to str
+        Further settings listed under the table.
+    """
+
+    title: str
+    image: np.ndarray
+    heatmaps: Sequence[np.ndarray]
+    captions: Sequence[str]
+    curves: Sequence[Curve] = ()
+    table: Sequence[Sequence[str]] = ()
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+REPORT_PAGE_SIZE = (1169, 827)  # A4 landscape at 100 dpi
+
+
+def save_report(path: str | Path, pages: Sequence[ReportPage]) -> Path:
+    """Write a PDF report with one page per :class:`ReportPage`.
+
+    Parameters
+    ----------
+    path : str or Path
+        Output file ending in ``.pdf``.
+    pages : sequence of ReportPage
+        The pages, at least one.
+
+    Returns
+    -------
+    Path
+        The written file.
+    """
+    path = Path(path)
+    if path.suffix.lower() != ".pdf" or not pages:
+        raise ValueError("a report is written as a .pdf file with at least one page")
+    rendered = [_report_page(page) for page in pages]
+    rendered[0].save(path, save_all=True, append_images=rendered[1:], resolution=100.0)
+    return path
+
+
+def _class_entry(index: int, class_names: Sequence[str]) -> dict[str, Any]:
+    name = class_names[index] if 0 <= index < len(class_names) else None
+    return {"index": index, "name": name}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=size)
+
+
+def _as_rgb(panel: np.ndarray) -> Image.Image:
+    array = np.asarray(panel)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ValueError(f"a panel must be (H, W, 3) or (H, W, 4) uint8, got {array.shape}")
+    picture = Image.fromarray(array)
+    if picture.mode == "RGBA":
+        background = Image.new("RGB", picture.size, BACKGROUND)
+        background.paste(picture, mask=picture.getchannel("A"))
+        return background
+    return picture
+
+
+def _enlarge(picture: Image.Image, minimum: int = MIN_PANEL_SIZE) -> Image.Image:
+    factor = max(1, math.ceil(minimum / max(picture.size)))
+    if factor == 1:
+        return picture
+    size = (picture.width * factor, picture.height * factor)
+    return picture.resize(size, Image.Resampling.NEAREST)
+
+
+def _wrap(text: str, font: ImageFont.ImageFont, width: float) -> list[str]:
+    """Break ``text`` into lines no wider than ``width`` pixels (a longer single word overflows)."""
+    lines: list[str] = []
+    for paragraph in text.splitlines() or [""]:
+        line = ""
+        for word in paragraph.split():
+            candidate = f"{line} {word}".strip()
+            if line and font.getlength(candidate) > width:
+                lines.append(line)
+                line = word
+            else:
+                line = candidate
+        lines.append(line)
+    return lines
+
+
+def _grid_layout(
+    pictures: Sequence[Image.Image], captions: Sequence[str], title: str | None, columns: int | None
+) -> _Grid:
+    columns = columns or (len(pictures) if len(pictures) <= 4 else 4)
+    cell = (max(p.width for p in pictures), max(p.height for p in pictures))
+    font = _font(CAPTION_SIZE)
+    lines = [_wrap(caption, font, cell[0]) for caption in captions]
+    line_height = CAPTION_SIZE + 4
+    title_height = 2 * CAPTION_SIZE + 8 if title else 0
+    rows = math.ceil(len(pictures) / columns)
+    max_lines = max(len(caption_lines) for caption_lines in lines)
+    return _Grid(
+        width=MARGIN + columns * (cell[0] + MARGIN),
+        height=title_height + MARGIN + rows * (cell[1] + line_height * max_lines + MARGIN),
+        title_height=title_height,
+        cell=cell,
+        columns=columns,
+        caption_lines=lines,
+        line_height=line_height,
+    )
+
+
+def _figure_raster(grid: _Grid, pictures: Sequence[Image.Image], title: str | None) -> Image.Image:
+    figure = Image.new("RGB", (grid.width, grid.height), BACKGROUND)
+    draw = ImageDraw.Draw(figure)
+    if title:
+        draw.text((MARGIN, MARGIN), title, fill=INK, font=_font(CAPTION_SIZE + 4))
+    font = _font(CAPTION_SIZE)
+    for index, picture in enumerate(pictures):
+        left, top = grid.panel_origin(index)
+        figure.paste(picture, (left, top))
+        for number, line in enumerate(grid.caption_lines[index]):
+            y = top + picture.height + 2 + number * grid.line_height
+            draw.text((left, y), line, fill=INK, font=font)
+    return figure
+
+
+def _figure_svg(grid: _Grid, pictures: Sequence[Image.Image], title: str | None) -> str:
+    parts = [
+        '<?xml version="1.0" encoding="UTF-8"?>',
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{grid.width}" height="{grid.height}" '
+        f'viewBox="0 0 {grid.width} {grid.height}">',
+        f'<rect width="{grid.width}" height="{grid.height}" fill="white"/>',
+    ]
+    text_style = f'font-family="sans-serif" font-size="{CAPTION_SIZE}" fill="black"'
+    if title:
+        parts.append(
+            f'<text x="{MARGIN}" y="{MARGIN + CAPTION_SIZE + 4}" font-family="sans-serif" '
+            f'font-size="{CAPTION_SIZE + 4}" fill="black">{escape(title)}</text>'
+        )
+    for index, picture in enumerate(pictures):
+        left, top = grid.panel_origin(index)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="PNG")
+        encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+        parts.append(
+            f'<image x="{left}" y="{top}" width="{picture.width}" height="{picture.height}" '
+            f'href="data:image/png;base64,{encoded}"/>'
+        )
+        for number, line in enumerate(grid.caption_lines[index]):
+            y = top + picture.height + (number + 1) * grid.line_height
+            parts.append(f'<text x="{left}" y="{y}" {text_style}>{escape(line)}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _report_page(page: ReportPage) -> Image.Image:
+    width, height = REPORT_PAGE_SIZE
+    sheet = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(sheet)
+    draw.text((2 * MARGIN, 2 * MARGIN), page.title, fill=INK, font=_font(22))
+    pictures = [_as_rgb(page.image), *(_as_rgb(heatmap) for heatmap in page.heatmaps)]
+    captions = ["input", *page.captions]
+    if len(captions) != len(pictures):
+        raise ValueError("a report page needs exactly one caption per heatmap")
+    panel = min(220, (width - 2 * MARGIN) // len(pictures) - MARGIN)
+    font = _font(12)
+    for index, (picture, caption) in enumerate(zip(pictures, captions, strict=True)):
+        scaled = picture.resize(
+            (panel, round(panel * picture.height / picture.width)), Image.Resampling.NEAREST
+        )
+        left = 2 * MARGIN + index * (panel + MARGIN)
+        sheet.paste(scaled, (left, 70))
+        for number, line in enumerate(_wrap(caption, font, panel)[:3]):
+            draw.text((left, 74 + scaled.height + number * 15), line, fill=INK, font=font)
+    lower = 70 + panel + 70
+    if page.curves:
+        _draw_curves(
+            draw, (2 * MARGIN, lower, width // 2 - MARGIN, height - 2 * MARGIN), page.curves
+        )
+    _draw_table(draw, (width // 2 + MARGIN, lower), page.table, page.settings)
+    return sheet
+
+
+def _draw_curves(
+    draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], curves: Sequence[Curve]
+) -> None:
+    """Plot curves with axes, tick labels and a legend (label and AOPC) into ``box``."""
+    font = _font(12)
+    left, top, right, bottom = box
+    plot = (left + 50, top + 10, right - 10, bottom - 40)
+    values = np.concatenate([np.asarray(curve.values, dtype=float) for curve in curves])
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    if high - low < 1e-12:
+        low, high = low - 1.0, high + 1.0
+    steps = max(len(curve.values) for curve in curves) - 1
+
+    def to_pixel(step: float, value: float) -> tuple[float, float]:
+        x = plot[0] + (plot[2] - plot[0]) * step / max(steps, 1)
+        y = plot[3] - (plot[3] - plot[1]) * (value - low) / (high - low)
+        return x, y
+
+    draw.line([(plot[0], plot[1]), (plot[0], plot[3]), (plot[2], plot[3])], fill=INK, width=1)
+    for value in (low, (low + high) / 2, high):
+        _, y = to_pixel(0, value)
+        draw.line([(plot[0] - 4, y), (plot[0], y)], fill=INK)
+        draw.text((left, y - 7), f"{value:.3g}", fill=INK, font=font)
+    for step in (0, steps // 2, steps):
+        x, _ = to_pixel(step, low)
+        draw.line([(x, plot[3]), (x, plot[3] + 4)], fill=INK)
+        draw.text((x - 6, plot[3] + 6), str(step), fill=INK, font=font)
+    draw.text(
+        (plot[0], bottom - 16),
+        "removed regions (steps)  vs.  explained class score",
+        fill=INK,
+        font=font,
+    )
+    for number, curve in enumerate(curves):
+        colour = CURVE_COLOURS[number % len(CURVE_COLOURS)]
+        points = [to_pixel(step, value) for step, value in enumerate(curve.values)]
+        draw.line(points, fill=colour, width=2)
+        legend_y = plot[1] + 4 + number * 16
+        draw.line(
+            [(plot[2] - 230, legend_y + 7), (plot[2] - 210, legend_y + 7)], fill=colour, width=3
+        )
+        label = f"{curve.label}  (AOPC {curve.aopc:.3g})"
+        draw.text((plot[2] - 204, legend_y), label, fill=INK, font=font)
+
+
+def _draw_table(
+    draw: ImageDraw.ImageDraw,
+    origin: tuple[int, int],
+    table: Sequence[Sequence[str]],
+    settings: Mapping[str, str],
+) -> None:
+    """Draw a table (first row bold-underlined) and key-value settings below it."""
+    font = _font(13)
+    left, top = origin
+    y = top
+    if table:
+        columns = len(table[0])
+        widths = [
+            max(font.getlength(str(row[column])) for row in table) + 16 for column in range(columns)
+        ]
+        for number, row in enumerate(table):
+            x = left
+            for column, cell in enumerate(row):
+                draw.text((x, y), str(cell), fill=INK, font=font)
+                x += widths[column]
+            if number == 0:
+                draw.line([(left, y + 17), (x, y + 17)], fill=INK)
+            y += 20
+        y += 14
+    for key, value in settings.items():
+        draw.text((left, y), f"{key}: {value}", fill=INK, font=font)
+        y += 18
