@@ -162,7 +162,8 @@ class MergeBatchNorm(Canonizer):
         """Yield ``(linears, batch_norm)`` pairs of ``root_module`` to merge."""
         raise NotImplementedError(
             f"{type(self).__name__} does not know which layers to merge: use "
-            "SequentialMergeBatchNorm or NamedMergeBatchNorm, or call register(linears, batch_norm)."
+            "SequentialMergeBatchNorm or NamedMergeBatchNorm, or call "
+            "register(linears, batch_norm)."
         )
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
@@ -439,7 +440,8 @@ class CompositeCanonizer(Canonizer):
         )
 
     def remove(self) -> None:
-        """Nothing to revert: :meth:`apply` returns the member instances, which revert themselves."""
+        """Nothing to revert: :meth:`apply` returns the member instances, which revert
+        themselves."""
 
 
 def _no_canonizers() -> list[Canonizer]:
