@@ -1,0 +1,671 @@
+"""The LRP rules: how each layer passes the relevance of its outputs on to its inputs.
+
+Notation: a layer computes ``z_j = sum_i x_i w_ij + b_j``; ``R_j`` is the relevance arriving at
+output ``j``; ``x+ = max(x, 0)`` and ``x- = min(x, 0)``, likewise for ``w`` and ``b``; ``s()`` is
+:func:`~.core.stabilize`, which moves a denominator away from zero.
+
+Every rule with parameters is a :class:`~.core.BasicHook` declared by its input modifiers,
+parameter modifiers, gradient mapper and reducer. On top of that declaration, two fast paths
+compute the same numbers with less work:
+
+* proportional rules (:class:`Epsilon`, :class:`Norm`) divide the arriving relevance by the
+  layer's stored output and let the layer's own backward pass do the rest, so the layer is never
+  evaluated again;
+* sign-splitting rules (:class:`ZPlus`, :class:`AlphaBeta`, :class:`Gamma`) on linear layers
+  leave out the branches that cannot contribute (e.g. the negative part of an input that is
+  nonnegative after a ReLU, or a branch whose gradient is zero everywhere).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from .core import BasicHook, Hook, ParamMod, expand, substituted_parameters
+from .types import Linear
+
+__all__ = [
+    "RULE_DESCRIPTIONS",
+    "AlphaBeta",
+    "ClampMod",
+    "Epsilon",
+    "Flat",
+    "Gamma",
+    "GammaMod",
+    "NoMod",
+    "Norm",
+    "Pass",
+    "ReLUBetaSmooth",
+    "ReLUDeconvNet",
+    "ReLUGuidedBackprop",
+    "WSquare",
+    "ZBox",
+    "ZPlus",
+    "zero_bias",
+]
+
+ZeroParams = str | Sequence[str] | None
+
+
+def zero_bias(zero_params: ZeroParams = None) -> list[str]:
+    """Return ``zero_params`` as a list with ``'bias'`` added.
+
+    Parameters
+    ----------
+    zero_params : str or list of str, optional
+        Parameter names that are already to be treated as zero.
+
+    Returns
+    -------
+    list of str
+        The names, ending with ``'bias'``.
+    """
+    if zero_params is None:
+        names: list[str] = []
+    elif isinstance(zero_params, str):
+        names = [zero_params]
+    else:
+        names = list(zero_params)
+    return names + ["bias"]
+
+
+class NoMod(ParamMod):
+    """A parameter modifier that leaves the parameters unchanged (apart from ``zero_params``).
+
+    Parameters
+    ----------
+    **kwargs
+        ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
+    """
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(_unchanged_param, **kwargs)
+
+
+class ClampMod(ParamMod):
+    """A parameter modifier that clamps the parameters to ``[min, max]``.
+
+    Parameters
+    ----------
+    min, max : float, optional
+        The bounds; None leaves that side open. ``min=0.`` keeps the positive part.
+    **kwargs
+        ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
+    """
+
+    def __init__(self, min: float | None = None, max: float | None = None, **kwargs) -> None:  # noqa: A002
+        def clamp(param: torch.Tensor, name: str) -> torch.Tensor:
+            return param.clamp(min=min, max=max)
+
+        super().__init__(clamp, **kwargs)
+
+
+class GammaMod(ParamMod):
+    """A parameter modifier that adds ``gamma`` times the clamped parameters to the parameters.
+
+    Parameters
+    ----------
+    gamma : float, optional
+        The factor of the added part.
+    min, max : float, optional
+        The clamping bounds of the added part; ``min=0.`` adds the positive part.
+    **kwargs
+        ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
+    """
+
+    def __init__(
+        self,
+        gamma: float = 0.25,
+        min: float | None = None,  # noqa: A002
+        max: float | None = None,  # noqa: A002
+        **kwargs,
+    ) -> None:
+        def add_gamma_part(param: torch.Tensor, name: str) -> torch.Tensor:
+            return param + gamma * param.clamp(min=min, max=max)
+
+        super().__init__(add_gamma_part, **kwargs)
+
+
+def _unchanged_param(param: torch.Tensor, name: str) -> torch.Tensor:
+    return param
+
+
+def _ones_param(param: torch.Tensor, name: str) -> torch.Tensor:
+    return torch.ones_like(param)
+
+
+def _squared_param(param: torch.Tensor, name: str) -> torch.Tensor:
+    return param * param
+
+
+def _positive(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return input.clamp(min=0)
+
+
+def _negative(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return input.clamp(max=0)
+
+
+def _unchanged(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return input
+
+
+def _differentiable(tensor: torch.Tensor) -> torch.Tensor:
+    """Return a fresh tensor that requires a gradient, for an input that does not depend on x."""
+    return tensor.detach().clone().requires_grad_()
+
+
+def _ones_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return _differentiable(torch.ones_like(input))
+
+
+def _gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+    return gradients[0]
+
+
+def _no_gradients(grad_output: tuple) -> tuple:
+    """The replacement output gradient that skips a module's own backward pass."""
+    return tuple(None for _ in grad_output)
+
+
+class _Rule(BasicHook):
+    """A BasicHook rule with an optional fast path and the parameters it was built with."""
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Return the relevance of the call's inputs, through the fast path where it applies."""
+        if grad_output[0] is not None and self._fast_path_applies(module):
+            return self._fast_relevance(module, grad_input, grad_output)
+        return super().backward(module, grad_input, grad_output)
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        return False
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        raise NotImplementedError
+
+
+class _ProportionalRule(_Rule):
+    """A rule ``R_i = x_i * d z_j/d x_i * R_j / s(z_j)`` with unmodified parameters.
+
+    The fast path divides the arriving relevance by the stabilized stored output before the
+    module's own backward pass and multiplies its result by the input: no second evaluation.
+    """
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        return self.uses_module_backward and isinstance(
+            self.stored_tensors.get("output"), torch.Tensor
+        )
+
+    def pre_backward(self, module: nn.Module, grad_input, grad_output):
+        """Scale the arriving relevance by ``1 / s(z)`` for the module's own backward pass."""
+        if grad_output[0] is None or not self._fast_path_applies(module):
+            return None
+        return (grad_output[0] / self.stabilizer(self.stored_tensors["output"]),)
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        args = self.stored_tensors["input"]
+        return tuple(
+            None if gradient is None else args[index] * gradient
+            for index, gradient in zip(self.stored_tensors["positions"], grad_input)
+        )
+
+
+class _SignSplitRule(_Rule):
+    """A rule whose branches split the input by sign, with the reducer a sum of products.
+
+    On linear layers (:data:`~.types.Linear`) a branch whose modified input is zero everywhere and
+    whose modified bias is zero has output zero and contributes no relevance, and a branch whose
+    mapped gradient is zero everywhere needs no backward pass; the fast path skips both.
+    """
+
+    uses_module_backward = False
+    unmodified_branches: tuple[int, ...] = ()
+    """Branches that evaluate the layer as it is, only for their output (their gradient is zero);
+    the fast path takes the stored output for them."""
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        record = self.stored_tensors
+        return (
+            isinstance(module, Linear)
+            and len(record["positions"]) == 1
+            and isinstance(record.get("output"), torch.Tensor)
+            and not torch.is_grad_enabled()
+        )
+
+    def _contributes(self, branch: int, module: nn.Module, branch_input: torch.Tensor) -> bool:
+        bias = self.modified_parameters(branch, module).get("bias", getattr(module, "bias", None))
+        return bool(branch_input.any()) or (bias is not None and bool(bias.any()))
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        record = self.stored_tensors
+        index = record["positions"][0]
+        args = list(record["input"])
+        original = args[index].detach()
+        inputs = [modifier(original) for modifier in self.input_modifiers]
+        live = [
+            k
+            for k, x in enumerate(inputs)
+            if k not in self.unmodified_branches and self._contributes(k, module, x)
+        ]
+        stored = record["output"]
+        outputs = [
+            stored if k in self.unmodified_branches else torch.zeros_like(stored)
+            for k in range(len(inputs))
+        ]
+        leaves = {}
+        with torch.enable_grad():
+            for branch in live:
+                leaves[branch] = inputs[branch].detach().requires_grad_()
+                args[index] = leaves[branch]
+                with substituted_parameters(module, self.modified_parameters(branch, module)):
+                    outputs[branch] = module.forward(*args, **record["kwargs"])
+        gradients = list(self.gradient_mapper(grad_output[0], outputs))
+        needed = [branch for branch in live if bool(gradients[branch].any())]
+        input_gradients = [torch.zeros_like(original) for _ in inputs]
+        if needed:
+            computed = torch.autograd.grad(
+                [outputs[branch] for branch in needed],
+                [leaves[branch] for branch in needed],
+                grad_outputs=[gradients[branch] for branch in needed],
+            )
+            for branch, gradient in zip(needed, computed):
+                input_gradients[branch] = gradient
+        return (self.reducer(inputs, input_gradients),)
+
+
+class Epsilon(_ProportionalRule):
+    """The epsilon rule: ``R_i = sum_j x_i w_ij R_j / s(z_j)``.
+
+    Parameters
+    ----------
+    epsilon : float or callable, optional
+        The stabilizer of the denominator, a number or a callable (see
+        :meth:`~.core.Stabilizer.ensure`); 0 gives the basic rule LRP-0.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero, e.g. ``'bias'``.
+    """
+
+    def __init__(self, epsilon: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.epsilon = epsilon
+        self.zero_params = zero_params
+        super().__init__(param_modifiers=[NoMod(zero_params=zero_params)], stabilizer=epsilon)
+        self.uses_module_backward = not zero_params
+
+
+class Norm(_ProportionalRule):
+    """Distribute relevance in proportion to each input's share of the output.
+
+    The epsilon rule with unmodified parameters, for layers without weights such as average
+    pooling and :class:`~.layer.Sum`.
+
+    Parameters
+    ----------
+    stabilizer : float or callable, optional
+        The stabilizer of the denominator.
+    """
+
+    uses_module_backward = True
+
+    def __init__(self, stabilizer: float | Callable = 1e-6) -> None:
+        super().__init__(param_modifiers=[NoMod(param_keys=[])], stabilizer=stabilizer)
+
+
+class ZPlus(_SignSplitRule):
+    """The z+ rule: only positive contributions count.
+
+    ``z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j`` and
+    ``R_i = sum_j (x+_i w+_ij + x-_i w-_ij) R_j / s(z+_j)``.
+
+    Parameters
+    ----------
+    stabilizer : float or callable, optional
+        The stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero, e.g. ``'bias'``.
+    """
+
+    def __init__(self, stabilizer: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.zero_params = zero_params
+        super().__init__(
+            input_modifiers=[_positive, _negative],
+            param_modifiers=[
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
+            ],
+            gradient_mapper=self._share_of_total,
+            stabilizer=stabilizer,
+        )
+
+    def _share_of_total(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
+        ratio = out_grad / self.stabilizer(outputs[0] + outputs[1])
+        return [ratio, ratio]
+
+
+class AlphaBeta(_SignSplitRule):
+    """The alpha-beta rule: positive contributions weighted by alpha minus negative ones by beta.
+
+    The positive part is the z+ rule's; the negative part mirrors it (``x+ w-`` and ``x- w+``,
+    with ``b-``), each normalised by its own sum.
+
+    Parameters
+    ----------
+    alpha : float, optional
+        The weight of the positive part.
+    beta : float, optional
+        The weight of the negative part.
+    stabilizer : float or callable, optional
+        The stabilizer of the denominators.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero, e.g. ``'bias'``.
+
+    Raises
+    ------
+    ValueError
+        Unless ``alpha >= 0``, ``beta >= 0`` and ``alpha - beta == 1`` (relevance is conserved only
+        then).
+    """
+
+    def __init__(
+        self,
+        alpha: float = 2.0,
+        beta: float = 1.0,
+        stabilizer: float | Callable = 1e-6,
+        zero_params: ZeroParams = None,
+    ) -> None:
+        if alpha < 0 or beta < 0:
+            raise ValueError(
+                f"AlphaBeta needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}; "
+                "e.g. alpha=2, beta=1 or alpha=1, beta=0."
+            )
+        if not math.isclose(alpha - beta, 1.0):
+            raise ValueError(
+                f"AlphaBeta needs alpha - beta == 1, got alpha={alpha}, beta={beta} "
+                f"(difference {alpha - beta}); e.g. alpha=2, beta=1 or alpha=1, beta=0."
+            )
+        self.alpha = alpha
+        self.beta = beta
+        self.zero_params = zero_params
+        super().__init__(
+            input_modifiers=[_positive, _negative, _positive, _negative],
+            param_modifiers=[
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
+                ClampMod(max=0.0, zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=zero_bias(zero_params)),
+            ],
+            gradient_mapper=self._shares_of_parts,
+            reducer=self._weighted_parts,
+            stabilizer=stabilizer,
+        )
+
+    def _shares_of_parts(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
+        positive = out_grad / self.stabilizer(outputs[0] + outputs[1])
+        negative = out_grad / self.stabilizer(outputs[2] + outputs[3])
+        return [positive, positive, negative, negative]
+
+    def _weighted_parts(self, inputs: list, gradients: list) -> torch.Tensor:
+        positive = inputs[0] * gradients[0] + inputs[1] * gradients[1]
+        negative = inputs[2] * gradients[2] + inputs[3] * gradients[3]
+        return self.alpha * positive - self.beta * negative
+
+
+class Gamma(_SignSplitRule):
+    """The gamma rule: contributions of the output's sign are strengthened by a factor gamma.
+
+    Where the unmodified output ``z_j > 0``, positive inputs use ``w + gamma w+`` and negative
+    inputs ``w + gamma w-``, with bias ``b + gamma b+``; where ``z_j < 0`` the choice is mirrored
+    (bias ``b + gamma b-``); where ``z_j = 0`` no relevance flows. The sign is always that of the
+    layer's real output, also when ``zero_params`` zeroes parameters of the other branches.
+
+    Parameters
+    ----------
+    gamma : float, optional
+        The strengthening factor; 0 gives the epsilon rule, large values approach z+.
+    stabilizer : float or callable, optional
+        The stabilizer of the denominators.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero, e.g. ``'bias'``.
+    """
+
+    unmodified_branches = (4,)
+
+    def __init__(
+        self,
+        gamma: float = 0.25,
+        stabilizer: float | Callable = 1e-6,
+        zero_params: ZeroParams = None,
+    ) -> None:
+        self.gamma = gamma
+        self.zero_params = zero_params
+        super().__init__(
+            input_modifiers=[_positive, _negative, _positive, _negative, _unchanged],
+            param_modifiers=[
+                GammaMod(gamma, min=0.0, zero_params=zero_params),
+                GammaMod(gamma, max=0.0, zero_params=zero_bias(zero_params)),
+                GammaMod(gamma, max=0.0, zero_params=zero_params),
+                GammaMod(gamma, min=0.0, zero_params=zero_bias(zero_params)),
+                NoMod(),
+            ],
+            gradient_mapper=self._shares_by_output_sign,
+            reducer=self._modified_parts,
+            stabilizer=stabilizer,
+        )
+
+    def _shares_by_output_sign(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
+        output = outputs[4]
+        positive = (output > 0) * out_grad / self.stabilizer(outputs[0] + outputs[1])
+        negative = (output < 0) * out_grad / self.stabilizer(outputs[2] + outputs[3])
+        return [positive, positive, negative, negative, torch.zeros_like(out_grad)]
+
+    def _modified_parts(self, inputs: list, gradients: list) -> torch.Tensor:
+        return sum(x * gradient for x, gradient in zip(inputs[:4], gradients[:4]))
+
+
+class ZBox(_Rule):
+    """The z-box rule for the first layer, using the bounds of the input domain.
+
+    ``D_j = sum_i (x_i w_ij - l_i w+_ij - h_i w-_ij)`` and
+    ``R_i = sum_j (x_i w_ij - l_i w+_ij - h_i w-_ij) R_j / s(D_j)``.
+
+    Parameters
+    ----------
+    low, high : float or torch.Tensor
+        The lowest and highest possible input values, numbers or tensors broadcast to the input
+        (a larger batch dimension is cut to the input's).
+    stabilizer : float or callable, optional
+        The stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero, e.g. ``'bias'``.
+    """
+
+    uses_module_backward = False
+
+    def __init__(
+        self,
+        low: float | torch.Tensor,
+        high: float | torch.Tensor,
+        stabilizer: float | Callable = 1e-6,
+        zero_params: ZeroParams = None,
+    ) -> None:
+        self.low = low
+        self.high = high
+        self.zero_params = zero_params
+        super().__init__(
+            input_modifiers=[_unchanged, self._low_like, self._high_like],
+            param_modifiers=[
+                NoMod(zero_params=zero_params),
+                ClampMod(min=0.0, zero_params=zero_params),
+                ClampMod(max=0.0, zero_params=zero_params),
+            ],
+            gradient_mapper=self._share_of_box_difference,
+            reducer=self._box_difference,
+            stabilizer=stabilizer,
+        )
+
+    def _low_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        return _differentiable(expand(self.low, input.shape, cut_batch_dim=True).to(input))
+
+    def _high_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        return _differentiable(expand(self.high, input.shape, cut_batch_dim=True).to(input))
+
+    def _share_of_box_difference(self, out_grad: torch.Tensor, outputs: list) -> list:
+        ratio = out_grad / self.stabilizer(outputs[0] - outputs[1] - outputs[2])
+        return [ratio, ratio, ratio]
+
+    @staticmethod
+    def _box_difference(inputs: list, gradients: list) -> torch.Tensor:
+        return inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
+
+
+class Flat(_Rule):
+    """The flat rule: every weight 1 and bias 0, so relevance spreads evenly over each output's
+    receptive field (border positions of padded convolutions have fewer inputs).
+
+    Parameters
+    ----------
+    stabilizer : float or callable, optional
+        The stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero (the bias always is).
+    """
+
+    uses_module_backward = False
+
+    def __init__(self, stabilizer: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.zero_params = zero_params
+        super().__init__(
+            input_modifiers=[_ones_input],
+            param_modifiers=[ParamMod(_ones_param, zero_params=zero_bias(zero_params))],
+            reducer=_gradient_only,
+            stabilizer=stabilizer,
+        )
+
+
+class WSquare(_Rule):
+    """The w-square rule: ``R_i = sum_j w_ij^2 R_j / s(sum_i w_ij^2 + b_j^2)``, independent of
+    the input.
+
+    Parameters
+    ----------
+    stabilizer : float or callable, optional
+        The stabilizer of the denominator.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero, e.g. ``'bias'``.
+    """
+
+    uses_module_backward = False
+
+    def __init__(self, stabilizer: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
+        self.zero_params = zero_params
+        super().__init__(
+            input_modifiers=[_ones_input],
+            param_modifiers=[ParamMod(_squared_param, zero_params=zero_params)],
+            reducer=_gradient_only,
+            stabilizer=stabilizer,
+        )
+
+
+class Pass(Hook):
+    """Pass the relevance of the output unchanged to the input (activations, batch norm)."""
+
+    uses_module_backward = False
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Return the arriving relevance as the input's."""
+        return grad_output
+
+
+class ReLUDeconvNet(Hook):
+    """DeconvNet's ReLU: pass on the positive part of the arriving gradient."""
+
+    uses_module_backward = False
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Return the arriving gradient clamped at zero."""
+        return (grad_output[0].clamp(min=0),)
+
+
+class ReLUGuidedBackprop(Hook):
+    """Guided backpropagation's ReLU: the gradient, where the arriving gradient is positive."""
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Return the plain gradient masked by the sign of the arriving gradient."""
+        return (grad_input[0] * (grad_output[0] > 0),)
+
+
+class ReLUBetaSmooth(Hook):
+    """A ReLU that propagates the gradient of a softplus of sharpness ``beta_smooth``.
+
+    Parameters
+    ----------
+    beta_smooth : float, optional
+        The sharpness; the gradient becomes ``sigmoid(beta_smooth * x)`` times the arriving one.
+    """
+
+    uses_module_backward = False
+
+    def __init__(self, beta_smooth: float = 10.0) -> None:
+        super().__init__()
+        self.beta_smooth = beta_smooth
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Return the arriving gradient times the softplus derivative at the input."""
+        input = self.stored_tensors["input"][self.stored_tensors["positions"][0]]  # noqa: A001
+        return (grad_output[0] * torch.sigmoid(self.beta_smooth * input),)
+
+
+RULE_DESCRIPTIONS: dict[str, str] = {
+    "Epsilon": (
+        "Distributes each output's relevance in proportion to the inputs' contributions, with a "
+        "small epsilon against division by zero; larger epsilon absorbs weak, noisy evidence. "
+        "Use it for dense layers near the output."
+    ),
+    "ZPlus": (
+        "Counts only contributions that increase the output, so relevance stays positive and "
+        "heatmaps are robust. A good default for convolutions after a ReLU."
+    ),
+    "AlphaBeta": (
+        "Weighs positive contributions by alpha and subtracts negative ones weighted by beta "
+        "(alpha - beta = 1). Shows evidence for and against; alpha 2, beta 1 is common."
+    ),
+    "Gamma": (
+        "Like Epsilon, but strengthens contributions that agree with the output's sign by "
+        "gamma. Gives stable heatmaps for convolutions in the lower and middle layers."
+    ),
+    "ZBox": (
+        "For the first layer only: uses the lowest and highest possible input values to "
+        "decide how much each pixel contributes. Use it on the input layer of image models."
+    ),
+    "Flat": (
+        "Spreads each output's relevance evenly over all inputs it sees, ignoring weights and "
+        "input values. Use it on the first layer for smooth heatmaps not driven by texture."
+    ),
+    "WSquare": (
+        "Distributes relevance by squared weights, ignoring the input values. Use it on the "
+        "first layer when the input values themselves carry no meaning of their own."
+    ),
+    "Pass": (
+        "Passes relevance through unchanged. Used for activations and batch normalisation, "
+        "which do not redistribute relevance."
+    ),
+    "Norm": (
+        "Distributes relevance in proportion to each input's share of the output. Used for "
+        "layers without weights, such as average pooling and residual sums."
+    ),
+    "ReLUDeconvNet": (
+        "DeconvNet's ReLU: passes back only the positive part of the signal. Not an LRP rule; "
+        "gives pictures of features rather than evidence for a class."
+    ),
+    "ReLUGuidedBackprop": (
+        "Guided backpropagation's ReLU: passes back the gradient only where it is positive. "
+        "Not an LRP rule; gives crisp but little class-specific pictures."
+    ),
+    "ReLUBetaSmooth": (
+        "Treats the ReLU as a smooth softplus when passing back the gradient, which reduces "
+        "noise. Not an LRP rule; larger beta is closer to the plain gradient."
+    ),
+}
+"""Plain-language descriptions of the rules, by class name."""
