@@ -423,6 +423,31 @@ def _through_identity(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ..
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
+class _Rejoin(torch.autograd.Function):
+    """Join outputs computed from detached inputs back to those inputs in the graph.
+
+    Backward sends zeros to the inputs, to be replaced by the hook's relevance, or, while the hook
+    is inactive, the plain gradient recomputed through the module.
+    """
+
+    @staticmethod
+    def forward(ctx, hook, record, count, *tensors):
+        ctx.hook, ctx.record, ctx.count = hook, record, count
+        ctx.input_shapes = [(t.shape, t.dtype, t.device) for t in tensors[count:]]
+        return tuple(tensor.clone() for tensor in tensors[:count])
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        if ctx.hook.active:
+            input_grads = tuple(
+                torch.zeros(shape, dtype=dtype, device=device)
+                for shape, dtype, device in ctx.input_shapes
+            )
+        else:
+            input_grads = ctx.hook.plain_input_gradients(ctx.record, grad_outputs)
+        return (None, None, None, *grad_outputs, *input_grads)
+
+
 class _HookMeta(type):
     """Record each hook's constructor arguments so that ``copy()`` works for every subclass."""
 
@@ -447,7 +472,15 @@ class Hook(metaclass=_HookMeta):
         While False (see :meth:`Composite.inactive`), the plain gradient flows.
     stored_tensors : dict
         The record of the call whose forward or backward is being handled.
+    uses_module_backward : bool
+        Class attribute. True (the default) lets the gradient flow through the module's own
+        backward to the inputs, where :meth:`backward` receives it as ``grad_input``. A hook whose
+        :meth:`backward` never reads ``grad_input`` sets it to False: the module then computes on
+        detached inputs and its own backward is skipped, which saves the time of a plain backward
+        pass through the layer.
     """
+
+    uses_module_backward = True
 
     def __init__(self) -> None:
         self.active = True
@@ -472,13 +505,19 @@ class Hook(metaclass=_HookMeta):
             self._open_calls.append(None)
             return None
         wrapped = _through_identity([args[index] for index in positions])
-        new_args = list(args)
+        connected, fed = list(args), list(args)
         for index, tensor in zip(positions, wrapped):
-            new_args[index] = tensor
-        record: dict[str, Any] = {"positions": positions}
+            connected[index] = tensor
+            fed[index] = tensor if self.uses_module_backward else tensor.detach()
+        record: dict[str, Any] = {
+            "positions": positions,
+            "input": tuple(connected),
+            "kwargs": kwargs,
+            "module": module,
+        }
         self._open_calls.append(record)
         wrapped[0].grad_fn.register_hook(functools.partial(self._input_hook, module, record))
-        return tuple(new_args), kwargs
+        return tuple(fed), kwargs
 
     def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output):
         """Route the tensor outputs through an Identity and call :meth:`forward`.
@@ -492,21 +531,52 @@ class Hook(metaclass=_HookMeta):
         if record is None:
             return None
         outputs = output if isinstance(output, tuple) else (output,)
-        positions = [
+        out_positions = [
             index
             for index, value in enumerate(outputs)
-            if isinstance(value, torch.Tensor) and value.requires_grad
+            if isinstance(value, torch.Tensor)
+            and (value.requires_grad or not self.uses_module_backward and value.is_floating_point())
         ]
-        if not positions:
+        if not out_positions:
             return None
         self.stored_tensors = record
-        self.forward(module, args, kwargs, output)
-        wrapped = _through_identity([outputs[index] for index in positions])
+        self.forward(module, record["input"], kwargs, output)
+        hooked = [outputs[index] for index in out_positions]
+        if self.uses_module_backward:
+            wrapped = _through_identity(hooked)
+        else:
+            inputs = [record["input"][index] for index in record["positions"]]
+            wrapped = _Rejoin.apply(self, record, len(hooked), *hooked, *inputs)
+            wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
         wrapped[0].grad_fn.register_hook(functools.partial(self._output_hook, module, record))
         new_outputs = list(outputs)
-        for index, tensor in zip(positions, wrapped):
+        for index, tensor in zip(out_positions, wrapped):
             new_outputs[index] = tensor
         return tuple(new_outputs) if isinstance(output, tuple) else new_outputs[0]
+
+    def plain_input_gradients(self, record: dict[str, Any], grad_outputs) -> tuple:
+        """The plain gradient of a call's outputs with respect to its hooked inputs.
+
+        Used where the module's own backward was skipped (``uses_module_backward = False``) but
+        the plain gradient is asked for, i.e. while the hook is inactive.
+        """
+        module, args = record["module"], list(record["input"])
+        positions = record["positions"]
+        with torch.enable_grad():
+            inputs = [args[index].detach().requires_grad_() for index in positions]
+            for index, tensor in zip(positions, inputs):
+                args[index] = tensor
+            output = module.forward(*args, **record["kwargs"])
+            outputs = output if isinstance(output, tuple) else (output,)
+            hooked = [value for value in outputs if isinstance(value, torch.Tensor)]
+            pairs = [(out, grad) for out, grad in zip(hooked, grad_outputs) if grad is not None]
+            return torch.autograd.grad(
+                [out for out, _ in pairs],
+                inputs,
+                [grad for _, grad in pairs],
+                allow_unused=True,
+                create_graph=torch.is_grad_enabled(),
+            )
 
     def _output_hook(self, module, record, grad_inputs, grad_outputs):
         if not self.active:
@@ -624,6 +694,8 @@ class BasicHook(Hook):
         The stabilizer of the default gradient mapper (see :meth:`Stabilizer.ensure`).
     """
 
+    uses_module_backward = False
+
     def __init__(
         self,
         input_modifiers: Sequence[Callable] | None = None,
@@ -655,9 +727,7 @@ class BasicHook(Hook):
         return [out_grad / self.stabilizer(output) for output in outputs]
 
     def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-        """Store the call's inputs, keyword arguments and output."""
-        self.stored_tensors["input"] = args
-        self.stored_tensors["kwargs"] = kwargs
+        """Store the call's output (its inputs and keyword arguments are stored already)."""
         self.stored_tensors["output"] = output
 
     def modified_parameters(self, branch: int, module: nn.Module) -> dict[str, torch.Tensor]:
