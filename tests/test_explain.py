@@ -15,6 +15,7 @@ from lrp_desktop_core.explain import (
     model_device,
     relevance_conservation,
 )
+from lrp_desktop_core.rulemap import RuleChoice, RuleMap
 
 
 def small_net() -> nn.Module:
@@ -199,3 +200,32 @@ def test_runs_on_the_models_cuda_device():
     on_gpu = explain(model, x, Method("gradient"))
     assert on_gpu.device.startswith("cuda") and model_device(model).type == "cuda"
     np.testing.assert_allclose(on_gpu.relevance, on_cpu.relevance, rtol=1e-4, atol=1e-6)
+
+
+def test_lrp_epsilon_on_a_linear_model_gives_the_contributions():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3, bias=False)).eval()
+    rulemap = RuleMap({"1": RuleChoice("Epsilon", {"epsilon": 1e-9})}, preset="eps")
+    x = torch.randn(2, 3, 4, 4)
+    result = explain(model, x, Method("lrp", rulemap), [0, 2])
+    weights = model[1].weight.detach().view(3, 3, 4, 4)
+    expected = torch.stack([x[0] * weights[0], x[1] * weights[2]])
+    np.testing.assert_allclose(result.relevance, expected.numpy(), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(relevance_conservation(result), [1.0, 1.0], rtol=1e-4)
+    assert Method("lrp", rulemap).label() == "LRP eps"
+
+
+def test_lrp_leaves_the_model_untouched_also_when_failing_half_way():
+    model = small_net()
+    rulemap = RuleMap.from_preset(model, "epsilon_plus", "merge_batchnorm")
+    x = torch.randn(2, 3, 8, 8)
+    before = snapshot(model)
+    result = explain(model, x, Method("lrp", rulemap))
+    assert_untouched(model, before)
+    with torch.no_grad():
+        np.testing.assert_allclose(result.logits, model(x).numpy(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="out of range"):
+        explain(model, x, Method("lrp", rulemap), 7)  # fails after the composite is registered
+    assert_untouched(model, before)
+    with pytest.raises(ExplainCancelled):
+        explain(model, x, Method("lrp", rulemap), cancel=lambda: True)
+    assert_untouched(model, before)
