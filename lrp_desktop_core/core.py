@@ -423,6 +423,10 @@ def _through_identity(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ..
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
+class _CallRecord(dict):
+    """What a hook keeps of one forward call of its module (a dict that weakrefs can refer to)."""
+
+
 class _Rejoin(torch.autograd.Function):
     """Join outputs computed from detached inputs back to those inputs in the graph.
 
@@ -509,14 +513,16 @@ class Hook(metaclass=_HookMeta):
         for index, tensor in zip(positions, wrapped):
             connected[index] = tensor
             fed[index] = tensor if self.uses_module_backward else tensor.detach()
-        record: dict[str, Any] = {
-            "positions": positions,
-            "input": tuple(connected),
-            "kwargs": kwargs,
-            "module": module,
-        }
+        record = _CallRecord(
+            positions=positions, input=tuple(connected), kwargs=kwargs, module=module
+        )
         self._open_calls.append(record)
-        wrapped[0].grad_fn.register_hook(functools.partial(self._input_hook, module, record))
+        # The input node only refers to the record weakly: the record holds the node's outputs,
+        # and a strong reference would make a cycle through the graph that is never freed. The
+        # output side, downstream, keeps the record alive as long as the graph lives.
+        wrapped[0].grad_fn.register_hook(
+            functools.partial(self._input_hook, module, weakref.ref(record))
+        )
         return tuple(fed), kwargs
 
     def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output):
@@ -541,6 +547,7 @@ class Hook(metaclass=_HookMeta):
             return None
         self.stored_tensors = record
         self.forward(module, record["input"], kwargs, output)
+        self.stored_tensors = {}
         hooked = [outputs[index] for index in out_positions]
         if self.uses_module_backward:
             wrapped = _through_identity(hooked)
@@ -583,13 +590,20 @@ class Hook(metaclass=_HookMeta):
             return None
         record["grad_output"] = grad_outputs
         self.stored_tensors = record
-        return self.pre_backward(module, grad_inputs, grad_outputs)
+        try:
+            return self.pre_backward(module, grad_inputs, grad_outputs)
+        finally:
+            self.stored_tensors = {}
 
-    def _input_hook(self, module, record, grad_inputs, grad_outputs):
-        if not self.active or "grad_output" not in record:
+    def _input_hook(self, module, record_ref, grad_inputs, grad_outputs):
+        record = record_ref()
+        if not self.active or record is None or "grad_output" not in record:
             return None
         self.stored_tensors = record
-        relevance = self.backward(module, grad_outputs, record["grad_output"])
+        try:
+            relevance = self.backward(module, grad_outputs, record["grad_output"])
+        finally:
+            self.stored_tensors = {}
         return tuple(relevance) if relevance is not None else None
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):

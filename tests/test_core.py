@@ -663,3 +663,28 @@ def test_modified_parameters_are_cached_while_unchanged_and_refreshed_after_an_u
 def test_basic_hook_validates_branch_counts():
     with pytest.raises(ValueError, match="same length"):
         BasicHook(input_modifiers=[lambda x: x] * 2, param_modifiers=[lambda t, n: t])
+
+
+@pytest.mark.parametrize("uses_module_backward", [False, True])
+def test_an_attribution_leaves_no_reference_cycle_that_keeps_tensors_alive(
+    uses_module_backward, monkeypatch
+):
+    import gc
+    import weakref
+
+    monkeypatch.setattr(BasicHook, "uses_module_backward", uses_module_backward)
+    model = _relu_net()
+    composite = Composite(_epsilon_map)
+    alive = []
+    gc.disable()
+    try:
+        with composite.context(model):
+            for _ in range(2):
+                x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
+                output = model(x)
+                torch.autograd.grad(output, x, torch.ones_like(output))
+                alive.append(weakref.ref(x))
+                del x, output
+        assert [ref() is None for ref in alive] == [True, True]
+    finally:
+        gc.enable()
