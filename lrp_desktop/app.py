@@ -1,0 +1,148 @@
+"""Assembling the viewer: session, reporter, preferences, worker, controller and window.
+
+:func:`build` wires the parts together (tests pass their own preferences and reporter);
+:func:`start` loads the first model and images as the command line asks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyqtgraph as pg
+from PySide6.QtWidgets import QMessageBox
+
+from lrp_desktop_core.composites import COMPOSITES
+from lrp_desktop_core.explain import METHOD_KINDS, Method
+from lrp_desktop_core.models import DEFAULT_MODEL, demo_samples, list_models
+
+from .controller import Controller
+from .main_window import COMPARISON_TAB, MainWindow
+from .reporter import Reporter
+from .requests import WorkerContext, describe_error
+from .rule_editing import apply_preset, preset_rulemap
+from .session import Session
+from .settings import Preferences
+from .worker import WorkerHost
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StartOptions:
+    """What to show first (the command line's arguments).
+
+    Attributes
+    ----------
+    images
+        Image files or folders; the demo's samples when empty.
+    model
+        A model name or file; the demo when None.
+    weights
+        A weights file for ``model``.
+    device
+        "cpu", "cuda" or "cuda:N"; the stored preference when None.
+    composite
+        A preset to fill the rules with instead of the model's recommended one.
+    compare
+        Presets or method kinds to show side by side in the comparison tab.
+    """
+
+    images: Sequence[Path] = ()
+    model: str | None = None
+    weights: Path | None = None
+    device: str | None = None
+    composite: str | None = None
+    compare: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass
+class Application:
+    """The assembled parts of a running viewer."""
+
+    session: Session
+    reporter: Reporter
+    preferences: Preferences
+    host: WorkerHost
+    controller: Controller
+    window: MainWindow
+
+    def shutdown(self) -> None:
+        """Stop the worker thread (idempotent); call before the QApplication goes away."""
+        if self.host.is_running():
+            self.host.stop()
+
+
+def ask_user(window: MainWindow):
+    """Return a confirm handler that asks with a modal yes/no dialog over ``window``."""
+    def confirm(title: str, text: str) -> bool:
+        answer = QMessageBox.question(window, title, text,
+                                      QMessageBox.StandardButton.Yes
+                                      | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+    return confirm
+
+
+def build(preferences: Preferences | None = None, reporter: Reporter | None = None
+          ) -> Application:
+    """Create every part of the viewer (the window is not shown yet)."""
+    pg.setConfigOptions(antialias=True)
+    session = Session()
+    reporter = reporter if reporter is not None else Reporter()
+    preferences = preferences if preferences is not None else Preferences()
+    host = WorkerHost(WorkerContext(), describe_error)
+    controller = Controller(session, host, reporter, preferences)
+    window = MainWindow(session, controller, reporter, preferences)
+    if reporter.confirm_handler is None:
+        reporter.confirm_handler = ask_user(window)
+    return Application(session, reporter, preferences, host, controller, window)
+
+
+def start(app: Application, options: StartOptions) -> None:
+    """Load the first model, device and images, then apply the preset and comparison asked for."""
+    device = options.device or app.preferences.device
+    if device != "cpu":
+        app.controller.set_device(device)
+    model = options.model or DEFAULT_MODEL
+    pretrained = options.weights is None and model in list_models()
+    app.controller.load_model(model, options.weights, pretrained=pretrained)
+    app.controller.open_paths(options.images or demo_samples())
+    if options.composite is not None or options.compare:
+        _after_first_model(app, lambda: _apply_start_rules(app, options))
+
+
+def _after_first_model(app: Application, action) -> None:
+    """Run ``action`` once, when the first model has been loaded."""
+    def once() -> None:
+        app.session.model_changed.disconnect(once)
+        action()
+    app.session.model_changed.connect(once)
+
+
+def _apply_start_rules(app: Application, options: StartOptions) -> None:
+    session = app.session
+    if options.composite is not None:
+        if options.composite in COMPOSITES:
+            apply_preset(session, options.composite)
+        else:
+            app.reporter.error("Unknown composite", f"{options.composite!r} is not a preset.",
+                               f"Choose one of {', '.join(COMPOSITES)}.")
+    for entry in options.compare:
+        if entry == "current":
+            method = session.current_method()
+        elif entry in COMPOSITES:
+            canonizer = session.rulemap.canonizer if session.rulemap is not None else None
+            method = Method("lrp", preset_rulemap(session.model, entry, canonizer))
+        elif entry in METHOD_KINDS and entry != "lrp":
+            method = Method(entry)
+        else:
+            app.reporter.error("Cannot compare", f"{entry!r} is neither a preset nor a method.",
+                               f"Use 'current', a preset ({', '.join(COMPOSITES)}) or a "
+                               "method (gradient, smoothgrad, integrated_gradients, occlusion).")
+            continue
+        app.controller.add_panel(method)
+    if options.compare:
+        app.window.tabs.setCurrentIndex(COMPARISON_TAB)

@@ -1,0 +1,365 @@
+"""The glue between the session and the worker: what to compute, and what to do with results.
+
+The controller watches the session. Whenever what the main view or a comparison panel should
+show changes, it looks the explanation up in the cache and, if it is missing, asks the worker for
+it, cancelling the request it replaces. Answers carry their request id; an answer to a request that
+was replaced is cached but not shown. Failures become messages through the reporter, and the
+session stays usable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QTimer
+
+from lrp_desktop_core.explain import Method
+from lrp_desktop_core.images import IMAGE_SUFFIXES
+
+from .cache import ExplainKey
+from .reporter import Reporter
+from .requests import (
+    EvaluateRequest,
+    EvaluationResult,
+    ExplainRequest,
+    ExplainResult,
+    ImageRequest,
+    ImageResult,
+    LoadModelRequest,
+    SetDeviceRequest,
+    TrustNeeded,
+)
+from .rule_editing import starting_rulemap
+from .session import ModelInfo, PanelSpec, Session
+from .settings import Preferences
+from .worker import Failure, WorkerHost
+
+MAX_LISTED_IMPORTS = 20
+
+
+@dataclass
+class _Pending:
+    """What to do with the answer to one request."""
+
+    on_result: Callable[[Any], None]
+    on_failure: Callable[[Failure], None] | None = None
+    on_cancel: Callable[[], None] | None = None
+
+
+def image_files(folder: Path) -> list[Path]:
+    """Return the image files directly inside ``folder``, sorted by name."""
+    return sorted(path for path in folder.iterdir()
+                  if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+class Controller(QObject):
+    """Turns session changes into worker requests and worker answers into session changes.
+
+    Parameters
+    ----------
+    session
+        The state observed and updated.
+    host
+        The worker thread's host.
+    reporter
+        Where messages go.
+    preferences
+        Where recent files are remembered.
+    """
+
+    def __init__(self, session: Session, host: WorkerHost, reporter: Reporter,
+                 preferences: Preferences, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        self.host = host
+        self.reporter = reporter
+        self.preferences = preferences
+        self._pending: dict[int, _Pending] = {}
+        self._main: tuple[int, ExplainKey] | None = None
+        self._panels: dict[ExplainKey, int] = {}
+        self._images: dict[Path, int] = {}
+        self._evaluation: int | None = None
+        self._refresh_timer = QTimer(self)
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(0)
+        self._refresh_timer.timeout.connect(self.refresh)
+        for signal in (session.model_changed, session.current_image_changed,
+                       session.rulemap_changed, session.method_changed, session.target_changed,
+                       session.device_changed, session.comparison_changed):
+            signal.connect(self._refresh_timer.start)
+        host.finished.connect(self._on_finished)
+        host.failed.connect(self._on_failed)
+        host.cancelled.connect(self._on_cancelled)
+        host.progress.connect(self._on_progress)
+        host.busy_changed.connect(self._on_busy_changed)
+
+    # -- commands -----------------------------------------------------------------------
+    def load_model(self, source: str, weights: Path | None = None, pretrained: bool = False,
+                   trust: bool = False) -> int:
+        """Ask the worker to load a model; the session switches once it is loaded."""
+        self.host.cancel_all()
+        request = LoadModelRequest(str(source), None if weights is None else Path(weights),
+                                   pretrained, trust)
+        return self._submit(request, _Pending(self._on_model_loaded))
+
+    def set_device(self, device: str) -> int:
+        """Ask the worker to move the model to ``device``."""
+        return self._submit(SetDeviceRequest(device),
+                            _Pending(self._on_device_set, self._on_device_failed))
+
+    def open_paths(self, paths: Iterable[Path | str]) -> list[Path]:
+        """Add image files and the images of folders to the session; return what was added.
+
+        A missing path or a folder without images is reported and skipped; whether a file is a
+        readable image shows when it is first shown.
+        """
+        found: list[Path] = []
+        for path in (Path(item).expanduser() for item in paths):
+            if not path.exists():
+                self.reporter.error("Could not open a file", f"{path} does not exist.",
+                                    "Check the path; the file may have been moved or deleted.")
+            elif path.is_dir():
+                images = image_files(path)
+                if not images:
+                    self.reporter.error("No images in the folder",
+                                        f"{path} holds no files ending in "
+                                        f"{', '.join(sorted(IMAGE_SUFFIXES))}.",
+                                        "Choose a folder with images.")
+                found.extend(images)
+                self.preferences.set_last_folder("images", path)
+            else:
+                found.append(path.resolve())
+                self.preferences.set_last_folder("images", path)
+        if found:
+            self.session.add_images(found)
+        return found
+
+    def cancel(self) -> None:
+        """Stop every queued and running computation."""
+        self.host.cancel_all()
+
+    def explain_again(self) -> None:
+        """Compute what is shown again if it is missing (after a cancel or a failure)."""
+        self._main = None
+        self.refresh()
+
+    def add_panel(self, method: Method, image: Path | None = None) -> None:
+        """Add a comparison panel for ``method`` on ``image`` (default: the current image)."""
+        image = image if image is not None else self.session.current_image
+        if image is None:
+            self.reporter.error("Nothing to compare", "No image is open.", "Open an image first.")
+            return
+        self.session.add_panel(PanelSpec(method, image))
+
+    def evaluate(self) -> int | None:
+        """Compute perturbation curves of every comparison panel that has its heatmap."""
+        items = []
+        for panel in self.session.comparison.panels:
+            result = self.session.panel_result(panel)
+            if result is None:
+                self.reporter.error("Cannot evaluate yet",
+                                    f"The panel {panel.caption()} has no heatmap yet.",
+                                    "Wait until every panel is shown, then evaluate again.")
+                return None
+            items.append((panel.image, result.relevance[0], int(result.target[0])))
+        if not items:
+            self.reporter.error("Nothing to evaluate", "The comparison has no panels.",
+                                "Add panels (Compare menu), then evaluate.")
+            return None
+        if self._evaluation is not None:
+            self.host.cancel(self._evaluation)
+        self.session.set_evaluation(None)
+        self._evaluation = self._submit(EvaluateRequest(tuple(items)),
+                                        _Pending(self._on_evaluated))
+        return self._evaluation
+
+    # -- deciding what to compute -------------------------------------------------------
+    def refresh(self) -> None:
+        """Make sure the main view and every panel have (or get) their explanation."""
+        self._refresh_timer.stop()
+        self._refresh_main()
+        self._refresh_panels()
+
+    def _refresh_main(self) -> None:
+        session = self.session
+        path = session.current_image
+        key = session.current_key()
+        if path is None or key is None:
+            self._drop_main()
+            return
+        if session.current_display is None:
+            self._request_image(path)
+            return
+        cached = session.cache.get(key)
+        if cached is not None:
+            self._drop_main()
+            session.set_explanation(cached, key)
+            session.set_status("idle")
+            return
+        if self._main is not None and self._main[1] == key:
+            return
+        self._drop_main()
+        request = ExplainRequest(key, path, session.current_method(), session.target)
+        request_id = self._submit(request, _Pending(self._on_main_result, self._on_main_failed,
+                                                    self._on_main_cancelled))
+        self._main = (request_id, key)
+        session.set_status("running", request.method.label(), 0.0)
+
+    def _drop_main(self) -> None:
+        if self._main is not None:
+            self.host.cancel(self._main[0])
+            self._main = None
+
+    def _request_image(self, path: Path) -> None:
+        if path not in self._images:
+            self._images[path] = self._submit(
+                ImageRequest(path),
+                _Pending(self._on_image, lambda failure: self._on_image_failed(path, failure)))
+
+    def _refresh_panels(self) -> None:
+        session = self.session
+        wanted: dict[ExplainKey, PanelSpec] = {}
+        for panel in session.comparison.panels:
+            key = session.panel_key(panel)
+            if key is not None and key not in session.cache:
+                wanted[key] = panel
+        for key in list(self._panels):
+            if key not in wanted:
+                self.host.cancel(self._panels.pop(key))
+        for key, panel in wanted.items():
+            if key not in self._panels:
+                request = ExplainRequest(key, panel.image, panel.method, session.target)
+                self._panels[key] = self._submit(request, _Pending(self._on_panel_result))
+
+    # -- answers ------------------------------------------------------------------------
+    def _submit(self, request: Any, pending: _Pending) -> int:
+        request_id = self.host.submit(request)
+        self._pending[request_id] = pending
+        return request_id
+
+    def _on_finished(self, request_id: int, result: object) -> None:
+        pending = self._pending.pop(request_id, None)
+        if pending is not None:
+            pending.on_result(result)
+
+    def _on_failed(self, request_id: int, failure: Failure) -> None:
+        pending = self._pending.pop(request_id, None)
+        self._forget(request_id)
+        if pending is not None and pending.on_failure is not None:
+            pending.on_failure(failure)
+        else:
+            self.reporter.error(failure.title, failure.text, failure.hint)
+
+    def _on_cancelled(self, request_id: int) -> None:
+        pending = self._pending.pop(request_id, None)
+        self._forget(request_id)
+        if pending is not None and pending.on_cancel is not None:
+            pending.on_cancel()
+
+    def _forget(self, request_id: int) -> None:
+        """Drop bookkeeping of a request that ended without a result."""
+        self._panels = {key: rid for key, rid in self._panels.items() if rid != request_id}
+        self._images = {path: rid for path, rid in self._images.items() if rid != request_id}
+        if self._evaluation == request_id:
+            self._evaluation = None
+
+    def _on_progress(self, request_id: int, fraction: float, text: str) -> None:
+        self.session.set_status("running", text, fraction)
+
+    def _on_busy_changed(self, busy: bool) -> None:
+        if not busy and self.session.status.state == "running":
+            self.session.set_status("idle")
+
+    def _on_model_loaded(self, result: ModelInfo | TrustNeeded) -> None:
+        if isinstance(result, TrustNeeded):
+            self._ask_trust(result)
+            return
+        try:
+            rulemap = starting_rulemap(result)
+        except Exception as error:  # a model whose structure defeats the rule map
+            self.reporter.error("The model cannot be explained with LRP rules", str(error),
+                                "Gradient-based methods may still work; choose another model "
+                                "for LRP.")
+            rulemap = None
+        self._images.clear()
+        self._panels.clear()
+        self._main = None
+        self.session.set_model(result, rulemap)
+        self.reporter.info(f"Loaded {result.spec.title}",
+                           f"{result.n_parameters:,} parameters on {result.device}")
+
+    def _ask_trust(self, needed: TrustNeeded) -> None:
+        imports = list(needed.imports[:MAX_LISTED_IMPORTS])
+        more = len(needed.imports) - len(imports)
+        listing = "\n".join(f"  {name}" for name in imports) or "  (nothing named)"
+        if more > 0:
+            listing += f"\n  ... and {more} more"
+        text = (f"{needed.request.weights or needed.request.source} is not a plain weights file: "
+                "loading it runs code from the file. Loading it imports:\n"
+                f"{listing}\n\nLoad it only if it comes from a source you trust. Load it?")
+        if self.reporter.confirm("Run code from this model file?", text):
+            request = needed.request
+            self.load_model(request.source, request.weights, request.pretrained, trust=True)
+        else:
+            self.reporter.warning("The model file was not loaded", needed.text)
+
+    def _on_device_set(self, device: str) -> None:
+        self.session.set_device(device)
+        self.preferences.device = device
+        self.reporter.info(f"Computing on {device}")
+
+    def _on_device_failed(self, failure: Failure) -> None:
+        self.reporter.error(failure.title, failure.text, failure.hint)
+        self.session.device_changed.emit()  # let the device chooser show the real device again
+
+    def _on_image(self, result: ImageResult) -> None:
+        self._images.pop(result.path, None)
+        self.session.set_display_image(result.path, result.display)
+        self.preferences.add_recent_file(result.path)
+        self._refresh_timer.start()
+
+    def _on_image_failed(self, path: Path, failure: Failure) -> None:
+        self.reporter.error(failure.title, failure.text, failure.hint)
+        self.session.remove_image(path)
+
+    def _store(self, result: ExplainResult) -> None:
+        self.session.cache.put(result.key, result.explanation)
+        resolved = int(result.explanation.target[0])
+        if result.key.target is None:
+            key = ExplainKey(result.key.model, result.key.image, result.key.method, resolved,
+                             result.key.device)
+            self.session.cache.put(key, result.explanation)
+        if result.path not in self.session.displays:
+            self.session.set_display_image(result.path, result.display)
+
+    def _on_main_result(self, result: ExplainResult) -> None:
+        self._store(result)
+        if self._main is None or self._main[1] != result.key:
+            return  # a stale answer: cached, not shown
+        self._main = None
+        self.session.set_explanation(result.explanation, result.key)
+        self.session.set_status("idle")
+        self._refresh_panels()
+
+    def _on_main_failed(self, failure: Failure) -> None:
+        self._main = None
+        self.reporter.error(failure.title, failure.text, failure.hint)
+        self.session.set_status("failed", failure.text)
+
+    def _on_main_cancelled(self) -> None:
+        if self._main is None or self._main[0] in self._pending:
+            return  # replaced by a newer request: nothing to say
+        self._main = None
+        self.session.set_status("cancelled", "Cancelled: press F5 to explain again")
+
+    def _on_panel_result(self, result: ExplainResult) -> None:
+        self._panels.pop(result.key, None)
+        self._store(result)
+        self.session.panel_results_changed.emit()
+
+    def _on_evaluated(self, result: EvaluationResult) -> None:
+        self._evaluation = None
+        self.session.set_evaluation(result)

@@ -1,0 +1,69 @@
+"""The main view: the current image with the current explanation over it."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QWidget
+
+from .comparison import conservation_note
+from .heatmap_view import HeatmapView
+from .session import Session
+
+
+class ExplanationView(HeatmapView):
+    """A :class:`HeatmapView` that follows the session's current image and explanation.
+
+    Parameters
+    ----------
+    session
+        The session observed.
+    """
+
+    def __init__(self, session: Session, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.session = session
+        for signal in (session.display_image_changed, session.explanation_changed,
+                       session.display_changed, session.model_changed):
+            signal.connect(self.redraw)
+        session.status_changed.connect(lambda: self.show_message(self._message()))
+        self.redraw()
+
+    def redraw(self) -> None:
+        """Draw the current image, explanation and captions from the session."""
+        session = self.session
+        display = session.current_display
+        explanation = session.explanation
+        relevance = None if explanation is None else explanation.relevance[0]
+        self.draw(display, relevance, session.display)
+        self.set_caption(self._caption(), "" if explanation is None
+                         else conservation_note(explanation))
+        self.show_message(self._message())
+
+    def _caption(self) -> str:
+        session = self.session
+        path = session.current_image
+        explanation = session.explanation
+        if path is None:
+            return ""
+        if explanation is None:
+            return path.name
+        target = int(explanation.target[0])
+        names = session.model.class_names if session.model is not None else ()
+        name = names[target] if target < len(names) else str(target)
+        updating = "" if session.explanation_is_current else " (updating...)"
+        return f"{explanation.method.label()} | {path.name} | class {name}{updating}"
+
+    def _message(self) -> str:
+        session = self.session
+        if session.model is None:
+            return "Loading the model..."
+        if session.current_image is None:
+            return "Open an image (File > Open) or drop one here"
+        if session.current_display is None:
+            return "Loading the image..."
+        if session.explanation is None:
+            status = session.status
+            if status.state == "running":
+                return f"Computing... {status.fraction * 100:.0f} %"
+            if status.state in ("cancelled", "failed"):
+                return status.text
+        return ""

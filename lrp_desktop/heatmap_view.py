@@ -1,0 +1,166 @@
+"""A heatmap over its image in a pyqtgraph view, with a colour bar and a caption.
+
+The image sits in one :class:`pyqtgraph.ViewBox` (aspect locked, y pointing down like an image),
+so it can be zoomed with the wheel and panned by dragging. Drawing takes the relevance already
+computed and the session's display settings; it never computes relevance.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import QPointF, Signal
+from PySide6.QtWidgets import QWidget
+
+from lrp_desktop_core.image import colorize, heatmap_bounds, overlay, relevance_map
+
+from .session import DisplaySettings
+
+CAPTION_SIZE = "10pt"
+RAMP_STEPS = 256
+
+
+@dataclass(frozen=True)
+class HoverInfo:
+    """What lies under the mouse: pixel position, its colour and its relevance (if any)."""
+
+    x: int
+    y: int
+    rgb: tuple[int, int, int]
+    relevance: float | None
+
+
+def bar_range(bounds: tuple[float, float], mode: str) -> tuple[float, float]:
+    """Return the relevance range a colour bar shows for ``bounds`` of the shown quantity.
+
+    The negative mode shows the magnitude of negative relevance; its bar is labelled with the
+    relevance itself, from ``-b`` to 0.
+    """
+    low, high = bounds
+    return (-high, -low) if mode == "negative" else (low, high)
+
+
+def bar_colors(bounds: tuple[float, float], settings: DisplaySettings) -> np.ndarray:
+    """Return the (256, 3) uint8 colours of the bar, drawn exactly as the heatmap draws them."""
+    low, high = bar_range(bounds, settings.mode)
+    ramp = np.linspace(low, high, RAMP_STEPS)[None, :]
+    return colorize(ramp, settings.cmap, settings.mode, bounds=bounds)[0]
+
+
+def render(display: np.ndarray, relevance: np.ndarray | None, settings: DisplaySettings,
+           bounds: tuple[float, float] | None) -> np.ndarray:
+    """Return the RGB(A) picture for one layer setting (input, heatmap or overlay)."""
+    if relevance is None or settings.layer == "input":
+        return display
+    if settings.layer == "heatmap":
+        return colorize(relevance, settings.cmap, settings.mode, bounds=bounds)
+    return overlay(display, relevance, settings.cmap, settings.opacity, settings.mode,
+                   bounds=bounds)
+
+
+class HeatmapView(pg.GraphicsLayoutWidget):
+    """One picture with its heatmap, a colour bar, a caption above and a note below.
+
+    Signals
+    -------
+    hovered(object)
+        A :class:`HoverInfo` when the mouse is over the picture, None when it leaves it.
+    """
+
+    hovered = Signal(object)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setBackground("w")
+        self.caption = self.addLabel("", row=0, col=0, colspan=2, size=CAPTION_SIZE, color="k")
+        self.view_box = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True,
+                                        enableMenu=False)
+        self.view_box.setBackgroundColor((235, 235, 235))
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        self.view_box.addItem(self.image_item)
+        self.colorbar = pg.ColorBarItem(values=(-1.0, 1.0), interactive=False, width=14,
+                                        colorMap=pg.colormap.get("CET-D1"))
+        self.colorbar.axis.setTextPen("k")
+        self.colorbar.axis.setPen("k")
+        self.colorbar.axis.setLabel("relevance", color="k")
+        self.addItem(self.colorbar, row=1, col=1)
+        self.note = self.addLabel("", row=2, col=0, colspan=2, size=CAPTION_SIZE, color="k")
+        self.message = pg.TextItem("", color="k", anchor=(0.5, 0.5))
+        self.view_box.addItem(self.message, ignoreBounds=True)
+        self.display: np.ndarray | None = None
+        self.relevance: np.ndarray | None = None
+        self.bounds: tuple[float, float] | None = None
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.colorbar.setVisible(False)
+
+    def set_caption(self, caption: str, note: str = "") -> None:
+        """Set the text above the picture and the note below it."""
+        self.caption.setText(caption, size=CAPTION_SIZE, color="k")
+        self.note.setText(note, size=CAPTION_SIZE, color="k")
+
+    def show_message(self, text: str) -> None:
+        """Write ``text`` in the middle of the view (empty text removes it)."""
+        self.message.setText(text)
+        rect = self.view_box.viewRect()
+        self.message.setPos(rect.center())
+
+    def draw(self, display: np.ndarray | None, relevance: np.ndarray | None,
+             settings: DisplaySettings, bounds: tuple[float, float] | None = None) -> None:
+        """Draw ``display`` (H, W, 3 uint8) with ``relevance`` (C, H, W or H, W) per ``settings``.
+
+        Parameters
+        ----------
+        bounds
+            The colour scale ``(vmin, vmax)`` of the shown quantity; computed from this
+            relevance (with the settings' clipping) when omitted, given to share one scale.
+        """
+        if display is None:
+            self.display = self.relevance = self.bounds = None
+            self.image_item.clear()
+            self.colorbar.setVisible(False)
+            return
+        first = self.display is None or self.display.shape != display.shape
+        self.display = display
+        self.relevance = None if relevance is None else relevance_map(relevance)
+        if self.relevance is not None and bounds is None:
+            bounds = heatmap_bounds(self.relevance, settings.mode, settings.clip_percentile)
+        self.bounds = bounds
+        self.image_item.setImage(render(display, self.relevance, settings, bounds),
+                                 autoLevels=False, levels=(0, 255))
+        self._show_colorbar(settings)
+        if first:
+            self.fit()
+
+    def _show_colorbar(self, settings: DisplaySettings) -> None:
+        if self.relevance is None or self.bounds is None or settings.layer == "input":
+            self.colorbar.setVisible(False)
+            return
+        colors = bar_colors(self.bounds, settings)
+        self.colorbar.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, len(colors)), colors))
+        low, high = bar_range(self.bounds, settings.mode)
+        if high <= low:  # an all-zero heatmap: keep the bar readable
+            low, high = low - 1.0, high + 1.0
+        self.colorbar.setLevels(values=(low, high))
+        self.colorbar.setVisible(True)
+
+    def fit(self) -> None:
+        """Zoom and pan so the whole picture fits the view."""
+        if self.display is not None:
+            height, width = self.display.shape[:2]
+            self.view_box.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
+
+    def _on_mouse_moved(self, position: QPointF) -> None:
+        if self.display is None or not self.view_box.sceneBoundingRect().contains(position):
+            self.hovered.emit(None)
+            return
+        point = self.view_box.mapSceneToView(position)
+        x, y = int(np.floor(point.x())), int(np.floor(point.y()))
+        height, width = self.display.shape[:2]
+        if not (0 <= x < width and 0 <= y < height):
+            self.hovered.emit(None)
+            return
+        rgb = tuple(int(value) for value in self.display[y, x, :3])
+        value = None if self.relevance is None else float(self.relevance[y, x])
+        self.hovered.emit(HoverInfo(x, y, rgb, value))

@@ -1,0 +1,179 @@
+"""The dialog that chooses a model: the demo, a torchvision classifier, or a file."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PySide6.QtCore import Qt
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QCompleter,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from lrp_desktop_core.models import DEFAULT_MODEL, get_spec, list_models, pretrained_cache_path
+
+WEIGHT_FILTER = "Weights (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
+FROM_FILE = "(named in the file)"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    """What the user chose; the arguments of ``models.load_model``."""
+
+    source: str
+    weights: Path | None = None
+    pretrained: bool = False
+
+
+def pretrained_status(name: str) -> str:
+    """Say whether the pretrained weights of ``name`` are in the cache or must be downloaded."""
+    spec = get_spec(name)
+    if spec.weights_url is None:
+        return "no pretrained weights are published for this model"
+    path = pretrained_cache_path(spec)
+    return f"in the cache ({path})" if path.is_file() else "will be downloaded (needs internet)"
+
+
+class ModelDialog(QDialog):
+    """Choose the demo, a torchvision classifier (pretrained, random or from a weights file), or
+    a model file whose architecture is named in it or chosen here.
+
+    Parameters
+    ----------
+    start_folder
+        Where the file dialogs open.
+    """
+
+    def __init__(self, start_folder: Path, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Choose a model")
+        self.start_folder = start_folder
+        names = [name for name in list_models() if name != DEFAULT_MODEL]
+
+        self.demo = QRadioButton("The bundled demo (small CNN on synthetic shapes)")
+        self.torchvision = QRadioButton("A torchvision classifier")
+        self.file = QRadioButton("A model or weights file")
+        self.kind = QButtonGroup(self)
+        for button in (self.demo, self.torchvision, self.file):
+            self.kind.addButton(button)
+        self.demo.setChecked(True)
+
+        self.architecture = QComboBox()
+        self.architecture.addItems(names)
+        self.architecture.setEditable(True)
+        self.architecture.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        completer = QCompleter(names, self.architecture)
+        completer.setFilterMode(Qt.MatchFlag.MatchContains)
+        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.architecture.setCompleter(completer)
+        if "resnet18" in names:
+            self.architecture.setCurrentText("resnet18")
+        self.pretrained = QRadioButton("ImageNet weights (from the cache, or downloaded)")
+        self.random = QRadioButton("Random weights")
+        self.own_weights = QRadioButton("Weights from a file:")
+        self.weights_group = QButtonGroup(self)
+        for button in (self.pretrained, self.random, self.own_weights):
+            self.weights_group.addButton(button)
+        self.pretrained.setChecked(True)
+        self.weights_path = self._path_row()
+        self.cache_note = QLabel()
+        self.cache_note.setWordWrap(True)
+        tv_box = QGroupBox()
+        tv_form = QFormLayout(tv_box)
+        tv_form.addRow("Architecture:", self.architecture)
+        tv_form.addRow(self.pretrained)
+        tv_form.addRow("", self.cache_note)
+        tv_form.addRow(self.random)
+        tv_form.addRow(self.own_weights, self.weights_path)
+
+        self.file_path = self._path_row()
+        self.file_architecture = QComboBox()
+        self.file_architecture.addItems([FROM_FILE, *names])
+        self.file_architecture.setToolTip("The architecture the weights belong to; a safetensors "
+                                          "file written by this program names it itself")
+        file_box = QGroupBox()
+        file_form = QFormLayout(file_box)
+        file_form.addRow("File:", self.file_path)
+        file_form.addRow("Architecture:", self.file_architecture)
+        file_form.addRow(QLabel("A file holding a whole pickled model runs code when loaded; "
+                                "you will be asked before that happens."))
+
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
+                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons.accepted.connect(self.accept)
+        buttons.rejected.connect(self.reject)
+        layout = QVBoxLayout(self)
+        layout.addWidget(self.demo)
+        layout.addWidget(self.torchvision)
+        layout.addWidget(tv_box)
+        layout.addWidget(self.file)
+        layout.addWidget(file_box)
+        layout.addWidget(buttons)
+        self.architecture.currentTextChanged.connect(self._update_note)
+        self.kind.buttonToggled.connect(lambda *_: self._update_enabled(tv_box, file_box))
+        self._update_enabled(tv_box, file_box)
+        self._update_note()
+
+    def _path_row(self) -> QWidget:
+        row = QWidget()
+        layout = QHBoxLayout(row)
+        layout.setContentsMargins(0, 0, 0, 0)
+        row.edit = QLineEdit()
+        browse = QPushButton("Browse...")
+        browse.clicked.connect(lambda: self._browse(row.edit))
+        layout.addWidget(row.edit, 1)
+        layout.addWidget(browse)
+        return row
+
+    def _browse(self, edit: QLineEdit) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose a weights file",
+                                              str(self.start_folder), WEIGHT_FILTER)
+        if path:
+            edit.setText(path)
+
+    def _update_enabled(self, tv_box: QGroupBox, file_box: QGroupBox) -> None:
+        tv_box.setEnabled(self.torchvision.isChecked())
+        file_box.setEnabled(self.file.isChecked())
+
+    def _update_note(self) -> None:
+        name = self.architecture.currentText()
+        self.cache_note.setText(pretrained_status(name) if name in list_models() else
+                                "unknown architecture")
+
+    def choice(self) -> ModelChoice:
+        """Return the chosen model, or raise ValueError saying what is missing."""
+        if self.demo.isChecked():
+            return ModelChoice(DEFAULT_MODEL)
+        if self.torchvision.isChecked():
+            name = self.architecture.currentText().strip()
+            if name not in list_models():
+                raise ValueError(f"{name!r} is not a known architecture; pick one from the list")
+            if self.own_weights.isChecked():
+                return ModelChoice(name, self._path(self.weights_path))
+            return ModelChoice(name, pretrained=self.pretrained.isChecked())
+        path = self._path(self.file_path)
+        architecture = self.file_architecture.currentText()
+        if architecture == FROM_FILE:
+            return ModelChoice(str(path))
+        return ModelChoice(architecture, path)
+
+    @staticmethod
+    def _path(row: QWidget) -> Path:
+        text = row.edit.text().strip()
+        if not text:
+            raise ValueError("no file was chosen; use Browse... to pick one")
+        return Path(text).expanduser()

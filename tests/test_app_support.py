@@ -1,0 +1,48 @@
+"""Shared set-up of the viewer tests: a viewer with temporary settings, waiting helpers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QSettings
+
+from lrp_desktop.app import Application, StartOptions, build, start
+from lrp_desktop.reporter import Reporter
+from lrp_desktop.settings import Preferences
+
+#: Generous limit for one explanation of the small demo model on a busy machine (ms).
+WAIT_MS = 60_000
+
+
+def make_viewer(qtbot, tmp_path, answer: bool = False) -> Application:
+    """Build a viewer whose settings live in ``tmp_path`` and whose questions get ``answer``."""
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    reporter = Reporter(confirm_handler=lambda title, text: answer)
+    app = build(Preferences(settings), reporter)
+    qtbot.addWidget(app.window)
+    app.window.resize(1200, 800)
+    return app
+
+
+@pytest.fixture
+def viewer(qtbot, tmp_path):
+    """A viewer on the demo model, its first heatmap shown; the worker is stopped afterwards."""
+    app = make_viewer(qtbot, tmp_path)
+    try:
+        start(app, StartOptions())
+        wait_for_heatmap(qtbot, app)
+        yield app
+    finally:
+        app.shutdown()
+
+
+def wait_for_heatmap(qtbot, app: Application) -> np.ndarray:
+    """Wait until the main view shows the explanation of the current settings; return it."""
+    qtbot.waitUntil(lambda: app.session.explanation_is_current and not app.host.busy,
+                    timeout=WAIT_MS)
+    return app.session.explanation.relevance[0]
+
+
+def wait_idle(qtbot, app: Application) -> None:
+    """Wait until the worker has nothing queued or running."""
+    qtbot.waitUntil(lambda: not app.host.busy, timeout=WAIT_MS)
