@@ -19,13 +19,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from .explain import raise_if_cancelled
+
+if TYPE_CHECKING:
+    from .models import ModelSpec
 
 FILLS = ("zeros", "mean", "uniform", "blur")
 """How a removed region is filled: the value zero, the image's per-channel mean, uniform noise
@@ -351,6 +357,33 @@ def localisation_scores(relevance: ArrayLike, mask: ArrayLike) -> LocalisationSc
     return LocalisationScores(
         relevance_mass_accuracy(relevance, mask), relevance_rank_accuracy(relevance, mask)
     )
+
+
+def object_mask(image_path: str | Path, spec: ModelSpec) -> np.ndarray | None:
+    """Load the object mask stored beside an image as ``<stem>_mask.png``, at the input geometry.
+
+    The mask goes through the same resize and centre crop as the image (``spec.fit``), so it lines
+    up with the heatmaps; pixels of at least half intensity count as object.
+
+    Parameters
+    ----------
+    image_path : str or Path
+        The image whose mask to load.
+    spec : ModelSpec
+        The model whose input geometry to use.
+
+    Returns
+    -------
+    np.ndarray or None
+        Boolean mask of shape ``spec.input_size``, or None where no mask file exists.
+    """
+    path = Path(image_path)
+    mask_path = path.with_name(f"{path.stem}_mask.png")
+    if not mask_path.is_file():
+        return None
+    with Image.open(mask_path) as mask:
+        fitted = spec.fit(mask.convert("L"))
+    return np.asarray(fitted) >= 128
 
 
 def _to_numpy(array: ArrayLike) -> np.ndarray:

@@ -89,7 +89,7 @@ def explanation_record(
             "file": None if weights_path is None else str(weights_path),
             "sha256": weights_sha256,
         },
-        "method": method.to_dict(),
+        "method": {key: value for key, value in method.to_dict().items() if key != "rulemap"},
         "canonizer": None if rulemap is None else rulemap.canonizer,
         "rulemap": None if rulemap is None else rulemap.to_dict(),
         "prediction": {

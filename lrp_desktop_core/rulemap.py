@@ -126,6 +126,10 @@ _LINEAR_OPS = (
     "a convolution, linear, average pooling, batch norm or sum layer",
 )
 _RELU = ((nn.ReLU,), "a ReLU")
+_ELEMENTWISE = (
+    (types.Activation, types.BatchNorm, nn.Identity, nn.Dropout, nn.Dropout2d),
+    "a layer that keeps the shape: an activation, batch norm, dropout or identity",
+)
 _ANY = (None, "any layer")
 _NO_RULE_TEXT = "No rule: the plain gradient flows through this layer, as without LRP."
 
@@ -142,7 +146,7 @@ _RULE_TABLE: tuple[tuple[str, tuple[ParamSpec, ...], tuple[Any, str]], ...] = (
     ("Flat", (_STABILIZER,), _WEIGHTED),
     ("WSquare", (_STABILIZER,), _WEIGHTED),
     ("Norm", (_STABILIZER,), _LINEAR_OPS),
-    ("Pass", (), _ANY),
+    ("Pass", (), _ELEMENTWISE),
     ("ReLUDeconvNet", (), _RELU),
     ("ReLUGuidedBackprop", (), _RELU),
     ("ReLUBetaSmooth", (_param("beta_smooth", 10.0),), _RELU),

@@ -1,0 +1,464 @@
+"""``lrp-explain``: explain images from the command line, batched, on any device.
+
+For every image it writes the heatmap overlay (PNG), the raw relevance (``.npy``) and a JSON
+record of all settings, the same files the desktop app exports, plus one ``summary.csv``.
+With ``--evaluate`` it adds faithfulness scores (region perturbation AOPC) and, where an object
+mask ``<stem>_mask.png`` lies beside an image, localisation scores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import torch
+
+from .cmap import get_cmap
+from .composites import COMPOSITES
+from .evaluate import FILLS, localisation_scores, object_mask, region_perturbation
+from .explain import METHOD_KINDS, Explanation, Method, explain
+from .export import EXPORT_FORMATS, explanation_record, save_explanation
+from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
+from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from .rulemap import RuleMap
+
+EPILOG = """\
+outputs, per image: <stem>.png (overlay), <stem>.npy (relevance, C x H x W), <stem>.json (record);
+and summary.csv (summary-K-of-N.csv with --shard) with one row per image.
+
+exit codes: 0 all images explained; 1 some images failed (see the summary and stderr);
+2 bad arguments, model, weights or rules file, or a device that does not exist.
+
+splitting a large data set over many machines: --shard K/N explains the K-th (1-based) of N
+disjoint parts of the sorted image list, e.g. in a Slurm job array:
+  #SBATCH --array=0-9
+  lrp-explain data/ --device cuda --out results \\
+      --shard $((SLURM_ARRAY_TASK_ID+1))/$SLURM_ARRAY_TASK_COUNT
+"""
+
+SUMMARY_FIELDS = (
+    "image",
+    "status",
+    "error",
+    "predicted_class",
+    "predicted_name",
+    "score",
+    "explained_class",
+    "explained_name",
+    "explained_logit",
+    "relevance_sum",
+)
+EVALUATION_FIELDS = ("morf_aopc", "lerf_aopc", "random_aopc", "mass_accuracy", "rank_accuracy")
+
+
+class UsageError(Exception):
+    """A problem with the arguments or the files they name; reported without a traceback."""
+
+
+@dataclass
+class Row:
+    """One line of the summary."""
+
+    image: Path
+    stem: str
+    values: dict[str, Any] = field(default_factory=dict)
+
+    def failed(self, error: str) -> None:
+        self.values.update(status="failed", error=error)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser of ``lrp-explain``."""
+    parser = argparse.ArgumentParser(
+        prog="lrp-explain",
+        description="Explain image classifications with Layer-wise Relevance Propagation "
+        "(or a gradient or occlusion baseline) and write heatmaps, raw relevance and records.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", type=Path)
+    parser.add_argument("--recursive", action="store_true", help="look into sub-folders too")
+    model = parser.add_argument_group("model")
+    model.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help="model name or model file (default: the bundled demo)",
+    )
+    model.add_argument("--weights", type=Path, help="weights file for --model NAME")
+    model.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="use (and if needed download) torchvision's pretrained weights",
+    )
+    model.add_argument(
+        "--trust",
+        action="store_true",
+        help="allow model files that run code (pickle, TorchScript); only for "
+        "files from a source you trust",
+    )
+    method = parser.add_argument_group("method")
+    method.add_argument("--method", choices=METHOD_KINDS, default="lrp")
+    rules = method.add_mutually_exclusive_group()
+    rules.add_argument(
+        "--composite",
+        choices=sorted(COMPOSITES),
+        help="LRP preset (default: the model's recommended one)",
+    )
+    rules.add_argument(
+        "--rules",
+        type=Path,
+        metavar="RULES.json",
+        help="per-layer rule map, e.g. saved by the desktop app",
+    )
+    method.add_argument(
+        "--target",
+        default="top1",
+        help="class to explain: top1 (default), a class index or a class name",
+    )
+    run = parser.add_argument_group("run")
+    run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    run.add_argument("--batch-size", type=_positive_int, default=16)
+    run.add_argument(
+        "--shard",
+        default="1/1",
+        metavar="K/N",
+        help="explain only the K-th of N parts of the sorted image list",
+    )
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", type=Path, default=Path("lrp-explain-output"), metavar="DIR")
+    output.add_argument("--cmap", default="coldnhot", help="colour map of the overlays")
+    output.add_argument(
+        "--format",
+        default=",".join(EXPORT_FORMATS),
+        help="files per image, comma-separated from png,npy,json",
+    )
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    scores = parser.add_argument_group("evaluation")
+    scores.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="add AOPC (region perturbation) and localisation scores",
+    )
+    scores.add_argument("--region-size", type=_positive_int, default=8)
+    scores.add_argument(
+        "--fill", choices=FILLS, default="zeros", help="how removed regions are filled"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lrp-explain``; return the exit code (0 ok, 1 some images failed, 2 bad usage)."""
+    args = build_parser().parse_args(argv)
+    try:
+        shard = parse_shard(args.shard)
+        formats = _formats(args.format)
+        get_cmap(args.cmap)
+        device = _device(args.device)
+        loaded = _load_model(args)
+        method = _method(args, loaded)
+        target = _target(args.target, loaded.spec.class_names)
+        images = shard_paths(collect_images(args.inputs, args.recursive), *shard)
+    except (UsageError, ValueError) as error:
+        print(f"lrp-explain: error: {error}", file=sys.stderr)
+        return 2
+    loaded.model.to(device)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rows = _run(args, loaded, method, target, images, formats)
+    summary = args.out / (
+        "summary.csv" if shard == (1, 1) else f"summary-{shard[0]}-of-{shard[1]}.csv"
+    )
+    write_summary(summary, rows, args.evaluate)
+    failed = sum(row.values.get("status") != "ok" for row in rows)
+    print(
+        f"lrp-explain: {len(rows) - failed} of {len(rows)} images explained in "
+        f"{time.perf_counter() - start:.1f} s on {device}; {failed} failed; summary: {summary}",
+        file=sys.stderr,
+    )
+    return 1 if failed else 0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """Parse ``"K/N"`` (1 <= K <= N) into ``(K, N)``."""
+    try:
+        part, parts = (int(value) for value in text.split("/"))
+    except ValueError:
+        raise UsageError(f"--shard must look like K/N, e.g. 2/8, not {text!r}") from None
+    if not 1 <= part <= parts:
+        raise UsageError(f"--shard {text}: K must lie between 1 and N")
+    return part, parts
+
+
+def collect_images(inputs: Sequence[Path], recursive: bool = False) -> list[tuple[Path, str]]:
+    """Return the images named by files and folders, sorted, each with its output stem.
+
+    Files given directly are kept whatever their suffix (so unreadable ones are reported);
+    folders contribute their image files, without object masks (``*_mask.png``).  Images found
+    in folders get stems with the sub-folder in them (``a/b.png`` -> ``a__b``), and repeated
+    stems get a numeric suffix, so no two outputs collide.
+    """
+    found: dict[Path, str] = {}
+    for entry in inputs:
+        if entry.is_dir():
+            pattern = "**/*" if recursive else "*"
+            for path in entry.glob(pattern):
+                if _is_image(path):
+                    found.setdefault(path, "__".join(path.relative_to(entry).with_suffix("").parts))
+        else:
+            found.setdefault(entry, entry.stem)
+    ordered = sorted(found.items(), key=lambda item: str(item[0]))
+    counts: dict[str, int] = {}
+    result = []
+    for path, stem in ordered:
+        counts[stem] = counts.get(stem, 0) + 1
+        result.append((path, stem if counts[stem] == 1 else f"{stem}-{counts[stem]}"))
+    if not result:
+        raise UsageError("no images found in " + ", ".join(str(entry) for entry in inputs))
+    return result
+
+
+def shard_paths(items: Sequence[Any], part: int, parts: int) -> list[Any]:
+    """Return the ``part``-th (1-based) of ``parts`` contiguous, disjoint slices of ``items``."""
+    size = len(items)
+    return list(items[(part - 1) * size // parts : part * size // parts])
+
+
+def write_summary(path: Path, rows: Sequence[Row], evaluated: bool) -> None:
+    """Write the summary CSV, one row per image."""
+    fields = SUMMARY_FIELDS + (EVALUATION_FIELDS if evaluated else ())
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({"image": str(row.image), **row.values})
+
+
+def _is_image(path: Path) -> bool:
+    return (
+        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith("_mask")
+    )
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    formats = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
+    if unknown or not formats:
+        raise UsageError(f"--format takes {', '.join(EXPORT_FORMATS)}, not {text!r}")
+    return formats
+
+
+def _device(text: str) -> torch.device:
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: no CUDA device is available here; use cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UsageError(f"--device {text}: there are only {count} CUDA device(s)")
+    elif device.type != "cpu":
+        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {text!r}")
+    return device
+
+
+def _load_model(args: argparse.Namespace) -> LoadedModel:
+    try:
+        return load_model(args.model, args.weights, pretrained=args.pretrained, trust=args.trust)
+    except ModelLoadError as error:
+        raise UsageError(str(error)) from None
+
+
+def _method(args: argparse.Namespace, loaded: LoadedModel) -> Method:
+    if args.method != "lrp":
+        if args.composite or args.rules:
+            raise UsageError("--composite and --rules apply to --method lrp only")
+        return Method(args.method)
+    if args.rules is not None:
+        rulemap = RuleMap.load(args.rules)
+        problems = rulemap.mismatches(loaded.model)
+        if problems:
+            shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
+            raise UsageError(f"{args.rules} does not fit the model {args.model}: {shown}")
+    else:
+        rulemap = RuleMap.recommended(loaded.model, loaded.spec, args.composite)
+    return Method("lrp", rulemap)
+
+
+def _target(text: str, class_names: Sequence[str]) -> int | None:
+    if text == "top1":
+        return None
+    if text.lstrip("-").isdigit():
+        index = int(text)
+        if not 0 <= index < len(class_names):
+            raise UsageError(f"--target {index} is out of range 0..{len(class_names) - 1}")
+        return index
+    lowered = [name.lower() for name in class_names]
+    if text.lower() in lowered:
+        return lowered.index(text.lower())
+    shown = ", ".join(class_names[:10]) + (", ..." if len(class_names) > 10 else "")
+    raise UsageError(f"--target {text!r} is not a class name of this model ({shown})")
+
+
+class _ProgressBar:
+    """A plain-text progress bar on a stream: redrawn in place on a terminal, else one line each."""
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self.total, self.stream, self.enabled = total, stream, enabled
+        self.interactive = stream.isatty()
+
+    def show(self, done: int) -> None:
+        if not self.enabled:
+            return
+        filled = round(30 * done / max(self.total, 1))
+        line = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} images"
+        if self.interactive:
+            self.stream.write("\r" + line + ("\n" if done >= self.total else ""))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def _run(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    method: Method,
+    target: int | None,
+    images: Sequence[tuple[Path, str]],
+    formats: tuple[str, ...],
+) -> list[Row]:
+    rows = [Row(path, stem) for path, stem in images]
+    bar = _ProgressBar(len(rows), sys.stderr, not args.quiet)
+    bar.show(0)
+    for first in range(0, len(rows), args.batch_size):
+        batch_rows = rows[first : first + args.batch_size]
+        _explain_batch(args, loaded, method, target, batch_rows, formats)
+        bar.show(first + len(batch_rows))
+    return rows
+
+
+def _explain_batch(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    method: Method,
+    target: int | None,
+    rows: Sequence[Row],
+    formats: tuple[str, ...],
+) -> None:
+    """Load, explain, score and save one batch; failures are recorded in the rows."""
+    ready = []
+    for row in rows:
+        try:
+            ready.append((row, load_image(row.image, loaded.spec)))
+        except ImageLoadError as error:
+            row.failed(str(error))
+            print(f"lrp-explain: skipped {row.image}: {error}", file=sys.stderr)
+    if not ready:
+        return
+    inputs = torch.stack([image.tensor for _, image in ready])
+    try:
+        explanation = explain(loaded.model, inputs, method, target)
+        scores = _scores(args, loaded, inputs, explanation, [row.image for row, _ in ready])
+    except (RuntimeError, ValueError) as error:
+        for row, _ in ready:
+            row.failed(f"explaining failed: {error}")
+        print(f"lrp-explain: a batch failed: {error}", file=sys.stderr)
+        return
+    names = loaded.spec.class_names
+    for index, (row, image) in enumerate(ready):
+        record = explanation_record(
+            model_name=loaded.spec.name,
+            method=method,
+            explanation=explanation,
+            index=index,
+            class_names=names,
+            weights_path=loaded.weights_path,
+            weights_sha256=loaded.weights_sha256,
+            image_path=row.image,
+        )
+        if args.evaluate:
+            record["evaluation"] = {
+                **scores[index],
+                "region_size": args.region_size,
+                "fill": args.fill,
+            }
+        try:
+            save_explanation(
+                args.out, row.stem, image.display, explanation, index, record, args.cmap, formats
+            )
+        except OSError as error:
+            row.failed(f"writing the results failed: {error}")
+            continue
+        row.values.update(_summary_values(record), **scores[index] if args.evaluate else {})
+
+
+def _summary_values(record: dict[str, Any]) -> dict[str, Any]:
+    prediction, target = record["prediction"], record["target"]
+    return {
+        "status": "ok",
+        "error": "",
+        "predicted_class": prediction["index"],
+        "predicted_name": prediction["name"],
+        "score": f"{prediction['probability']:.6g}",
+        "explained_class": target["index"],
+        "explained_name": target["name"],
+        "explained_logit": f"{record['explained_output']:.6g}",
+        "relevance_sum": f"{record['relevance_sum']:.6g}",
+    }
+
+
+def _scores(
+    args: argparse.Namespace,
+    loaded: LoadedModel,
+    inputs: torch.Tensor,
+    explanation: Explanation,
+    paths: Sequence[Path],
+) -> list[dict[str, float | str]]:
+    """Return the evaluation scores per sample (empty dicts without ``--evaluate``)."""
+    if not args.evaluate:
+        return [{} for _ in paths]
+    curves = region_perturbation(
+        loaded.model,
+        inputs,
+        explanation.relevance,
+        explanation.target,
+        region_size=args.region_size,
+        fill=args.fill,
+        batch_size=args.batch_size * 3,
+    )
+    aopcs = zip(curves.morf_aopc, curves.lerf_aopc, curves.random_aopc, strict=True)
+    scores = []
+    for index, (path, (morf, lerf, rand)) in enumerate(zip(paths, aopcs, strict=True)):
+        entry: dict[str, float | str] = {"morf_aopc": morf, "lerf_aopc": lerf, "random_aopc": rand}
+        mask = object_mask(path, loaded.spec)
+        if mask is not None:
+            local = localisation_scores(explanation.relevance[index : index + 1], mask)
+            entry.update(mass_accuracy=local.mass_accuracy[0], rank_accuracy=local.rank_accuracy[0])
+        scores.append({key: _rounded(value) for key, value in entry.items()})
+    return scores
+
+
+def _rounded(value: Any) -> float | str:
+    value = float(value)
+    return "" if math.isnan(value) else float(f"{value:.6g}")
+
+
+__all__ = ["build_parser", "collect_images", "main", "parse_shard", "shard_paths"]
+
+if __name__ == "__main__":
+    raise SystemExit(main())

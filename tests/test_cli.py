@@ -1,0 +1,194 @@
+"""End-to-end tests of ``lrp-explain`` on the bundled demo samples, run in-process."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lrp_desktop_core.cli import collect_images, main, parse_shard, shard_paths
+from lrp_desktop_core.models import demo_samples, load_model
+from lrp_desktop_core.rulemap import RuleChoice, RuleMap
+
+
+@pytest.fixture
+def samples(tmp_path) -> Path:
+    """Three demo samples with their masks, and one sample without a mask."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    chosen = demo_samples()[:4]
+    for index, path in enumerate(chosen):
+        shutil.copy(path, folder / path.name)
+        mask = path.with_name(f"{path.stem}_mask.png")
+        if index < 3 and mask.exists():
+            shutil.copy(mask, folder / mask.name)
+    return folder
+
+
+def first_image(folder: Path) -> Path:
+    return collect_images([folder])[0][0]
+
+
+def read_summary(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_explains_a_folder_into_overlays_relevance_records_and_summary(samples, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([str(samples), "--out", str(out), "--batch-size", "3"]) == 0
+    stems = sorted(path.stem for path in samples.glob("*.png") if "_mask" not in path.stem)
+    for stem in stems:
+        with Image.open(out / f"{stem}.png") as overlay:
+            assert overlay.size == (64, 64)
+        assert np.load(out / f"{stem}.npy").shape == (3, 64, 64)
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert record["model"] == "demo" and record["method"]["kind"] == "lrp"
+        assert record["canonizer"] == "merge_batchnorm"
+        assert record["rulemap"]["preset"] == "epsilon_gamma_box"
+        assert record["weights"]["sha256"] and record["target"]["name"]
+    rows = read_summary(out / "summary.csv")
+    assert [Path(row["image"]).stem for row in rows] == stems
+    assert all(row["status"] == "ok" and row["predicted_name"] for row in rows)
+    relevance = np.load(out / f"{stems[0]}.npy")
+    assert float(rows[0]["relevance_sum"]) == pytest.approx(float(relevance.sum()), rel=1e-3)
+    assert "4/4 images" in capsys.readouterr().err
+
+
+def test_evaluate_adds_aopc_and_localisation_where_a_mask_exists(samples, tmp_path):
+    out = tmp_path / "out"
+    images = [str(path) for path, _ in collect_images([samples])]
+    chosen = [images[0], images[-1]]  # the last has no mask
+    assert (
+        main(chosen + ["--out", str(out), "--evaluate", "--region-size", "32", "--format", "json"])
+        == 0
+    )
+    rows = read_summary(out / "summary.csv")
+    assert all(row["morf_aopc"] and row["random_aopc"] for row in rows)
+    assert 0 <= float(rows[0]["mass_accuracy"]) <= 1 and 0 <= float(rows[0]["rank_accuracy"]) <= 1
+    assert rows[1]["mass_accuracy"] == "" and rows[1]["rank_accuracy"] == ""
+    record = json.loads((out / f"{Path(chosen[0]).stem}.json").read_text())
+    assert record["evaluation"]["region_size"] == 32
+    assert record["evaluation"]["morf_aopc"] == pytest.approx(float(rows[0]["morf_aopc"]))
+    assert not list(out.glob("*.png"))
+
+
+def test_shards_are_disjoint_and_cover_the_sorted_list(samples, tmp_path):
+    items = list(range(10))
+    parts = [shard_paths(items, part, 3) for part in (1, 2, 3)]
+    assert sum(parts, []) == items
+    assert parse_shard("2/3") == (2, 3)
+    out = tmp_path / "out"
+    for part in ("1/2", "2/2"):
+        assert main([str(samples), "--out", str(out), "--shard", part, "--format", "npy"]) == 0
+    first = read_summary(out / "summary-1-of-2.csv")
+    second = read_summary(out / "summary-2-of-2.csv")
+    names = [row["image"] for row in first + second]
+    assert len(first) == len(second) == 2
+    assert names == sorted(str(path) for path, _ in collect_images([samples]))
+    assert len(list(out.glob("*.npy"))) == 4
+
+
+def test_an_unreadable_image_is_reported_and_skipped(samples, tmp_path, capsys):
+    (samples / "broken.png").write_text("not an image")
+    out = tmp_path / "out"
+    assert main([str(samples), "--out", str(out), "--quiet"]) == 1
+    rows = {Path(row["image"]).name: row for row in read_summary(out / "summary.csv")}
+    assert rows["broken.png"]["status"] == "failed" and "broken.png" in rows["broken.png"]["error"]
+    assert sum(row["status"] == "ok" for row in rows.values()) == 4
+    assert "skipped" in capsys.readouterr().err and not (out / "broken.png").exists()
+
+
+def test_target_by_name_and_other_methods(samples, tmp_path):
+    out = tmp_path / "out"
+    image = first_image(samples)
+    args = [str(image), "--out", str(out), "--method", "gradient", "--target", "Square"]
+    assert main(args) == 0
+    row = read_summary(out / "summary.csv")[0]
+    assert row["explained_name"] == "square" and row["explained_class"] == "1"
+    assert json.loads((out / f"{image.stem}.json").read_text())["rulemap"] is None
+
+
+def test_an_edited_rule_map_file_is_used(samples, tmp_path):
+    loaded = load_model()
+    choice = RuleChoice("Epsilon", {"epsilon": 0.5})
+    rules = RuleMap.recommended(loaded.model, loaded.spec).with_rule("head.fc", choice)
+    path = rules.save(tmp_path / "rules.json")
+    out = tmp_path / "out"
+    image = first_image(samples)
+    assert main([str(image), "--rules", str(path), "--out", str(out), "--format", "json"]) == 0
+    record = json.loads((out / f"{image.stem}.json").read_text())
+    assert record["rulemap"]["layers"]["head.fc"]["params"]["epsilon"] == 0.5
+    assert record["method"]["label"] == "LRP epsilon_gamma_box (edited)"
+
+
+def bad_rules(tmp_path: Path) -> list[str]:
+    (tmp_path / "broken.json").write_text("{not json")
+    RuleMap({"fc9": RuleChoice("Epsilon")}).save(tmp_path / "other.json")
+    return [str(tmp_path / "broken.json"), str(tmp_path / "other.json")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--weights", "WEIGHTS"], "weights"),
+        (["--rules", "BROKEN"], "not valid JSON"),
+        (["--rules", "OTHER"], "does not fit the model"),
+        (["--shard", "3/2"], "--shard"),
+        (["--shard", "a/b"], "--shard"),
+        (["--target", "hexagon"], "not a class name"),
+        (["--target", "7"], "out of range"),
+        (["--method", "gradient", "--composite", "epsilon_plus"], "lrp only"),
+        (["--format", "png,tiff"], "--format"),
+        (["--device", "tpu"], "--device"),
+        (["--model", "resnet9000"], "no model called"),
+    ],
+)
+def test_bad_usage_stops_with_exit_code_2_and_a_message(samples, tmp_path, capsys, extra, message):
+    weights = tmp_path / "weights.safetensors"
+    weights.write_bytes(b"\x00garbage" * 10)
+    broken, other = bad_rules(tmp_path)
+    replace = {"WEIGHTS": str(weights), "BROKEN": broken, "OTHER": other}
+    argv = [str(samples), "--out", str(tmp_path / "out")] + [replace.get(a, a) for a in extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
+def test_cuda_where_there_is_none(samples, tmp_path, capsys):
+    assert main([str(samples), "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
+
+
+@pytest.mark.cuda
+def test_runs_on_cuda(samples, tmp_path):
+    out = tmp_path / "out"
+    assert main([str(samples), "--device", "cuda", "--out", str(out), "--format", "json"]) == 0
+    record = json.loads(next(out.glob("*.json")).read_text())
+    assert record["device"].startswith("cuda")
+
+
+def test_help_explains_sharding_for_job_arrays(capsys):
+    with pytest.raises(SystemExit) as raised:
+        main(["--help"])
+    assert raised.value.code == 0
+    assert "SLURM_ARRAY_TASK_ID" in capsys.readouterr().out
+
+
+def test_folder_stems_are_unique(tmp_path):
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (4, 4)).save(tmp_path / folder / "x.png")
+    Image.new("L", (4, 4)).save(tmp_path / "a" / "x_mask.png")
+    found = collect_images([tmp_path], recursive=True)
+    assert [stem for _, stem in found] == ["a__x", "b__x"]
+    doubled = collect_images([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"])
+    assert [stem for _, stem in doubled] == ["x", "x-2"]
