@@ -1,0 +1,500 @@
+"""Model registry and loading: torchvision classifiers by name, weight files, the bundled demo.
+
+A :class:`ModelSpec` carries everything a caller needs besides the weights: how to build the
+network, how to preprocess an image for it, its class names, and which LRP composite and canonizer
+suit it. :func:`load_model` turns a spec (by name) and weights into a ready model.
+
+Accepted forms of :func:`load_model`
+------------------------------------
+``load_model("demo")``
+    The bundled demo classifier with its bundled weights (works offline).
+``load_model("resnet18", pretrained=True, progress=callback)``
+    A torchvision classifier with its ImageNet weights, taken from the torch hub cache when they
+    are there and downloaded into it otherwise. Without ``pretrained`` the weights stay random.
+``load_model("resnet18", weights="resnet18.safetensors")``
+    A registry architecture with weights from a file: ``.safetensors`` (preferred) or a
+    ``.pt``/``.pth`` state dict, also wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` or
+    with a ``module.`` prefix.
+``load_model("weights.safetensors")``
+    A safetensors file whose metadata names its registry architecture (as the demo's does).
+``load_model("resnet18", weights="full.pt", trust=True)`` or ``load_model("full.pt", trust=True)``
+    A fully pickled module or a TorchScript archive. Loading one runs code from the file, so it is
+    refused unless ``trust=True``; the refusal lists what the file would import. Without a name
+    the model gets ImageNet preprocessing and, for 1000 outputs, the ImageNet class names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.error import URLError
+from urllib.parse import urlparse
+from urllib.request import urlopen
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from safetensors import safe_open
+from torch import nn
+from torchvision.models import get_model, get_model_weights
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as tv_functional
+
+from .demo_net import DEMO_SAMPLES_DIR, DEMO_WEIGHTS, build_demo_net
+from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "LoadedModel",
+    "ModelLoadError",
+    "ModelSpec",
+    "demo_mask",
+    "demo_samples",
+    "download_weights",
+    "get_spec",
+    "list_models",
+    "load_model",
+    "pretrained_cache_path",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "demo"
+"""The model the application starts with: the bundled demo, so everything works offline."""
+
+_IMAGENET_MEAN = (0.485, 0.456, 0.406)
+_IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Which canonizer suits a torchvision family, by name prefix; families not listed get "none".
+_CANONIZER_BY_PREFIX = (
+    ("vgg", "vgg"),
+    ("resnet", "resnet"),
+    ("resnext", "resnet"),
+    ("wide_resnet", "resnet"),
+    ("densenet", "merge_batchnorm"),
+    ("efficientnet", "merge_batchnorm"),
+    ("googlenet", "merge_batchnorm"),
+    ("inception", "merge_batchnorm"),
+    ("maxvit", "merge_batchnorm"),
+    ("mnasnet", "merge_batchnorm"),
+    ("mobilenet", "merge_batchnorm"),
+    ("regnet", "merge_batchnorm"),
+    ("shufflenet", "merge_batchnorm"),
+)
+
+# Builder arguments that give the architecture exactly as torchvision's pretrained builder leaves
+# it (these two switch on the input transform and drop or keep auxiliary heads when pretrained).
+_BUILDER_KWARGS: dict[str, dict[str, bool]] = {
+    "googlenet": {"aux_logits": False, "transform_input": True, "init_weights": False},
+    "inception_v3": {"aux_logits": True, "transform_input": True, "init_weights": False},
+}
+
+# Old DenseNet checkpoints name layers "norm.1"; the modules are now called "norm1".
+_DENSENET_OLD_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")
+_DOWNLOAD_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to know about a model besides its weights.
+
+    Attributes
+    ----------
+    name : str
+        Registry name, e.g. ``"demo"`` or ``"resnet18"``.
+    title : str
+        Human-readable name for menus.
+    builder : callable
+        Returns a fresh, randomly initialised network of this architecture.
+    input_size : tuple of int
+        (height, width) of the network input.
+    resize : int
+        The shorter image side is resized to this many pixels ...
+    crop : int
+        ... and then the centre ``crop`` x ``crop`` pixels are cut out.
+    mean, std : tuple of float
+        Per-channel normalisation of the 0..1 RGB input.
+    class_names : tuple of str
+        Name of each output logit.
+    recommended_composite : str
+        Name of the LRP composite preset that suits the model (see ``composites.COMPOSITES``).
+    canonizer : str
+        Name of the canonizer set that suits the model (see ``canonizers.CANONIZERS``).
+    interpolation : str
+        Resampling used for the resize (``"bilinear"`` or ``"bicubic"``).
+    weights_url : str or None
+        Where the pretrained weights are downloaded from (torchvision models).
+    default_weights : Path or None
+        Weights file that is always loaded when no other is given (the bundled demo's).
+    """
+
+    name: str
+    title: str
+    builder: Callable[[], nn.Module] = field(repr=False, compare=False)
+    input_size: tuple[int, int]
+    resize: int
+    crop: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: tuple[str, ...] = field(repr=False)
+    recommended_composite: str = "epsilon_gamma_box"
+    canonizer: str = "none"
+    interpolation: str = "bilinear"
+    weights_url: str | None = None
+    default_weights: Path | None = None
+
+    @property
+    def num_classes(self) -> int:
+        """Number of output classes."""
+        return len(self.class_names)
+
+    def fit(self, image: Image.Image) -> Image.Image:
+        """Resize (shorter side to :attr:`resize`) and centre-crop an RGB image to the input size.
+
+        The display image and the network input both come from this, so they line up pixel for
+        pixel with a heatmap.
+        """
+        resized = tv_functional.resize(
+            image, self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True
+        )
+        return tv_functional.center_crop(resized, [self.crop, self.crop])
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """Return the normalised network input, shape (3, H, W) float32, of a PIL image."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        tensor = tv_functional.pil_to_tensor(self.fit(image)).float() / 255.0
+        return tv_functional.normalize(tensor, list(self.mean), list(self.std))
+
+    def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the lowest and highest normalised input values, each of shape (1, 3, 1, 1).
+
+        They are ``(0 - mean) / std`` and ``(1 - mean) / std`` per channel: the ZBox rule's box.
+        """
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (0.0 - mean) / std, (1.0 - mean) / std
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for attribution.
+
+    Attributes
+    ----------
+    spec : ModelSpec
+        Its preprocessing, class names and recommended LRP set-up.
+    model : nn.Module
+        The network, in eval mode, on the CPU.
+    weights_path : Path or None
+        The file its weights came from (None for random weights).
+    weights_sha256 : str or None
+        SHA-256 of that file, for reports.
+    """
+
+    spec: ModelSpec
+    model: nn.Module
+    weights_path: Path | None
+    weights_sha256: str | None
+
+
+def _torchvision_names() -> list[str]:
+    """Return the names of torchvision's image classifiers."""
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def list_models() -> list[str]:
+    """Return every registry name: the demo first, then torchvision's image classifiers."""
+    return [DEFAULT_MODEL, *_torchvision_names()]
+
+
+def _torchvision_canonizer(name: str) -> str:
+    """Return the canonizer name that suits torchvision model ``name``."""
+    matches = (canonizer for prefix, canonizer in _CANONIZER_BY_PREFIX if name.startswith(prefix))
+    return next(matches, "none")
+
+
+def _torchvision_spec(name: str) -> ModelSpec:
+    """Build the spec of a torchvision classifier from its default weights' metadata."""
+    weights = get_model_weights(name).DEFAULT
+    transforms = weights.transforms()
+    crop, resize = int(transforms.crop_size[0]), int(transforms.resize_size[0])
+    return ModelSpec(
+        name=name,
+        title=f"{name} (torchvision, {weights.name})",
+        builder=functools.partial(get_model, name, weights=None, **_BUILDER_KWARGS.get(name, {})),
+        input_size=(crop, crop),
+        resize=resize,
+        crop=crop,
+        mean=tuple(float(v) for v in transforms.mean),
+        std=tuple(float(v) for v in transforms.std),
+        class_names=tuple(weights.meta["categories"]),
+        canonizer=_torchvision_canonizer(name),
+        interpolation=transforms.interpolation.value,
+        weights_url=weights.url,
+    )
+
+
+def _demo_spec() -> ModelSpec:
+    """Build the demo's spec from the metadata stored in its weights file."""
+    if not DEMO_WEIGHTS.is_file():
+        raise ModelLoadError(
+            f"The bundled demo weights are missing ({DEMO_WEIGHTS}). Reinstall the package or "
+            "recreate them with: python -m lrp_desktop_core.train_demo"
+        )
+    with safe_open(str(DEMO_WEIGHTS), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    class_names = tuple(json.loads(metadata["class_names"]))
+    size = int(metadata["input_size"])
+    return ModelSpec(
+        name="demo",
+        title="Shapes demo (bundled, works offline)",
+        builder=functools.partial(build_demo_net, len(class_names)),
+        input_size=(size, size),
+        resize=size,
+        crop=size,
+        mean=tuple(json.loads(metadata["mean"])),
+        std=tuple(json.loads(metadata["std"])),
+        class_names=class_names,
+        canonizer="merge_batchnorm",
+        default_weights=DEMO_WEIGHTS,
+    )
+
+
+@functools.cache
+def get_spec(name: str) -> ModelSpec:
+    """Return the spec of registry model ``name``; nothing is downloaded.
+
+    Raises
+    ------
+    ModelLoadError
+        If no model has that name.
+    """
+    if name == DEFAULT_MODEL:
+        return _demo_spec()
+    names = _torchvision_names()
+    if name not in names:
+        close = difflib.get_close_matches(name, list_models(), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ModelLoadError(
+            f"There is no model called {name!r}.{hint} list_models() gives every known name; "
+            "a file path loads a model file instead."
+        )
+    return _torchvision_spec(name)
+
+
+def pretrained_cache_path(spec: ModelSpec) -> Path:
+    """Return where the torch hub cache keeps (or would keep) the pretrained weights of ``spec``."""
+    if spec.weights_url is None:
+        raise ModelLoadError(f"{spec.name} has no downloadable pretrained weights.")
+    filename = Path(urlparse(spec.weights_url).path).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / filename
+
+
+def download_weights(
+    url: str, destination: Path, progress: Callable[[int, int], None] | None = None
+) -> None:
+    """Download ``url`` to ``destination``, checking the hash prefix in torchvision file names.
+
+    Parameters
+    ----------
+    url : str
+        Where to download from.
+    destination : Path
+        The file to write; it appears only once the download is complete and checked.
+    progress : callable, optional
+        Called as ``progress(done_bytes, total_bytes)`` after every chunk; ``total_bytes`` is 0
+        when the server does not say.
+
+    Raises
+    ------
+    ModelLoadError
+        If the download fails (offline, server error) or the file's hash is wrong; the message
+        says where to put the file by hand.
+    """
+    partial = destination.with_name(destination.name + ".partial")
+    expected = re.search(r"-([0-9a-f]{6,})\.", destination.name)
+    digest = hashlib.sha256()
+    try:
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        with urlopen(url, timeout=60) as response, open(partial, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0)
+            done = 0
+            while chunk := response.read(_DOWNLOAD_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    except (URLError, OSError, ValueError) as error:
+        partial.unlink(missing_ok=True)
+        raise ModelLoadError(
+            f"Could not download {url} ({error}). If this computer is offline, download that file "
+            f"elsewhere and put it here: {destination} . Or give a weights file instead: "
+            "load_model(name, weights='path/to/weights.pth')."
+        ) from error
+    if expected and not digest.hexdigest().startswith(expected.group(1)):
+        partial.unlink(missing_ok=True)
+        raise ModelLoadError(
+            f"The file downloaded from {url} is damaged (its SHA-256 does not start with "
+            f"{expected.group(1)}). Try again, or download it by hand to {destination} ."
+        )
+    partial.replace(destination)
+
+
+def _adapt_torchvision_keys(name: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename old DenseNet keys and drop GoogLeNet's auxiliary heads, as torchvision does."""
+    if name.startswith("densenet"):
+        return {_DENSENET_OLD_KEY.sub(r"\1\2.", key): value for key, value in state.items()}
+    if name == "googlenet" and not _BUILDER_KWARGS["googlenet"]["aux_logits"]:
+        return {k: v for k, v in state.items() if not k.startswith(("aux1.", "aux2."))}
+    return state
+
+
+def _model_from(spec: ModelSpec, content: WeightsFile) -> LoadedModel:
+    """Return the model of ``spec`` with the weights (or the whole module) read from a file."""
+    if content.module is not None:
+        model = content.module
+    else:
+        model = spec.builder()
+        state = content.state_dict
+        if spec.weights_url is not None:
+            state = _adapt_torchvision_keys(spec.name, state)
+        apply_state_dict(model, state, content.path, spec.name)
+    return LoadedModel(spec, model.cpu().eval(), content.path, content.sha256)
+
+
+def _module_spec(path: Path, module: nn.Module) -> ModelSpec:
+    """Return a spec with ImageNet preprocessing for a module loaded from a file on its own."""
+    crop = 224
+    try:
+        with torch.no_grad():
+            output = module.cpu().eval()(torch.zeros(1, 3, crop, crop))
+    except Exception as error:  # the module's own code; any failure means it cannot be used here
+        raise ModelLoadError(
+            f"The model in {path} does not run on a 1x3x{crop}x{crop} image ({error}). Only image "
+            "classifiers taking (N, 3, H, W) input can be explained."
+        ) from error
+    if not isinstance(output, torch.Tensor) or output.dim() != 2:
+        raise ModelLoadError(
+            f"The model in {path} does not return (N, classes) logits, so it is not an image "
+            "classifier this application can explain."
+        )
+    count = output.shape[1]
+    imagenet = get_model_weights("resnet50").DEFAULT.meta["categories"]
+    names = tuple(imagenet) if count == len(imagenet) else tuple(f"class {i}" for i in range(count))
+    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
+    return ModelSpec(
+        name=path.stem,
+        title=f"{path.name} (model file)",
+        builder=functools.partial(_trusted_module, path),
+        input_size=(crop, crop),
+        resize=256,
+        crop=crop,
+        mean=_IMAGENET_MEAN,
+        std=_IMAGENET_STD,
+        class_names=names,
+        canonizer="merge_batchnorm" if has_batchnorm else "none",
+    )
+
+
+def _trusted_module(path: Path) -> nn.Module:
+    """Load the full module in ``path`` again (its file was trusted once already)."""
+    module = read_weights(path, trust=True).module
+    if module is None:
+        raise ModelLoadError(f"{path} no longer holds a full model.")
+    return module
+
+
+def load_model(
+    source: str | Path = DEFAULT_MODEL,
+    weights: str | Path | None = None,
+    *,
+    pretrained: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    trust: bool = False,
+) -> LoadedModel:
+    """Build and load a model; see the module documentation for the accepted forms.
+
+    Parameters
+    ----------
+    source : str or Path
+        A registry name (:func:`list_models`) or the path of a model file.
+    weights : str or Path, optional
+        A weights file for the registry architecture ``source``.
+    pretrained : bool
+        Load the torchvision ImageNet weights (from the hub cache, or downloaded). The demo always
+        comes with its bundled weights.
+    progress : callable, optional
+        ``progress(done_bytes, total_bytes)`` while downloading.
+    trust : bool
+        Allow loading a fully pickled module or TorchScript archive, which runs code from the file.
+        Only for files from a source you trust.
+
+    Returns
+    -------
+    LoadedModel
+        The model in eval mode on the CPU, its spec and where its weights came from.
+
+    Raises
+    ------
+    ModelLoadError
+        For an unknown name, a missing, damaged or unsuitable file, an untrusted code file, or a
+        failed download; the message says what to do.
+    """
+    if pretrained and weights is not None:
+        raise ValueError("give either pretrained=True or a weights file, not both")
+    name = str(source)
+    if name in list_models():
+        spec = get_spec(name)
+        if weights is not None:
+            return _model_from(spec, read_weights(Path(weights), trust=trust))
+        if spec.default_weights is not None:
+            return _model_from(spec, read_weights(spec.default_weights))
+        if pretrained:
+            cached = pretrained_cache_path(spec)
+            if not cached.is_file():
+                logger.info("downloading %s to %s", spec.weights_url, cached)
+                download_weights(spec.weights_url, cached, progress)
+            return _model_from(spec, read_weights(cached))
+        logger.info("%s has random weights: pass pretrained=True or a weights file", name)
+        return LoadedModel(spec, spec.builder().eval(), None, None)
+
+    path = Path(source)
+    looks_like_file = path.exists() or bool(path.suffix) or len(path.parts) > 1
+    if weights is not None or not looks_like_file:
+        get_spec(name)  # raises the unknown-name error, with suggestions
+    content = read_weights(path, trust=trust)
+    if content.module is not None:
+        return LoadedModel(_module_spec(path, content.module), content.module.cpu().eval(),
+                           path, content.sha256)
+    architecture = content.metadata.get("architecture")
+    if architecture not in list_models():
+        raise ModelLoadError(
+            f"{path} holds weights only and does not say which architecture they belong to. Name "
+            f"it: load_model('resnet18', weights='{path}') (any name from list_models())."
+        )
+    return _model_from(get_spec(architecture), content)
+
+
+def demo_samples() -> list[Path]:
+    """Return the bundled sample images of the demo (their masks excluded), sorted by name."""
+    return sorted(p for p in DEMO_SAMPLES_DIR.glob("*.png") if not p.stem.endswith("_mask"))
+
+
+def demo_mask(path: str | Path) -> np.ndarray | None:
+    """Return the object mask (H, W) bool stored beside an image as ``<stem>_mask.png``, or None."""
+    path = Path(path)
+    mask_path = path.with_name(f"{path.stem}_mask.png")
+    if not mask_path.is_file():
+        return None
+    with Image.open(mask_path) as mask:
+        return np.asarray(mask.convert("L")) >= 128
