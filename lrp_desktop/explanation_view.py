@@ -24,7 +24,7 @@ class ExplanationView(HeatmapView):
         for signal in (session.display_image_changed, session.explanation_changed,
                        session.display_changed, session.model_changed):
             signal.connect(self.redraw)
-        session.status_changed.connect(lambda: self.show_message(self._message()))
+        session.status_changed.connect(self._show_status)
         self.redraw()
 
     def redraw(self) -> None:
@@ -34,6 +34,10 @@ class ExplanationView(HeatmapView):
         explanation = session.explanation
         relevance = None if explanation is None else explanation.relevance[0]
         self.draw(display, relevance, session.display)
+        self._show_status()
+
+    def _show_status(self) -> None:
+        explanation = self.session.explanation
         self.set_caption(self._caption(), "" if explanation is None
                          else conservation_note(explanation))
         self.show_message(self._message())
@@ -49,8 +53,16 @@ class ExplanationView(HeatmapView):
         target = int(explanation.target[0])
         names = session.model.class_names if session.model is not None else ()
         name = names[target] if target < len(names) else str(target)
-        updating = "" if session.explanation_is_current else " (updating...)"
-        return f"{explanation.method.label()} | {path.name} | class {name}{updating}"
+        return f"{explanation.method.label()} | {path.name} | class {name}{self._staleness()}"
+
+    def _staleness(self) -> str:
+        """Say why the shown explanation is not the one of the current settings (if it is not)."""
+        session = self.session
+        if session.explanation_is_current:
+            return ""
+        if session.status.state in ("cancelled", "failed"):
+            return f" (outdated: {session.status.text})"
+        return " (updating...)"
 
     def _message(self) -> str:
         session = self.session

@@ -1,0 +1,197 @@
+"""The rule tree model, its edits (undoable), presets, canonizers and rule files, without a worker."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+from PySide6.QtCore import Qt
+from torch import nn
+
+from lrp_desktop.reporter import Level, Reporter
+from lrp_desktop.rule_delegate import RuleDelegate, rule_combo
+from lrp_desktop.rule_editing import (
+    apply_preset,
+    change_canonizer,
+    load_rules,
+    save_rules,
+    starting_rulemap,
+)
+from lrp_desktop.rule_tree import RULE, RULE_PARAMS, RuleTreeModel, parse_params
+from lrp_desktop.session import ModelInfo, Session
+from lrp_desktop_core.models import load_model
+from lrp_desktop_core.rulemap import RULE_CHOICES, RuleChoice, RuleMap
+
+
+@pytest.fixture(scope="module")
+def demo_info():
+    loaded = load_model("demo")
+    skeleton = copy.deepcopy(loaded.model).to("meta")
+    return ModelInfo("demo#test", loaded.spec, "demo", loaded.weights_path,
+                     loaded.weights_sha256, skeleton, 0, "cpu")
+
+
+@pytest.fixture
+def editing(qtbot, demo_info):
+    session = Session()
+    reporter = Reporter()
+    session.set_model(demo_info, starting_rulemap(demo_info))
+    return session, reporter, RuleTreeModel(session, reporter)
+
+
+def test_tree_passes_the_model_tester(qtmodeltester, editing):
+    _, _, model = editing
+    assert model.rowCount() == 2  # features, head
+    qtmodeltester.check(model, force_py=True)
+
+
+def test_tree_groups_layers_under_their_modules(editing):
+    _, _, model = editing
+    fc = model.index_of_layer("head.fc")
+    assert model.data(fc) == "fc"
+    assert model.data(fc.siblingAtColumn(1)) == "Linear"
+    assert model.data(fc.siblingAtColumn(2)) == f"{5 * 64 + 5:,}"
+    assert model.data(model.parent(fc)) == "head"
+    assert model.data(fc.siblingAtColumn(RULE)) == "Epsilon"
+    head = model.index_of_layer("head", RULE)
+    assert model.data(head) == "(mixed)"
+
+
+def test_set_rule_is_an_undoable_edit(editing):
+    session, _, model = editing
+    before = session.rulemap
+    cell = model.index_of_layer("head.fc", RULE)
+    assert model.setData(cell, "ZPlus")
+    assert session.rulemap["head.fc"].rule == "ZPlus"
+    assert session.rulemap["features.stage1.conv"] == before["features.stage1.conv"]
+    assert model.data(cell) == "ZPlus"
+    session.undo_stack.undo()
+    assert session.rulemap == before
+    assert model.data(cell) == "Epsilon"
+    session.undo_stack.redo()
+    assert session.rulemap["head.fc"].rule == "ZPlus"
+
+
+def test_parameters_are_edited_as_text(editing):
+    session, reporter, model = editing
+    cell = model.index_of_layer("features.stage2.conv", RULE_PARAMS)
+    assert session.rulemap["features.stage2.conv"].rule == "Gamma"
+    assert model.setData(cell, "gamma=0.5")
+    assert session.rulemap["features.stage2.conv"].params["gamma"] == 0.5
+    assert "gamma=0.5" in model.data(cell)
+    assert not model.setData(cell, "gamma=lots")
+    assert not model.setData(cell, "gamma=-1")
+    assert session.rulemap["features.stage2.conv"].params["gamma"] == 0.5
+    assert [m.level for m in reporter.messages] == [Level.ERROR, Level.ERROR]
+
+
+def test_parse_params_reads_numbers_and_lists():
+    assert parse_params("gamma=0.25, stabilizer=1e-6") == {"gamma": 0.25, "stabilizer": 1e-6}
+    assert parse_params("low=[-1, -2, -3]; high=2") == {"low": [-1, -2, -3], "high": 2.0}
+    with pytest.raises(ValueError, match="name=value"):
+        parse_params("gamma 0.25")
+
+
+def test_a_group_rule_goes_to_every_layer_it_holds_that_can_take_it(editing):
+    session, reporter, model = editing
+    stage1 = model.index_of_layer("features.stage1", RULE)
+    assert model.setData(stage1, "Epsilon")
+    assert session.rulemap["features.stage1.conv"].rule == "Epsilon"
+    assert session.rulemap["features.stage1.bn"].rule == "Epsilon"
+    # a ReLU and a max pooling cannot take Epsilon: left alone and reported
+    assert session.rulemap["features.stage1.relu"].rule != "Epsilon"
+    assert reporter.messages[-1].level is Level.WARNING
+    assert "features.stage1.relu" in reporter.messages[-1].text
+    assert session.undo_stack.count() == 1
+
+
+def test_unfit_rule_is_refused_for_a_single_layer(editing):
+    session, reporter, model = editing
+    before = session.rulemap
+    assert not model.setData(model.index_of_layer("head.flatten", RULE), "Gamma")
+    assert session.rulemap == before
+    assert "Flatten" in reporter.messages[-1].text
+
+
+def test_layers_without_rule_are_marked_with_the_reason(editing):
+    session, _, model = editing
+    cell = model.index_of_layer("features.residual.sum", RULE)
+    assert model.setData(cell, "none")
+    assert model.data(cell, Qt.ItemDataRole.DecorationRole) is not None
+    tooltip = model.data(cell, Qt.ItemDataRole.ToolTipRole)
+    assert "relevance" in tooltip and "Norm" in tooltip
+    plain = model.index_of_layer("features.stage2.conv", RULE)
+    assert model.data(plain, Qt.ItemDataRole.DecorationRole) is None
+    assert RULE_CHOICES["Gamma"].description in model.data(plain, Qt.ItemDataRole.ToolTipRole)
+
+
+def test_preset_fills_the_tree_and_canonizer_change_keeps_rules(editing):
+    session, _, model = editing
+    apply_preset(session, "epsilon_plus")
+    assert session.rulemap.preset == "epsilon_plus"
+    assert model.data(model.index_of_layer("features.stage1.conv", RULE)) == "ZPlus"
+    assert model.setData(model.index_of_layer("head.fc", RULE), "Norm")
+    change_canonizer(session, "none")
+    assert session.rulemap.canonizer == "none"
+    assert session.rulemap["head.fc"].rule == "Norm"
+    assert model.rowCount() == 2
+    session.undo_stack.undo()
+    assert session.rulemap.canonizer == "merge_batchnorm"
+
+
+def test_rule_combo_offers_every_rule_with_its_description(qtbot, editing):
+    combo = rule_combo()
+    assert combo.count() == len(RULE_CHOICES)
+    for row in range(combo.count()):
+        assert combo.itemData(row, Qt.ItemDataRole.ToolTipRole) == \
+            RULE_CHOICES[combo.itemData(row)].description
+
+
+def test_delegate_edits_the_rule_in_place(qtbot, editing):
+    session, _, model = editing
+    delegate = RuleDelegate()
+    cell = model.index_of_layer("head.fc", RULE)
+    editor = delegate.createEditor(None, None, cell)
+    qtbot.addWidget(editor)
+    delegate.setEditorData(editor, cell)
+    assert editor.currentData() == "Epsilon"
+    editor.setCurrentIndex(editor.findData("Norm"))
+    delegate.setModelData(editor, model, cell)
+    assert session.rulemap["head.fc"].rule == "Norm"
+
+
+def test_rules_round_trip_through_json(tmp_path, editing):
+    session, reporter, model = editing
+    model.setData(model.index_of_layer("head.fc", RULE), RuleChoice("Epsilon", {"epsilon": 0.5}))
+    saved = session.rulemap
+    path = tmp_path / "rules.json"
+    assert save_rules(session, path, reporter)
+    apply_preset(session, "epsilon_plus")
+    assert load_rules(session, path, reporter)
+    assert session.rulemap.fingerprint() == saved.fingerprint()
+
+
+def test_rules_of_another_model_are_refused_naming_the_layers(tmp_path, editing):
+    session, reporter, _ = editing
+    before = session.rulemap
+    other = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 2))
+    path = RuleMap.from_preset(other, "epsilon_plus").save(tmp_path / "other.json")
+    assert not load_rules(session, path, reporter)
+    assert session.rulemap == before
+    text = reporter.messages[-1].text
+    assert "'0' is in the rule map but not in the model" in text
+    assert "head.fc" in text
+
+
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"layers": {"x": {"rule": "?"}}}),
+                                     ""])
+def test_bad_rules_files_are_reported(tmp_path, editing, content):
+    session, reporter, _ = editing
+    before = session.rulemap
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    assert not load_rules(session, path, reporter)
+    assert session.rulemap == before
+    assert reporter.messages[-1].level is Level.ERROR
+    assert "bad.json" in reporter.messages[-1].text

@@ -1,0 +1,176 @@
+"""The viewer on the demo model: first heatmap, rule edits, display, cache, cancel, devices."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import torch
+from test_app_support import wait_for_heatmap, wait_idle
+
+from lrp_desktop.reporter import Level
+from lrp_desktop.rule_tree import RULE, RULE_PARAMS
+
+pytest_plugins = ["test_app_support"]
+
+
+def model_snapshot(app):
+    """The real model's parameter objects and a copy of its state (read while the worker idles)."""
+    model = app.host.worker.context.loaded.model
+    return list(model.parameters()), {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def assert_model_unchanged(app, snapshot):
+    params, state = snapshot
+    model = app.host.worker.context.loaded.model
+    assert all(a is b for a, b in zip(model.parameters(), params, strict=True))
+    now = model.state_dict()
+    assert now.keys() == state.keys()
+    assert all(torch.equal(now[key], state[key]) for key in state)
+
+
+def test_starts_on_the_demo_with_the_recommended_rules(viewer):
+    session = viewer.session
+    assert session.model.spec.name == "demo"
+    assert session.current_image.name == session.images[0].name
+    assert session.rulemap.preset == session.model.spec.recommended_composite
+    explanation = session.explanation
+    assert explanation.relevance.shape == (1, 3, 64, 64)
+    assert np.abs(explanation.relevance).sum() > 0
+    assert viewer.window.main_view.image_item.image is not None
+    assert "class" in viewer.window.main_view.caption.text
+    assert viewer.window.prediction.names[0].text() == \
+        session.model.class_names[int(np.argmax(explanation.probabilities[0]))]
+
+
+def test_explanations_run_on_the_worker_thread(viewer):
+    idents = viewer.host.worker.thread_idents
+    assert idents and threading.get_ident() not in idents
+
+
+def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, viewer):
+    session = viewer.session
+    snapshot = model_snapshot(viewer)
+    before = wait_for_heatmap(qtbot, viewer)
+    tree = viewer.window.rules_panel.model
+    assert tree.setData(tree.index_of_layer("head.fc", RULE), "ZPlus")
+    after = wait_for_heatmap(qtbot, viewer)
+    assert not np.allclose(before, after)
+    assert tree.setData(tree.index_of_layer("features.stage2.conv", RULE_PARAMS), "gamma=2")
+    changed = wait_for_heatmap(qtbot, viewer)
+    assert not np.allclose(after, changed)
+    submitted = viewer.host._next_id
+    session.undo_stack.undo()
+    session.undo_stack.undo()
+    qtbot.waitUntil(lambda: session.explanation_is_current, timeout=2000)
+    assert viewer.host._next_id == submitted  # answered from the cache, nothing recomputed
+    np.testing.assert_array_equal(session.explanation.relevance[0], before)
+    assert_model_unchanged(viewer, snapshot)
+
+
+def test_display_changes_redraw_without_recomputing(qtbot, viewer):
+    session = viewer.session
+    item = viewer.window.main_view.image_item
+    submitted = viewer.host._next_id
+    pictures = [item.image.copy()]
+    for change in ({"cmap": "hot"}, {"opacity": 0.2}, {"mode": "positive"},
+                   {"clip_percentile": 90.0}, {"layer": "heatmap"}):
+        session.set_display(**change)
+        pictures.append(item.image.copy())
+    assert all(not np.array_equal(a, b) for a, b in zip(pictures, pictures[1:]))
+    session.set_display(layer="input")
+    np.testing.assert_array_equal(item.image, session.current_display)
+    assert viewer.window.main_view.colorbar.isVisible() is False
+    assert viewer.host._next_id == submitted
+
+
+def test_choosing_a_class_explains_it_and_stale_answers_are_not_shown(qtbot, viewer):
+    session = viewer.session
+    shown = []
+    session.explanation_changed.connect(
+        lambda: shown.append(None if session.explanation is None
+                             else int(session.explanation.target[0])))
+    session.set_target(3)
+    qtbot.waitUntil(lambda: viewer.controller._main is not None, timeout=5000)
+    session.set_target(1)  # replaces the request for class 3
+    wait_for_heatmap(qtbot, viewer)
+    wait_idle(qtbot, viewer)
+    assert int(session.explanation.target[0]) == 1
+    assert 3 not in shown
+    panel = viewer.window.prediction
+    assert panel.class_box.currentData() == 1
+    panel.class_box.setCurrentIndex(panel.class_box.findData(None))
+    panel.class_box.activated.emit(panel.class_box.currentIndex())
+    assert session.target is None
+
+
+def test_class_chooser_finds_classes_by_part_of_their_name(viewer):
+    box = viewer.window.prediction.class_box
+    completer = box.completer()
+    completer.setCompletionPrefix("ria")
+    assert completer.currentCompletion().endswith("triangle")
+
+
+def test_other_methods_are_computed_in_the_worker(qtbot, viewer):
+    session = viewer.session
+    session.set_method_params("smoothgrad", {"n_iter": 2})
+    session.set_method_params("integrated_gradients", {"n_iter": 2})
+    for kind in ("gradient", "smoothgrad", "integrated_gradients", "occlusion"):
+        session.set_method_kind(kind)
+        relevance = wait_for_heatmap(qtbot, viewer)
+        assert session.explanation.method.kind == kind
+        assert np.isfinite(relevance).all()
+    assert "Occlusion" in viewer.window.main_view.caption.text
+
+
+def test_cancel_stops_a_long_explanation_and_the_viewer_stays_usable(qtbot, viewer):
+    session = viewer.session
+    snapshot = model_snapshot(viewer)
+    session.set_method_params("occlusion", {"window": 2, "stride": 1, "batch_size": 4})
+    session.set_method_kind("occlusion")
+    qtbot.waitUntil(lambda: session.status.state == "running" and session.status.fraction > 0,
+                    timeout=30_000)
+    assert viewer.window.cancel_button.isVisibleTo(viewer.window)
+    viewer.window.actions.cancel.trigger()
+    qtbot.waitUntil(lambda: session.status.state == "cancelled", timeout=30_000)
+    wait_idle(qtbot, viewer)
+    assert not session.explanation_is_current
+    assert "F5" in viewer.window.main_view.caption.text
+    session.set_method_kind("lrp")
+    wait_for_heatmap(qtbot, viewer)
+    assert_model_unchanged(viewer, snapshot)
+
+
+def test_an_unknown_device_is_refused_with_a_message(qtbot, viewer):
+    session = viewer.session
+    viewer.controller.set_device("cuda:99")
+    qtbot.waitUntil(lambda: bool(viewer.reporter.errors()), timeout=10_000)
+    message = viewer.reporter.errors()[-1]
+    assert "cuda:99" in message.text
+    assert session.device == "cpu"
+    session.set_target(2)
+    wait_for_heatmap(qtbot, viewer)
+
+
+def test_images_are_listed_and_switching_explains_the_new_one(qtbot, viewer):
+    session = viewer.session
+    images = viewer.window.image_list
+    assert images.count() == len(session.images) > 1
+    images.setCurrentRow(1)
+    assert session.current_index == 1
+    wait_for_heatmap(qtbot, viewer)
+    assert session.explanation_key.image[0] == str(session.images[1])
+    assert viewer.preferences.recent_files[0] == session.images[1]
+
+
+def test_preferences_persist_and_reset(qtbot, viewer):
+    session = viewer.session
+    session.set_display(cmap="bwr", opacity=0.3)
+    prefs = viewer.preferences
+    assert (prefs.cmap, prefs.opacity) == ("bwr", 0.3)
+    viewer.window.close()
+    assert prefs.geometry is not None
+    assert not viewer.host.is_running()
+    viewer.window.actions.reset_preferences.trigger()
+    assert prefs.cmap is None and prefs.recent_files == []
+    assert viewer.reporter.messages[-1].level is Level.INFO
