@@ -109,14 +109,15 @@ class _AttributeOverride:
         while self._saved:
             name, store, original = self._saved.pop()
             current_store, _ = self._locate(name)
-            if current_store is not None:
-                del self.module.__dict__[current_store][name]
-            else:
-                self.module.__dict__.pop(name, None)
-            if store is not None:
-                self.module.__dict__[store][name] = original
-            elif original is not _MISSING:
-                self.module.__dict__[name] = original
+            if current_store == store and original is not _MISSING:
+                self._slots(store)[name] = original  # same place: keeps the key order
+                continue
+            self._slots(current_store).pop(name, None)
+            if original is not _MISSING:
+                self._slots(store)[name] = original
+
+    def _slots(self, store: str | None) -> dict[str, Any]:
+        return self.module.__dict__ if store is None else self.module.__dict__[store]
 
 
 def _pass_through(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: A002
