@@ -57,7 +57,8 @@ class Method:
         "gradient" is the plain input gradient of the explained logit, "smoothgrad" its mean over
         noisy copies of the input, "integrated_gradients" the path integral from a zero baseline
         (input times mean gradient, summing to ``f(x) - f(0)``), and "occlusion" the drop of the
-        logit when a sliding window is set to zero.
+        logit when a sliding window is set to zero.  A rule map of modified-gradient rules only
+        (e.g. the "guided_backprop" preset) runs as "lrp" too; its label then omits "LRP".
     rulemap : RuleMap, optional
         The rules for "lrp" (required there); must be None for the other kinds.
     params : dict, optional
@@ -96,7 +97,7 @@ class Method:
         if self.kind == "lrp":
             assert self.rulemap is not None
             name = self.rulemap.preset or "custom rules"
-            return f"LRP {name}"
+            return f"LRP {name}" if self.rulemap.is_lrp else name
         if self.kind == "gradient":
             return "Gradient"
         if self.kind == "smoothgrad":

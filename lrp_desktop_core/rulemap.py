@@ -37,6 +37,8 @@ from .layer import Sum
 FORMAT = "lrp-desktop rule map"
 FORMAT_VERSION = 1
 NO_RULE = "none"
+LRP_RULES = frozenset({"Epsilon", "Gamma", "AlphaBeta", "ZPlus", "ZBox", "Flat", "WSquare"})
+"""Rules that redistribute relevance through weighted layers: a map with one of them is LRP."""
 
 ParamValue = float | tuple[float, ...]
 
@@ -508,6 +510,12 @@ class RuleMap(Mapping[str, RuleChoice]):
                 groups.setdefault(choice, []).append(name)
         name_map = [(names, choice.build()) for choice, names in groups.items()]
         return NameMapComposite(name_map, canonizers=get_canonizers(self.canonizer))
+
+    @property
+    def is_lrp(self) -> bool:
+        """Whether some layer has an LRP rule (else the map only modifies the gradient, e.g.
+        guided backpropagation)."""
+        return any(choice.rule in LRP_RULES for choice in self._rules.values())
 
     def fingerprint(self) -> str:
         """Return a stable hash of the rules and canonizer (the preset label is left out)."""

@@ -210,6 +210,7 @@ def test_recommended_uses_the_specs_bounds_and_canonizer(demo_net):
     assert recommended["features.stage1.conv"].params["high"] == (2.0, 2.5, 3.0)
     plus = RuleMap.recommended(demo_net, Spec(), preset="epsilon_plus")
     assert plus.preset == "epsilon_plus" and plus["features.stage2.conv"].rule == "ZPlus"
+    assert plus.is_lrp and not RuleMap.recommended(demo_net, Spec(), "guided_backprop").is_lrp
     with pytest.raises(ValueError, match="unknown preset"):
         RuleMap.from_preset(demo_net, "epsilon_minus")
     with pytest.raises(ValueError, match="epsilon_gamma_box"):
