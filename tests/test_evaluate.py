@@ -180,3 +180,41 @@ def test_localisation_undefined_cases_give_nan():
     assert np.isnan(relevance_rank_accuracy(negative, np.zeros((2, 2), dtype=bool))[0])
     with pytest.raises(ValueError, match="mask shape"):
         relevance_mass_accuracy(negative, np.ones((3, 3), dtype=bool))
+
+
+@pytest.fixture(scope="module")
+def demo():
+    """The bundled demo model with its samples, object masks and true classes."""
+    from lrp_desktop_core.evaluate import object_mask
+    from lrp_desktop_core.images import load_image
+    from lrp_desktop_core.models import demo_samples, load_model
+
+    loaded = load_model()
+    paths = demo_samples()
+    inputs = torch.stack([load_image(path, loaded.spec).tensor for path in paths])
+    masks = np.stack([object_mask(path, loaded.spec) for path in paths])
+    names = list(loaded.spec.class_names)
+    targets = [names.index(path.stem.rsplit("_", 1)[0]) for path in paths]
+    return loaded, inputs, masks, targets
+
+
+def test_recommended_lrp_beats_random_and_gradient_on_the_demo(demo):
+    from lrp_desktop_core.explain import Method, explain
+    from lrp_desktop_core.rulemap import RuleMap
+
+    loaded, inputs, masks, targets = demo
+    rulemap = RuleMap.recommended(loaded.model, loaded.spec)
+    assert rulemap.preset == loaded.spec.recommended_composite
+    lrp = explain(loaded.model, inputs, Method("lrp", rulemap), targets).relevance
+    gradient = explain(loaded.model, inputs, Method("gradient"), targets).relevance
+    random = np.random.default_rng(0).normal(size=lrp.shape)
+
+    curves = region_perturbation(loaded.model, inputs, lrp, targets, region_size=8, steps=16)
+    assert curves.morf_aopc.mean() > curves.random_aopc.mean()
+    assert curves.morf_aopc.mean() > curves.lerf_aopc.mean()
+    lrp_scores = localisation_scores(lrp, masks)
+    random_scores = localisation_scores(random, masks)
+    gradient_scores = localisation_scores(gradient, masks)
+    assert lrp_scores.mass_accuracy.mean() > random_scores.mass_accuracy.mean()
+    assert lrp_scores.rank_accuracy.mean() > random_scores.rank_accuracy.mean()
+    assert lrp_scores.mass_accuracy.mean() > gradient_scores.mass_accuracy.mean()
