@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .explain import raise_if_cancelled
+from .explain import evaluation_mode, raise_if_cancelled
 
 if TYPE_CHECKING:
     from .models import ModelSpec
@@ -158,8 +158,8 @@ def region_perturbation(
 
     The MoRF, LeRF and random-heatmap variants of all samples go through the model together: one
     forward pass per step for the whole batch (split into chunks of ``batch_size`` if given).
-    The model is used as it is (its training mode and parameters are not touched), on the device
-    of its parameters, and the inputs are cast to its parameter dtype.
+    The model runs in evaluation mode (each module's own mode is restored afterwards), on the
+    device of its parameters, and the inputs are cast to its parameter dtype.
 
     Parameters
     ----------
@@ -231,7 +231,7 @@ def region_perturbation(
     all_targets = torch.from_numpy(np.tile(targets, 3)).to(device)
 
     curves = np.empty((3 * count, steps + 1), dtype=np.float64)
-    with torch.no_grad():
+    with torch.no_grad(), evaluation_mode(model):
         curves[:, 0] = np.tile(_class_scores(model, images, all_targets[:count], batch_size), 3)
         for step in range(1, steps + 1):
             raise_if_cancelled(cancel)

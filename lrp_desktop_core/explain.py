@@ -216,7 +216,7 @@ def explain(
         raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(batch.shape)}")
     raise_if_cancelled(cancel)
     compute = _METHODS[method.kind]
-    with _evaluation_mode(model):
+    with evaluation_mode(model):
         logits, targets, relevance = compute(
             model, batch, target, method, cancel, _ProgressSteps(progress)
         )
@@ -248,8 +248,11 @@ class _ProgressSteps:
 
 
 @contextmanager
-def _evaluation_mode(model: nn.Module) -> Iterator[None]:
-    """Put every submodule in evaluation mode and restore each one's own mode afterwards."""
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Put every submodule in evaluation mode and restore each one's own mode afterwards.
+
+    Used around every use of a model, so that e.g. batch norm statistics never change.
+    """
     modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:

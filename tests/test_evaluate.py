@@ -125,6 +125,16 @@ def test_cancel_and_progress():
     assert len(polls) == 3
 
 
+def test_a_model_in_training_mode_is_left_unchanged():
+    model = nn.Sequential(nn.BatchNorm2d(1), nn.Flatten(), nn.Linear(16, 2)).train()
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    x = torch.randn(2, 1, 4, 4)
+    region_perturbation(model, x, x, 0, region_size=2, steps=2)
+    assert model.training and model[0].training
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, state[key]), key
+
+
 @pytest.mark.parametrize("fill", ["uniform", "blur"])
 def test_fills_stay_in_the_image_range(fill):
     images = torch.rand(2, 3, 12, 12) * 4 - 1
