@@ -564,8 +564,8 @@ def _checked_value(rule: str, spec: ParamSpec, value: Any) -> ParamValue:
     if spec.per_channel and isinstance(value, (list, tuple)):
         if not value:
             raise ValueError(f"{rule} {spec.name} must not be an empty list")
-        return tuple(float(_checked_number(rule, spec, item)) for item in value)
-    return float(_checked_number(rule, spec, value))
+        return tuple(_checked_number(rule, spec, item) for item in value)
+    return _checked_number(rule, spec, value)
 
 
 def _checked_number(rule: str, spec: ParamSpec, value: Any) -> float:
@@ -573,9 +573,8 @@ def _checked_number(rule: str, spec: ParamSpec, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{rule} {spec.name} must be {kind}, not {value!r}")
     if not math.isfinite(value) or value < spec.minimum:
-        raise ValueError(
-            f"{rule} {spec.name} must be a finite number >= {spec.minimum}, not {value}"
-        )
+        bound = f" >= {spec.minimum:g}" if math.isfinite(spec.minimum) else ""
+        raise ValueError(f"{rule} {spec.name} must be a finite number{bound}, not {value}")
     return float(value)
 
 

@@ -76,6 +76,7 @@ def test_rule_choice_defaults_equality_and_labels():
         ("Gamma", {"alpha": 1.0}, "Gamma has no parameter alpha"),
         ("Gamma", {"gamma": "big"}, "gamma must be a number"),
         ("Gamma", {"gamma": -1.0}, "gamma must be a finite number >= 0"),
+        ("ZBox", {"low": [0.0, float("inf")], "high": 1.0}, "low must be a finite number, not inf"),
         ("Epsilon", {"epsilon": float("nan")}, "epsilon must be a finite number"),
         ("Epsilon", {"epsilon": True}, "epsilon must be a number"),
         ("AlphaBeta", {"alpha": 3.0}, "alpha - beta"),
