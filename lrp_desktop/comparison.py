@@ -112,7 +112,8 @@ class ComparisonView(QWidget):
         layout.addWidget(splitter, 1)
         session.comparison_changed.connect(self._rebuild)
         for signal in (session.panel_results_changed, session.display_changed,
-                       session.display_image_changed, session.evaluation_changed):
+                       session.scale_changed, session.display_image_changed,
+                       session.evaluation_changed):
             signal.connect(self.redraw)
         self._rebuild()
 
@@ -156,8 +157,9 @@ class ComparisonView(QWidget):
                              None if evaluation is None else evaluation.panels[index])
         self.plot.setVisible(evaluation is not None)
         if evaluation is not None:
-            self.plot.show_evaluation(evaluation, [spec.caption() for spec in
-                                                   self.session.comparison.panels])
+            specs = self.session.comparison.panels
+            self.plot.show_evaluation(evaluation, [spec.caption() for spec in specs],
+                                      [spec.image for spec in specs])
 
     def _draw_panel(self, panel: PanelWidget, spec: PanelSpec, bounds, curves) -> None:
         session = self.session

@@ -16,6 +16,7 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
 
+from lrp_desktop_core.evaluate import DEFAULT_REGION_SIZE
 from lrp_desktop_core.explain import Method
 from lrp_desktop_core.images import IMAGE_SUFFIXES
 
@@ -154,8 +155,17 @@ class Controller(QObject):
             return
         self.session.add_panel(PanelSpec(method, image))
 
-    def evaluate(self) -> int | None:
-        """Compute perturbation curves of every comparison panel that has its heatmap."""
+    def evaluate(self, region_size: int = DEFAULT_REGION_SIZE, steps: int | None = None
+                 ) -> int | None:
+        """Compute perturbation curves of every comparison panel once all have their heatmap.
+
+        Parameters
+        ----------
+        region_size
+            Side of the square regions removed per step, in pixels.
+        steps
+            Removal steps; every region (at most 100 steps) when None.
+        """
         items = []
         for panel in self.session.comparison.panels:
             result = self.session.panel_result(panel)
@@ -172,7 +182,7 @@ class Controller(QObject):
         if self._evaluation is not None:
             self.host.cancel(self._evaluation)
         self.session.set_evaluation(None)
-        self._evaluation = self._submit(EvaluateRequest(tuple(items)),
+        self._evaluation = self._submit(EvaluateRequest(tuple(items), region_size, steps),
                                         _Pending(self._on_evaluated))
         return self._evaluation
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
@@ -21,7 +22,11 @@ def curve_colour(index: int) -> tuple[int, int, int]:
 
 
 class EvaluationPlot(pg.PlotWidget):
-    """MoRF curves of every panel, with AOPC in the legend, and the random baselines."""
+    """MoRF curves of every panel, with AOPC in the legend, and the random baselines.
+
+    The random baseline removes regions in a random order; each panel's run draws its own order,
+    so the baseline shown per image is the mean of its panels' random curves.
+    """
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent, background="w")
@@ -37,20 +42,23 @@ class EvaluationPlot(pg.PlotWidget):
                                      brush=pg.mkBrush(255, 255, 255, 220))
         self.setMinimumHeight(180)
 
-    def show_evaluation(self, evaluation, captions: Sequence[str]) -> None:
-        """Plot one MoRF curve per panel and one random baseline per distinct curve set."""
+    def show_evaluation(self, evaluation, captions: Sequence[str],
+                        images: Sequence[Path]) -> None:
+        """Plot one MoRF curve per panel and, per image, the mean random-order baseline."""
         item = self.getPlotItem()
         item.clear()
         self.legend.clear()
-        baselines: list[np.ndarray] = []
         for index, (curves, caption) in enumerate(zip(evaluation.panels, captions, strict=True)):
-            steps = np.arange(len(curves.morf))
-            item.plot(steps, curves.morf, pen=pg.mkPen(curve_colour(index), width=2),
+            item.plot(np.arange(len(curves.morf)), curves.morf,
+                      pen=pg.mkPen(curve_colour(index), width=2),
                       name=f"{caption} (AOPC {curves.morf_aopc:.3g})")
-            if not any(np.array_equal(curves.random, seen) for seen in baselines):
-                baselines.append(curves.random)
-                label = "random baseline" if not baselines[:-1] else \
-                    f"random baseline {len(baselines)}"
-                item.plot(steps, curves.random,
-                          pen=pg.mkPen(BASELINE_COLOUR, width=2, style=Qt.PenStyle.DashLine),
-                          name=f"{label} (AOPC {curves.random_aopc:.3g})")
+        by_image: dict[Path, list] = {}
+        for curves, image in zip(evaluation.panels, images, strict=True):
+            by_image.setdefault(image, []).append(curves)
+        for image, group in by_image.items():
+            random = np.mean([curves.random for curves in group], axis=0)
+            aopc = float(np.mean([curves.random_aopc for curves in group]))
+            label = "random baseline" if len(by_image) == 1 else f"random baseline {image.name}"
+            item.plot(np.arange(len(random)), random,
+                      pen=pg.mkPen(BASELINE_COLOUR, width=2, style=Qt.PenStyle.DashLine),
+                      name=f"{label} (AOPC {aopc:.3g})")

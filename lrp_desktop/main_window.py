@@ -96,6 +96,8 @@ class MainWindow(QMainWindow):
         session.comparison_changed.connect(self._update_enabled)
         session.model_changed.connect(self._on_model_changed)
         session.status_changed.connect(self._show_status)
+        session.scale_changed.connect(
+            lambda: self.actions.shared_scale.setChecked(session.comparison.shared_scale))
         controller.host.busy_changed.connect(self._show_busy)
         self._update_enabled()
         self._restore_preferences()

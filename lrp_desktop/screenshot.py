@@ -96,4 +96,5 @@ class Screenshot(QObject):
         self.exit_code = code
         self.outcome = text
         self._timer.stop()
-        QApplication.instance().exit(code)
+        # queued, so that an error reported before the event loop runs still ends it
+        QTimer.singleShot(0, lambda: QApplication.instance().exit(code))

@@ -149,6 +149,7 @@ class Session(QObject):
     explanation_changed = Signal()
     status_changed = Signal()
     comparison_changed = Signal()
+    scale_changed = Signal()
     panel_results_changed = Signal()
     evaluation_changed = Signal()
 
@@ -368,7 +369,7 @@ class Session(QObject):
         """Use one colour scale for all panels (True) or one per panel."""
         if shared != self.comparison.shared_scale:
             self.comparison.shared_scale = shared
-            self.comparison_changed.emit()
+            self.scale_changed.emit()
 
     def panel_key(self, panel: PanelSpec) -> ExplainKey | None:
         """The cache key of a comparison panel's explanation."""

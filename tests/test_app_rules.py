@@ -1,4 +1,4 @@
-"""The rule tree model, its edits (undoable), presets, canonizers and rule files, without a worker."""
+"""The rule tree model, its undoable edits, presets, canonizers and rule files (no worker)."""
 
 from __future__ import annotations
 

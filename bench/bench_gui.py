@@ -1,0 +1,111 @@
+"""How responsive the viewer stays while it explains, and how soon the first heatmap appears.
+
+A 5 ms QTimer in the GUI thread records the gaps between its ticks: a gap much longer than 5 ms
+is a stall of the event loop (a frozen window). The script opens the viewer, measures the time
+from start to the first heatmap, then makes it explain a series of configurations (presets,
+classes, methods) one after another and reports the longest and typical gaps while explanations
+ran.
+
+Run: ``QT_QPA_PLATFORM=offscreen python bench/bench_gui.py [--model demo] [--rounds 12]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TICK_MS = 5
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="demo",
+                        help="a model name (torchvision ones get random weights) or file")
+    parser.add_argument("--rounds", type=int, default=12, help="explanations to measure")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--timeout", type=float, default=300.0, help="seconds per explanation")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start_time = time.perf_counter()
+    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    from lrp_desktop.app import build
+    from lrp_desktop.rule_editing import apply_preset
+    from lrp_desktop.settings import Preferences
+    from lrp_desktop_core.composites import COMPOSITES
+    from lrp_desktop_core.models import demo_samples
+
+    settings_dir = tempfile.mkdtemp(prefix="bench_gui_")
+    settings = QSettings(str(Path(settings_dir) / "settings.ini"), QSettings.Format.IniFormat)
+    app = build(Preferences(settings))
+    ticks: list[float] = []
+    timer = QTimer()
+    timer.setInterval(TICK_MS)
+    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    timer.start()
+    app.window.resize(1400, 860)
+    app.window.show()
+    if args.device != "cpu":
+        app.controller.set_device(args.device)
+    app.controller.load_model(args.model)
+    app.controller.open_paths(demo_samples()[:4])
+
+    def wait(condition, what: str) -> None:
+        deadline = time.perf_counter() + args.timeout
+        while not condition():
+            qt_app.processEvents()
+            time.sleep(0.001)
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"gave up waiting for {what}")
+
+    session = app.session
+    wait(lambda: session.explanation_is_current and app.window.main_view.image_item.image
+         is not None, "the first heatmap")
+    first_heatmap = time.perf_counter() - start_time
+
+    presets = itertools.cycle(COMPOSITES)
+    classes = itertools.cycle([None, *range(len(session.model.class_names))][:5])
+    changes = itertools.cycle(["preset", "class", "image", "method"])
+    methods = itertools.cycle(["gradient", "lrp", "smoothgrad", "lrp"])
+    session.set_method_params("smoothgrad", {"n_iter": 8})
+    ticks.clear()
+    durations = []
+    for _ in range(args.rounds):
+        change = next(changes)
+        began = time.perf_counter()
+        if change == "preset":
+            apply_preset(session, next(presets))
+        elif change == "class":
+            session.set_target(next(classes))
+        elif change == "image":
+            session.set_current_image((session.current_index + 1) % len(session.images))
+        else:
+            session.set_method_kind(next(methods))
+        wait(lambda: session.explanation_is_current and not app.host.busy, "an explanation")
+        durations.append(time.perf_counter() - began)
+    timer.stop()
+    gaps = [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]
+    app.shutdown()
+    app.window.close()
+    print(f"model: {args.model} on {args.device}")
+    print(f"start to first heatmap: {first_heatmap:.2f} s")
+    print(f"explanations measured: {len(durations)}, median {statistics.median(durations):.3f} s,"
+          f" longest {max(durations):.3f} s")
+    print(f"GUI event loop while explaining ({TICK_MS} ms timer, {len(gaps)} gaps): longest stall "
+          f"{max(gaps):.1f} ms, 99th percentile {statistics.quantiles(gaps, n=100)[98]:.1f} ms, "
+          f"median {statistics.median(gaps):.1f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
