@@ -28,27 +28,22 @@ from lrp_desktop_core.types import BatchNorm, Linear
 INPUT_SIZE = 32
 
 
-def random_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
-    """Build torchvision model ``name`` in eval mode with random weights and batch-norm statistics.
+def randomize(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Fill every parameter and batch-norm buffer of ``model`` with random values, in place.
 
-    The model is built on the meta device and filled directly (uniform weights with a variance of
-    2 / fan-in, so activations keep their scale), which is much faster than torchvision's own
-    initialisation of the large dense layers. Batch norms get random non-trivial weights, biases
-    and running statistics, so merging them changes the layers they are merged into.
+    Weights are uniform with a variance of 2 / fan-in, so activations keep their scale; biases are
+    small. Batch norms get random non-trivial weights, biases and running statistics, so merging
+    them changes the layers they are merged into. Returns ``model`` in eval mode.
     """
     generator = torch.Generator().manual_seed(seed)
-    with torch.device("meta"):
-        model = getattr(torchvision.models, name)()
-    model = model.to(dtype=dtype).to_empty(device="cpu").eval()
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, BatchNorm):
-                channels = module.num_features
                 module.weight.uniform_(0.5, 1.5, generator=generator)
                 module.bias.normal_(0.0, 0.2, generator=generator)
                 module.running_mean.normal_(0.0, 0.3, generator=generator)
                 module.running_var.uniform_(0.5, 2.0, generator=generator)
-                module.num_batches_tracked.fill_(channels)
+                module.num_batches_tracked.fill_(module.num_features)
                 continue
             for parameter in module.parameters(recurse=False):
                 if parameter.ndim > 1:
@@ -56,7 +51,18 @@ def random_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -
                     parameter.uniform_(-bound, bound, generator=generator)
                 else:
                     parameter.uniform_(-0.1, 0.1, generator=generator)
-    return model
+    return model.eval()
+
+
+def random_model(name: str, dtype: torch.dtype = torch.float32, seed: int = 0) -> nn.Module:
+    """Build torchvision model ``name`` in eval mode with random values (see :func:`randomize`).
+
+    The model is built on the meta device and filled directly, which is much faster than
+    torchvision's own initialisation of the large dense layers.
+    """
+    with torch.device("meta"):
+        model = getattr(torchvision.models, name)()
+    return randomize(model.to(dtype=dtype).to_empty(device="cpu"), seed)
 
 
 def _bits(tensor: torch.Tensor) -> torch.Tensor:

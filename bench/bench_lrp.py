@@ -1,0 +1,255 @@
+"""Speed and memory of LRP: a plain gradient, zennit 0.5.1 and lrp_desktop_core side by side.
+
+For every model x composite, the three attributions run on the same model and input (random
+weights; batch norms with random running statistics), interleaved and in a rotating order, after
+one warm-up run each; the table shows the median of the timed repeats, the ratios ours/zennit and
+ours/gradient, the largest difference between ours and zennit relative to zennit's largest
+relevance, and the peak memory.
+
+Peak memory is the maximum resident set size (``resource.getrusage(...).ru_maxrss``) of a fresh
+Python process that builds the model and runs one attribution of one engine: it includes the
+interpreter, the libraries and the model (the "gradient" column is the baseline for those), and
+captures every tensor allocated on the CPU, which tracemalloc does not see.
+
+Usage::
+
+    python bench/bench_lrp.py                                  # vgg16 and resnet50, 224 x 224
+    python bench/bench_lrp.py --models resnet50 --composites epsilon_plus_flat \\
+        --repeats 2 --batch 1 --size 112 --no-memory           # a quick run
+    python bench/bench_lrp.py --profile                        # also where our time goes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from lrp_desktop_core.attribution import Gradient
+from lrp_desktop_core.canonizers import get_canonizers
+from lrp_desktop_core.composites import COMPOSITES
+
+ENGINES = ("gradient", "zennit", "ours")
+CANONIZER_OF = {"vgg16": "vgg", "vgg16_bn": "vgg", "resnet50": "resnet", "resnet18": "resnet"}
+BOX = {"low": -3.0, "high": 3.0}
+AGREEMENT = 1e-2
+"""Largest accepted difference of ours and zennit, relative to zennit's largest relevance.
+
+The computation is float32; zennit also keeps a merged batch norm's eps, which scales each merged
+activation by (1 + eps) ** -0.5 (about 1e-4 relative over a ResNet-50), so exact agreement is not
+expected here; the test suite checks agreement to 1e-6 in float64.
+"""
+
+
+def build_model(name: str, seed: int = 0) -> nn.Module:
+    """A torchvision model with random weights and random batch-norm statistics, in eval mode."""
+    torch.manual_seed(seed)
+    model = getattr(torchvision.models, name)()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
+    return model.eval()
+
+
+def _kwargs(composite: str) -> dict:
+    return dict(BOX) if composite == "epsilon_gamma_box" else {}
+
+
+def _zennit_canonizers(model_name: str) -> list:
+    from zennit.torchvision import ResNetCanonizer, VGGCanonizer
+
+    return [VGGCanonizer()] if CANONIZER_OF[model_name] == "vgg" else [ResNetCanonizer()]
+
+
+def attribution_functions(
+    model: nn.Module, model_name: str, composite: str
+) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
+    """One function ``(images, one_hot) -> relevance`` per engine."""
+    from zennit.attribution import Gradient as ZennitGradient
+    from zennit.composites import COMPOSITES as ZENNIT_COMPOSITES
+
+    def gradient(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        images = images.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(model(images), images, one_hot)
+        return grad
+
+    def zennit(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        theirs = ZENNIT_COMPOSITES[composite](
+            canonizers=_zennit_canonizers(model_name), **_kwargs(composite)
+        )
+        with ZennitGradient(model, theirs) as attributor:
+            return attributor(images, attr_output=one_hot)[1]
+
+    def ours(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        mine = COMPOSITES[composite](
+            canonizers=get_canonizers(CANONIZER_OF[model_name]), **_kwargs(composite)
+        )
+        with Gradient(model, mine) as attributor:
+            return attributor(images, attr_output=one_hot)[1]
+
+    return {"gradient": gradient, "zennit": zennit, "ours": ours}
+
+
+def inputs_for(model: nn.Module, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random images and the one-hot seed of each image's top class."""
+    images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        output = model(images)
+    one_hot = torch.zeros_like(output)
+    one_hot[torch.arange(batch), output.argmax(1)] = 1.0
+    return images, one_hot
+
+
+@dataclass
+class Row:
+    """The measurements of one model x composite."""
+
+    model: str
+    composite: str
+    seconds: dict[str, float]
+    max_rel_diff: float
+    peak_mib: dict[str, float]
+
+
+def time_engines(functions: dict, images: torch.Tensor, one_hot: torch.Tensor, repeats: int):
+    """Median seconds per engine: one warm-up each, then ``repeats`` interleaved rounds."""
+    results = {name: function(images, one_hot) for name, function in functions.items()}
+    times: dict[str, list[float]] = {name: [] for name in functions}
+    names = list(functions)
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            start = time.perf_counter()
+            functions[name](images, one_hot)
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}, results
+
+
+def peak_memory_mib(model: str, composite: str, engine: str, args) -> float:
+    """Peak RSS of a fresh process that builds ``model`` and runs one attribution."""
+    command = [
+        sys.executable,
+        __file__,
+        "--measure-one",
+        f"{model},{composite},{engine}",
+        "--batch",
+        str(args.batch),
+        "--size",
+        str(args.size),
+        "--threads",
+        str(args.threads),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def measure_one(spec: str, args) -> None:
+    """Child process: build, attribute once, print the peak RSS as JSON."""
+    model_name, composite, engine = spec.split(",")
+    model = build_model(model_name)
+    images, one_hot = inputs_for(model, args.batch, args.size)
+    attribution_functions(model, model_name, composite)[engine](images, one_hot)
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    print(json.dumps({"peak_mib": peak_kib / 1024}))
+
+
+def profile_ours(model: nn.Module, model_name: str, composite: str, images, one_hot) -> str:
+    """Where our time goes: the top operators by self CPU time in one attribution."""
+    ours = attribution_functions(model, model_name, composite)["ours"]
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
+        ours(images, one_hot)
+    return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
+
+
+def format_table(rows: list[Row], memory: bool) -> str:
+    header = (
+        f"{'model':<9} {'composite':<22} {'gradient s':>10} {'zennit s':>9} {'ours s':>8} "
+        f"{'ours/zennit':>11} {'ours/grad':>9} {'max rel diff':>12}"
+    )
+    if memory:
+        header += f" {'peak MiB grad/zennit/ours':>26}"
+    lines = [header, "-" * len(header)]
+    for row in rows:
+        seconds = row.seconds
+        line = (
+            f"{row.model:<9} {row.composite:<22} {seconds['gradient']:>10.3f} "
+            f"{seconds['zennit']:>9.3f} {seconds['ours']:>8.3f} "
+            f"{seconds['ours'] / seconds['zennit']:>11.2f} "
+            f"{seconds['ours'] / seconds['gradient']:>9.2f} {row.max_rel_diff:>12.1e}"
+        )
+        if memory:
+            peaks = "/".join(f"{row.peak_mib[engine]:.0f}" for engine in ENGINES)
+            line += f" {peaks:>26}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", default="vgg16,resnet50", help="comma-separated")
+    parser.add_argument(
+        "--composites",
+        default="epsilon_plus_flat,epsilon_alpha2_beta1,epsilon_gamma_box",
+        help="comma-separated preset names",
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per engine")
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    parser.add_argument("--profile", action="store_true", help="profile ours once per row")
+    parser.add_argument("--measure-one", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.measure_one:
+        measure_one(args.measure_one, args)
+        return 0
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, batch {args.batch}, "
+        f"{args.size}x{args.size}, {args.repeats} repeats (median), float32, CPU",
+        flush=True,
+    )
+    rows = []
+    for model_name in args.models.split(","):
+        model = build_model(model_name)
+        images, one_hot = inputs_for(model, args.batch, args.size)
+        for composite in args.composites.split(","):
+            functions = attribution_functions(model, model_name, composite)
+            seconds, results = time_engines(functions, images, one_hot, args.repeats)
+            scale = results["zennit"].abs().max().item()
+            diff = (results["ours"] - results["zennit"]).abs().max().item() / scale
+            peaks = (
+                {}
+                if args.no_memory
+                else {e: peak_memory_mib(model_name, composite, e, args) for e in ENGINES}
+            )
+            rows.append(Row(model_name, composite, seconds, diff, peaks))
+            print(format_table(rows[-1:], not args.no_memory).splitlines()[-1], flush=True)
+            if args.profile:
+                print(profile_ours(model, model_name, composite, images, one_hot), flush=True)
+            assert diff <= AGREEMENT, f"ours and zennit disagree: {diff:.2e} of max|R|"
+    print()
+    print(format_table(rows, not args.no_memory))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
