@@ -6,10 +6,12 @@ one warm-up run each; the table shows the median of the timed repeats, the ratio
 ours/gradient, the largest difference between ours and zennit relative to zennit's largest
 relevance, and the peak memory.
 
-Peak memory is the maximum resident set size (``resource.getrusage(...).ru_maxrss``) of a fresh
-Python process that builds the model and runs one attribution of one engine: it includes the
-interpreter, the libraries and the model (the "gradient" column is the baseline for those), and
-captures every tensor allocated on the CPU, which tracemalloc does not see.
+Memory is measured in a fresh Python process per model x composite x engine, which builds the
+model, runs one forward pass, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and
+runs one attribution: the table shows the peak resident set size during the attribution minus the
+resident set size just before it, i.e. the memory the attribution itself needed. The RSS counts
+every tensor on the CPU, which tracemalloc does not see. Where the counter cannot be reset, the
+process's lifetime peak (``ru_maxrss``) minus the same baseline is shown instead, marked ``*``.
 
 Usage::
 
@@ -22,6 +24,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import resource
 import statistics
@@ -122,7 +125,7 @@ class Row:
     composite: str
     seconds: dict[str, float]
     max_rel_diff: float
-    peak_mib: dict[str, float]
+    peak_mib: dict[str, str]
 
 
 def time_engines(functions: dict, images: torch.Tensor, one_hot: torch.Tensor, repeats: int):
@@ -139,8 +142,8 @@ def time_engines(functions: dict, images: torch.Tensor, one_hot: torch.Tensor, r
     return {name: statistics.median(values) for name, values in times.items()}, results
 
 
-def peak_memory_mib(model: str, composite: str, engine: str, args) -> float:
-    """Peak RSS of a fresh process that builds ``model`` and runs one attribution."""
+def peak_memory_mib(model: str, composite: str, engine: str, args) -> str:
+    """The extra peak RSS of one attribution, measured in a fresh process (see the docstring)."""
     command = [
         sys.executable,
         __file__,
@@ -154,17 +157,39 @@ def peak_memory_mib(model: str, composite: str, engine: str, args) -> float:
         str(args.threads),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    return json.loads(completed.stdout.strip().splitlines()[-1])["peak_mib"]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    return f"{result['extra_mib']:.0f}" + ("" if result["reset"] else "*")
+
+
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
 
 
 def measure_one(spec: str, args) -> None:
-    """Child process: build, attribute once, print the peak RSS as JSON."""
+    """Child process: build, reset the peak RSS, attribute once, print the extra peak as JSON."""
     model_name, composite, engine = spec.split(",")
     model = build_model(model_name)
     images, one_hot = inputs_for(model, args.batch, args.size)
-    attribution_functions(model, model_name, composite)[engine](images, one_hot)
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    print(json.dumps({"peak_mib": peak_kib / 1024}))
+    function = attribution_functions(model, model_name, composite)[engine]
+    gc.collect()
+    baseline_kib = _status_kib("VmRSS")
+    reset = _reset_peak_rss()
+    function(images, one_hot)
+    peak_kib = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"extra_mib": (peak_kib - baseline_kib) / 1024, "reset": reset}))
 
 
 def profile_ours(model: nn.Module, model_name: str, composite: str, images, one_hot) -> str:
@@ -181,7 +206,7 @@ def format_table(rows: list[Row], memory: bool) -> str:
         f"{'ours/zennit':>11} {'ours/grad':>9} {'max rel diff':>12}"
     )
     if memory:
-        header += f" {'peak MiB grad/zennit/ours':>26}"
+        header += f" {'extra peak MiB grad/zennit/ours':>32}"
     lines = [header, "-" * len(header)]
     for row in rows:
         seconds = row.seconds
@@ -192,8 +217,8 @@ def format_table(rows: list[Row], memory: bool) -> str:
             f"{seconds['ours'] / seconds['gradient']:>9.2f} {row.max_rel_diff:>12.1e}"
         )
         if memory:
-            peaks = "/".join(f"{row.peak_mib[engine]:.0f}" for engine in ENGINES)
-            line += f" {peaks:>26}"
+            peaks = "/".join(row.peak_mib[engine] for engine in ENGINES)
+            line += f" {peaks:>32}"
         lines.append(line)
     return "\n".join(lines)
 
