@@ -69,7 +69,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"gave up waiting for {what}")
 
     session = app.session
-    wait(lambda: session.explanation_is_current and app.window.main_view.image_item.image
+    wait(lambda: session.explanation_is_current and app.window.main_view.view.image_item.image
          is not None, "the first heatmap")
     first_heatmap = time.perf_counter() - start_time
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pyqtgraph as pg
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QGridLayout,
@@ -27,10 +28,11 @@ from lrp_desktop_core.explain import relevance_conservation
 from lrp_desktop_core.image import heatmap_bounds
 
 from .evaluation_plot import EvaluationPlot
-from .heatmap_view import HeatmapView
+from .heatmap_view import CaptionedView, relevance_colorbar, show_scale
 from .session import PanelSpec, Session
 
-PANEL_MIN_SIZE = 260
+PANEL_MIN_SIZE = 200
+SHARED_BAR_WIDTH = 80
 
 
 def grid_columns(count: int) -> int:
@@ -55,25 +57,23 @@ def scores_note(curves) -> str:
     return note
 
 
-class PanelWidget(QWidget):
-    """One comparison panel: a heatmap view with a remove button."""
+class PanelWidget(CaptionedView):
+    """One comparison panel: a captioned heatmap view with a remove button."""
 
     def __init__(self, index: int, session: Session, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.index = index
-        self.view = HeatmapView()
-        self.view.setMinimumSize(PANEL_MIN_SIZE, PANEL_MIN_SIZE)
         remove = QToolButton()
         remove.setText("x")
         remove.setToolTip("Remove this panel")
+        remove.setAutoRaise(True)
+        super().__init__(remove, parent)
+        self.index = index
+        self.view.setMinimumSize(PANEL_MIN_SIZE, PANEL_MIN_SIZE)
+        self.caption.setStyleSheet("font-size: 9pt;")
+        self.note.setStyleSheet("font-size: 9pt;")
+        lines = self.caption.fontMetrics().lineSpacing()
+        self.caption.setMinimumHeight(3 * lines)  # equal captions keep linked views aligned
+        self.note.setMinimumHeight(3 * lines)
         remove.clicked.connect(lambda: session.remove_panel(self.index))
-        layout = QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        top = QHBoxLayout()
-        top.addStretch(1)
-        top.addWidget(remove)
-        layout.addLayout(top)
-        layout.addWidget(self.view, 1)
 
 
 class ComparisonView(QWidget):
@@ -99,10 +99,22 @@ class ComparisonView(QWidget):
         scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.grid_host)
+        self.shared_bar_view = pg.GraphicsLayoutWidget()
+        self.shared_bar_view.setBackground("w")
+        self.shared_bar_view.setFixedWidth(SHARED_BAR_WIDTH)
+        self.shared_bar = relevance_colorbar()
+        self.shared_bar_view.addItem(self.shared_bar)
+        self.shared_bar_view.setToolTip("The colour scale shared by every panel")
+        self.shared_bar_view.setVisible(False)
+        panels_row = QWidget()
+        row_layout = QHBoxLayout(panels_row)
+        row_layout.setContentsMargins(0, 0, 0, 0)
+        row_layout.addWidget(scroll, 1)
+        row_layout.addWidget(self.shared_bar_view)
         self.plot = EvaluationPlot()
         self.plot.setVisible(False)
         splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(scroll)
+        splitter.addWidget(panels_row)
         splitter.addWidget(self.plot)
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
@@ -153,8 +165,11 @@ class ComparisonView(QWidget):
         evaluation = self.session.evaluation
         for index, (panel, spec) in enumerate(zip(self.panels, self.session.comparison.panels,
                                                   strict=True)):
+            panel.view.show_colorbar = bounds is None
             self._draw_panel(panel, spec, bounds,
                              None if evaluation is None else evaluation.panels[index])
+        show_scale(self.shared_bar, bounds, self.session.display)
+        self.shared_bar_view.setVisible(bounds is not None)
         self.plot.setVisible(evaluation is not None)
         if evaluation is not None:
             specs = self.session.comparison.panels
@@ -166,7 +181,8 @@ class ComparisonView(QWidget):
         result = session.panel_result(spec)
         display = session.displays.get(spec.image)
         if result is None:
-            panel.view.set_caption(spec.caption(), "computing...")
+            panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}",
+                              "computing...")
             panel.view.draw(display, None, session.display)
             return
         target = int(result.target[0])
@@ -175,7 +191,8 @@ class ComparisonView(QWidget):
         note = conservation_note(result)
         if curves is not None:
             note += "<br>" + scores_note(curves)
-        panel.view.set_caption(f"{spec.caption()} | class {class_name}", note)
+        panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}, class {class_name}",
+                          note)
         if display is None:
             display = np.zeros(result.relevance.shape[2:] + (3,), dtype=np.uint8)
         panel.view.draw(display, result.relevance[0], session.display, bounds)

@@ -88,6 +88,8 @@ class DisplayControls(QWidget):
                               ("Show", self.layer_box)):
             layout.addWidget(QLabel(label))
             layout.addWidget(widget)
+            layout.addSpacing(8)
+        layout.addStretch(1)
         session.display_changed.connect(self._show)
         self._show()
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 from PySide6.QtWidgets import QWidget
 
 from .comparison import conservation_note
-from .heatmap_view import HeatmapView
+from .heatmap_view import CaptionedView
 from .session import Session
 
 
-class ExplanationView(HeatmapView):
-    """A :class:`HeatmapView` that follows the session's current image and explanation.
+class ExplanationView(CaptionedView):
+    """A captioned heatmap view that follows the session's current image and explanation.
 
     Parameters
     ----------
@@ -33,14 +33,14 @@ class ExplanationView(HeatmapView):
         display = session.current_display
         explanation = session.explanation
         relevance = None if explanation is None else explanation.relevance[0]
-        self.draw(display, relevance, session.display)
+        self.view.draw(display, relevance, session.display)
         self._show_status()
 
     def _show_status(self) -> None:
         explanation = self.session.explanation
         self.set_caption(self._caption(), "" if explanation is None
                          else conservation_note(explanation))
-        self.show_message(self._message())
+        self.view.show_message(self._message())
 
     def _caption(self) -> str:
         session = self.session

@@ -1,4 +1,4 @@
-"""A heatmap over its image in a pyqtgraph view, with a colour bar and a caption.
+"""A heatmap over its image in a pyqtgraph view, with a colour bar, and a captioned frame.
 
 The image sits in one :class:`pyqtgraph.ViewBox` (aspect locked, y pointing down like an image),
 so it can be zoomed with the wheel and panned by dragging. Drawing takes the relevance already
@@ -11,14 +11,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QPointF, Signal
-from PySide6.QtWidgets import QWidget
+from PySide6.QtCore import QPointF, Qt, Signal
+from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
 from lrp_desktop_core.image import colorize, heatmap_bounds, overlay, relevance_map
 
 from .session import DisplaySettings
 
-CAPTION_SIZE = "10pt"
 RAMP_STEPS = 256
 
 
@@ -60,8 +59,34 @@ def render(display: np.ndarray, relevance: np.ndarray | None, settings: DisplayS
                    bounds=bounds)
 
 
+def relevance_colorbar() -> pg.ColorBarItem:
+    """Return a vertical colour bar with a "relevance" axis, black on white."""
+    colorbar = pg.ColorBarItem(values=(-1.0, 1.0), interactive=False, width=14,
+                               colorMap=pg.colormap.get("CET-D1"))
+    colorbar.axis.setTextPen("k")
+    colorbar.axis.setPen("k")
+    colorbar.axis.setLabel("relevance", color="k")
+    colorbar.setVisible(False)
+    return colorbar
+
+
+def show_scale(colorbar: pg.ColorBarItem, bounds: tuple[float, float] | None,
+               settings: DisplaySettings) -> None:
+    """Make ``colorbar`` show the scale ``bounds`` as drawn with ``settings`` (None hides it)."""
+    if bounds is None or settings.layer == "input":
+        colorbar.setVisible(False)
+        return
+    colors = bar_colors(bounds, settings)
+    colorbar.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, len(colors)), colors))
+    low, high = bar_range(bounds, settings.mode)
+    if high <= low:  # an all-zero heatmap: keep the bar readable
+        low, high = low - 1.0, high + 1.0
+    colorbar.setLevels(values=(low, high))
+    colorbar.setVisible(True)
+
+
 class HeatmapView(pg.GraphicsLayoutWidget):
-    """One picture with its heatmap, a colour bar, a caption above and a note below.
+    """One picture with its heatmap and a colour bar.
 
     Signals
     -------
@@ -74,31 +99,20 @@ class HeatmapView(pg.GraphicsLayoutWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setBackground("w")
-        self.caption = self.addLabel("", row=0, col=0, colspan=2, size=CAPTION_SIZE, color="k")
-        self.view_box = self.addViewBox(row=1, col=0, lockAspect=True, invertY=True,
+        self.view_box = self.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
                                         enableMenu=False)
         self.view_box.setBackgroundColor((235, 235, 235))
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.view_box.addItem(self.image_item)
-        self.colorbar = pg.ColorBarItem(values=(-1.0, 1.0), interactive=False, width=14,
-                                        colorMap=pg.colormap.get("CET-D1"))
-        self.colorbar.axis.setTextPen("k")
-        self.colorbar.axis.setPen("k")
-        self.colorbar.axis.setLabel("relevance", color="k")
-        self.addItem(self.colorbar, row=1, col=1)
-        self.note = self.addLabel("", row=2, col=0, colspan=2, size=CAPTION_SIZE, color="k")
+        self.colorbar = relevance_colorbar()
+        self.addItem(self.colorbar, row=0, col=1)
+        self.show_colorbar = True
         self.message = pg.TextItem("", color="k", anchor=(0.5, 0.5))
         self.view_box.addItem(self.message, ignoreBounds=True)
         self.display: np.ndarray | None = None
         self.relevance: np.ndarray | None = None
         self.bounds: tuple[float, float] | None = None
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
-        self.colorbar.setVisible(False)
-
-    def set_caption(self, caption: str, note: str = "") -> None:
-        """Set the text above the picture and the note below it."""
-        self.caption.setText(caption, size=CAPTION_SIZE, color="k")
-        self.note.setText(note, size=CAPTION_SIZE, color="k")
 
     def show_message(self, text: str) -> None:
         """Write ``text`` in the middle of the view (empty text removes it)."""
@@ -134,22 +148,15 @@ class HeatmapView(pg.GraphicsLayoutWidget):
             self.fit()
 
     def _show_colorbar(self, settings: DisplaySettings) -> None:
-        if self.relevance is None or self.bounds is None or settings.layer == "input":
-            self.colorbar.setVisible(False)
-            return
-        colors = bar_colors(self.bounds, settings)
-        self.colorbar.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, len(colors)), colors))
-        low, high = bar_range(self.bounds, settings.mode)
-        if high <= low:  # an all-zero heatmap: keep the bar readable
-            low, high = low - 1.0, high + 1.0
-        self.colorbar.setLevels(values=(low, high))
-        self.colorbar.setVisible(True)
+        shown = self.show_colorbar and self.relevance is not None
+        show_scale(self.colorbar, self.bounds if shown else None, settings)
 
     def fit(self) -> None:
-        """Zoom and pan so the whole picture fits the view."""
+        """Show the whole picture, and keep it fitted when the view is resized until the user
+        zooms or pans."""
         if self.display is not None:
-            height, width = self.display.shape[:2]
-            self.view_box.setRange(xRange=(0, width), yRange=(0, height), padding=0.02)
+            self.view_box.enableAutoRange()
+            self.view_box.autoRange(padding=0.02)
 
     def _on_mouse_moved(self, position: QPointF) -> None:
         if self.display is None or not self.view_box.sceneBoundingRect().contains(position):
@@ -164,3 +171,39 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         rgb = tuple(int(value) for value in self.display[y, x, :3])
         value = None if self.relevance is None else float(self.relevance[y, x])
         self.hovered.emit(HoverInfo(x, y, rgb, value))
+
+
+class CaptionedView(QWidget):
+    """A :class:`HeatmapView` with a caption above and a note below (both wrapped to its width).
+
+    Parameters
+    ----------
+    corner
+        A widget placed right of the caption (a close button, say).
+    """
+
+    def __init__(self, corner: QWidget | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.view = HeatmapView()
+        self.caption = QLabel()
+        self.note = QLabel()
+        for label in (self.caption, self.note):
+            label.setWordWrap(True)
+            label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            label.setTextFormat(Qt.TextFormat.RichText)
+        self.caption.setStyleSheet("font-weight: bold;")
+        top = QHBoxLayout()
+        top.addWidget(self.caption, 1)
+        if corner is not None:
+            top.addWidget(corner, 0, Qt.AlignmentFlag.AlignTop)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
+        layout.addLayout(top)
+        layout.addWidget(self.view, 1)
+        layout.addWidget(self.note)
+
+    def set_caption(self, caption: str, note: str = "") -> None:
+        """Set the text above the picture and the note below it."""
+        self.caption.setText(caption)
+        self.note.setText(note)

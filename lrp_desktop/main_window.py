@@ -135,8 +135,12 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[name] = dock
-        self.resizeDocks([self.docks["rules"]], [520], Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["images"]], [230], Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["rules"], self.docks["images"]], [440, 210],
+                         Qt.Orientation.Horizontal)
+        self.resizeDocks([self.docks["method"], self.docks["rules"]], [110, 700],
+                         Qt.Orientation.Vertical)
+        self.resizeDocks([self.docks["images"], self.docks["prediction"]], [400, 300],
+                         Qt.Orientation.Vertical)
 
     def _build_menus(self) -> None:
         a = self.actions
@@ -224,7 +228,7 @@ class MainWindow(QMainWindow):
         bar.addPermanentWidget(self.status_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.cancel_button)
-        self.main_view.hovered.connect(self._show_hover)
+        self.main_view.view.hovered.connect(self._show_hover)
         self._show_busy(False)
 
     def _connect_actions(self) -> None:
@@ -419,7 +423,7 @@ class MainWindow(QMainWindow):
 
     def fit_views(self) -> None:
         """Reset zoom and pan of the main view and the comparison."""
-        self.main_view.fit()
+        self.main_view.view.fit()
         if self.comparison.panels:
             self.comparison.panels[0].view.fit()
 

@@ -32,6 +32,8 @@ from .rule_editing import apply_preset, apply_rule, base_preset, change_canonize
 from .rule_tree import RULE, RuleTreeModel
 from .session import Session
 
+#: Trees with at most this many rows open fully; bigger ones show their first level.
+EXPAND_ALL_ROWS = 60
 CANONIZER_TIPS = {
     "none": "Use the model as it is",
     "merge_batchnorm": "Fold each batch normalisation into the layer before it",
@@ -176,7 +178,10 @@ class RulesPanel(QWidget):
         self._on_reset()
 
     def _on_reset(self) -> None:
-        self.tree.expandToDepth(0)
+        if len(self.model.nodes) <= EXPAND_ALL_ROWS:
+            self.tree.expandAll()
+        else:
+            self.tree.expandToDepth(0)
         self._show_rulemap()
 
     def _show_rulemap(self) -> None:

@@ -45,8 +45,8 @@ def test_three_presets_side_by_side(qtbot, compared):
     assert not np.allclose(relevances[0], relevances[1])
     assert not np.allclose(relevances[1], relevances[2])
     for panel, spec in zip(panels, session.comparison.panels, strict=True):
-        assert spec.method.rulemap.preset in panel.view.caption.text
-        assert panel.view.note.text == conservation_note(session.panel_result(spec))
+        assert spec.method.rulemap.preset in panel.caption.text()
+        assert panel.note.text() == conservation_note(session.panel_result(spec))
     # linked views: zooming one zooms all
     panels[0].view.view_box.setRange(xRange=(10, 20), yRange=(10, 20), padding=0)
     qtbot.wait(50)
@@ -54,10 +54,17 @@ def test_three_presets_side_by_side(qtbot, compared):
         (left, right), (top, bottom) = panel.view.view_box.viewRange()
         assert left == pytest.approx(panels[0].view.view_box.viewRange()[0][0], abs=0.5)
         assert right - left < 20 and bottom - top < 20  # zoomed in, not the whole 64 pixels
+    comparison = window.comparison
     shared = [panel.view.bounds for panel in panels]
     assert shared[0] == shared[1] == shared[2]
-    session.set_shared_scale(False)
+    assert comparison.shared_bar.isVisible()
+    assert comparison.shared_bar.levels() == pytest.approx(shared[0])
+    assert not any(panel.view.colorbar.isVisible() for panel in panels)
+    window.actions.shared_scale.setChecked(False)
+    assert not session.comparison.shared_scale
     assert len({panel.view.bounds for panel in panels}) == 3
+    assert not comparison.shared_bar_view.isVisible()
+    assert all(panel.view.colorbar.isVisible() for panel in panels)
 
 
 def test_same_configuration_over_several_images(qtbot, viewer):
@@ -79,7 +86,7 @@ def test_other_methods_join_the_comparison(qtbot, viewer):
     viewer.window.compare_method("gradient")
     viewer.window.compare_method("smoothgrad")
     wait_for_panels(qtbot, viewer)
-    captions = [panel.view.caption.text for panel in viewer.window.comparison.panels]
+    captions = [panel.caption.text() for panel in viewer.window.comparison.panels]
     assert "LRP" in captions[0] and "Gradient" in captions[1] and "SmoothGrad" in captions[2]
 
 
@@ -97,7 +104,7 @@ def test_evaluate_plots_curves_with_aopc_and_localisation(qtbot, compared):
     names = [label.text for _, label in plot.legend.items]
     assert any("AOPC" in name and "random" in name for name in names)
     assert sum("AOPC" in name for name in names) == 4
-    assert "mass acc." in compared.window.comparison.panels[0].view.note.text
+    assert "mass acc." in compared.window.comparison.panels[0].note.text()
 
 
 def read_png(path):

@@ -37,8 +37,8 @@ def test_starts_on_the_demo_with_the_recommended_rules(viewer):
     explanation = session.explanation
     assert explanation.relevance.shape == (1, 3, 64, 64)
     assert np.abs(explanation.relevance).sum() > 0
-    assert viewer.window.main_view.image_item.image is not None
-    assert "class" in viewer.window.main_view.caption.text
+    assert viewer.window.main_view.view.image_item.image is not None
+    assert "class" in viewer.window.main_view.caption.text()
     assert viewer.window.prediction.names[0].text() == \
         session.model.class_names[int(np.argmax(explanation.probabilities[0]))]
 
@@ -70,7 +70,7 @@ def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, 
 
 def test_display_changes_redraw_without_recomputing(qtbot, viewer):
     session = viewer.session
-    item = viewer.window.main_view.image_item
+    item = viewer.window.main_view.view.image_item
     submitted = viewer.host._next_id
     pictures = [item.image.copy()]
     for change in ({"cmap": "hot"}, {"opacity": 0.2}, {"mode": "positive"},
@@ -80,7 +80,7 @@ def test_display_changes_redraw_without_recomputing(qtbot, viewer):
     assert all(not np.array_equal(a, b) for a, b in zip(pictures, pictures[1:]))
     session.set_display(layer="input")
     np.testing.assert_array_equal(item.image, session.current_display)
-    assert viewer.window.main_view.colorbar.isVisible() is False
+    assert viewer.window.main_view.view.colorbar.isVisible() is False
     assert viewer.host._next_id == submitted
 
 
@@ -120,7 +120,7 @@ def test_other_methods_are_computed_in_the_worker(qtbot, viewer):
         relevance = wait_for_heatmap(qtbot, viewer)
         assert session.explanation.method.kind == kind
         assert np.isfinite(relevance).all()
-    assert "Occlusion" in viewer.window.main_view.caption.text
+    assert "Occlusion" in viewer.window.main_view.caption.text()
 
 
 def test_cancel_stops_a_long_explanation_and_the_viewer_stays_usable(qtbot, viewer):
@@ -135,7 +135,7 @@ def test_cancel_stops_a_long_explanation_and_the_viewer_stays_usable(qtbot, view
     qtbot.waitUntil(lambda: session.status.state == "cancelled", timeout=30_000)
     wait_idle(qtbot, viewer)
     assert not session.explanation_is_current
-    assert "F5" in viewer.window.main_view.caption.text
+    assert "F5" in viewer.window.main_view.caption.text()
     session.set_method_kind("lrp")
     wait_for_heatmap(qtbot, viewer)
     assert_model_unchanged(viewer, snapshot)
