@@ -166,13 +166,12 @@ def _gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) ->
     return gradients[0]
 
 
-def _no_gradients(grad_output: tuple) -> tuple:
-    """The replacement output gradient that skips a module's own backward pass."""
-    return tuple(None for _ in grad_output)
-
-
 class _Rule(BasicHook):
-    """A BasicHook rule with an optional fast path and the parameters it was built with."""
+    """A BasicHook rule with an optional fast path that computes the same relevance faster.
+
+    Subclasses say when their fast path applies (``_fast_path_applies``) and compute it
+    (``_fast_relevance``); otherwise the general :meth:`BasicHook.backward` runs.
+    """
 
     def backward(self, module: nn.Module, grad_input, grad_output):
         """Return the relevance of the call's inputs, through the fast path where it applies."""
@@ -188,7 +187,7 @@ class _Rule(BasicHook):
 
 
 class _ProportionalRule(_Rule):
-    """A rule ``R_i = x_i * d z_j/d x_i * R_j / s(z_j)`` with unmodified parameters.
+    """A rule ``R_i = x_i sum_j (dz_j / dx_i) R_j / s(z_j)`` with unmodified parameters.
 
     The fast path divides the arriving relevance by the stabilized stored output before the
     module's own backward pass and multiplies its result by the input: no second evaluation.
@@ -217,14 +216,14 @@ class _SignSplitRule(_Rule):
     """A rule whose branches split the input by sign, with the reducer a sum of products.
 
     On linear layers (:data:`~.types.Linear`) a branch whose modified input is zero everywhere and
-    whose modified bias is zero has output zero and contributes no relevance, and a branch whose
-    mapped gradient is zero everywhere needs no backward pass; the fast path skips both.
+    whose modified bias is zero has output zero and contributes no relevance: the fast path leaves
+    it out, which halves the work for the nonnegative input that follows a ReLU. Branches listed
+    in ``output_only_branches`` evaluate the layer as it is, only for their output: the fast path
+    takes the stored output for them.
     """
 
     uses_module_backward = False
-    unmodified_branches: tuple[int, ...] = ()
-    """Branches that evaluate the layer as it is, only for their output (their gradient is zero);
-    the fast path takes the stored output for them."""
+    output_only_branches: tuple[int, ...] = ()
 
     def _fast_path_applies(self, module: nn.Module) -> bool:
         record = self.stored_tensors
@@ -235,45 +234,59 @@ class _SignSplitRule(_Rule):
             and not torch.is_grad_enabled()
         )
 
-    def _contributes(self, branch: int, module: nn.Module, branch_input: torch.Tensor) -> bool:
+    def _branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """Each branch's modified input, None where it is zero everywhere."""
+        nonnegative = not bool((x < 0).any())
+        known = {_unchanged: x, _positive: x, _negative: None} if nonnegative else {}
+        for modifier in self.input_modifiers:
+            if modifier not in known:
+                modified = modifier(x)
+                known[modifier] = modified if bool(modified.any()) else None
+        return [known[modifier] for modifier in self.input_modifiers]
+
+    def _has_bias(self, branch: int, module: nn.Module) -> bool:
+        zeroed = self.param_modifiers[branch].zero_params
+        if zeroed == "bias" or not isinstance(zeroed, str) and "bias" in (zeroed or ()):
+            return False  # known without modifying (and copying) the weights
         bias = self.modified_parameters(branch, module).get("bias", getattr(module, "bias", None))
-        return bool(branch_input.any()) or (bias is not None and bool(bias.any()))
+        return bias is not None and bool(bias.any())
 
     def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
         record = self.stored_tensors
         index = record["positions"][0]
         args = list(record["input"])
-        original = args[index].detach()
-        inputs = [modifier(original) for modifier in self.input_modifiers]
+        x = args[index].detach()
+        zero = x.new_zeros(())
+        inputs = self._branch_inputs(x)
+        outputs = [
+            record["output"] if k in self.output_only_branches else zero for k in range(len(inputs))
+        ]
         live = [
             k
-            for k, x in enumerate(inputs)
-            if k not in self.unmodified_branches and self._contributes(k, module, x)
-        ]
-        stored = record["output"]
-        outputs = [
-            stored if k in self.unmodified_branches else torch.zeros_like(stored)
-            for k in range(len(inputs))
+            for k, branch_input in enumerate(inputs)
+            if k not in self.output_only_branches
+            and (branch_input is not None or self._has_bias(k, module))
         ]
         leaves = {}
         with torch.enable_grad():
             for branch in live:
-                leaves[branch] = inputs[branch].detach().requires_grad_()
-                args[index] = leaves[branch]
+                branch_input = inputs[branch]
+                leaf = torch.zeros_like(x) if branch_input is None else branch_input.detach()
+                leaves[branch] = args[index] = leaf.requires_grad_()
                 with substituted_parameters(module, self.modified_parameters(branch, module)):
                     outputs[branch] = module.forward(*args, **record["kwargs"])
-        gradients = list(self.gradient_mapper(grad_output[0], outputs))
-        needed = [branch for branch in live if bool(gradients[branch].any())]
-        input_gradients = [torch.zeros_like(original) for _ in inputs]
-        if needed:
+        gradients = self.gradient_mapper(grad_output[0], outputs)
+        input_gradients = [zero] * len(inputs)
+        if live:
             computed = torch.autograd.grad(
-                [outputs[branch] for branch in needed],
-                [leaves[branch] for branch in needed],
-                grad_outputs=[gradients[branch] for branch in needed],
+                [outputs[branch] for branch in live],
+                [leaves[branch] for branch in live],
+                grad_outputs=[gradients[branch] for branch in live],
             )
-            for branch, gradient in zip(needed, computed):
+            for branch, gradient in zip(live, computed):
                 input_gradients[branch] = gradient
-        return (self.reducer(inputs, input_gradients),)
+        relevance = self.reducer([zero if t is None else t for t in inputs], input_gradients)
+        return (relevance.expand_as(x) if relevance.shape != x.shape else relevance,)
 
 
 class Epsilon(_ProportionalRule):
@@ -430,7 +443,7 @@ class Gamma(_SignSplitRule):
         Parameter names treated as zero, e.g. ``'bias'``.
     """
 
-    unmodified_branches = (4,)
+    output_only_branches = (4,)
 
     def __init__(
         self,

@@ -367,7 +367,7 @@ def test_fast_path_equals_general_path(name, kind):
     layer, x = make_layer(kind, bias=True)
     relevance = torch.randn_like(layer(x))
     rule_class, kwargs = FAST_RULES[name]
-    for inputs in (x, x.clamp(min=0)):
+    for inputs in (x, x.clamp(min=0), x.clamp(max=0), torch.zeros_like(x)):
         taken: list = []
         spied = fast_path_spy(rule_class, taken)(**kwargs)
         result = attribute(spied, layer, inputs, relevance=relevance)
@@ -527,3 +527,19 @@ def test_parameter_free_rule_matches_zennit(name, module, kwargs):
     ours = attribute(getattr(rules, name)(**kwargs), module, x, relevance=relevance)
     theirs = attribute(getattr(zennit_rules, name)(**kwargs), module, x, relevance=relevance)
     torch.testing.assert_close(ours, theirs, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_inactive_composite_gives_the_plain_gradient(name):
+    net = bias_free_relu_net()
+    composite = LayerMapComposite(
+        [(Activation, Pass()), (Convolution, RULES[name](None)), (nn.Linear, Epsilon())]
+    )
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64, requires_grad=True)
+    (plain,) = torch.autograd.grad(net(x).sum(), x)
+    with composite.context(net):
+        with composite.inactive():
+            (inactive,) = torch.autograd.grad(net(x).sum(), x)
+        (active,) = torch.autograd.grad(net(x).sum(), x)
+    torch.testing.assert_close(inactive, plain)
+    assert not torch.allclose(active, plain)
