@@ -5,7 +5,7 @@ For each method it reports, averaged over the bundled demo samples: the region-p
 mass and rank accuracy against the object masks, the relevance conservation (LRP only) and the
 time per batch.  The explained class is the true class named by each sample's file name.
 
-Run: ``python bench/quality_table.py [--fill zeros] [--region-size 8] [--device cpu]``
+Run: ``python bench/quality_table.py [--fill blur] [--region-size 8] [--device cpu]``
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from lrp_desktop_core.composites import COMPOSITES
-from lrp_desktop_core.evaluate import FILLS, localisation_scores, object_mask, region_perturbation
+from lrp_desktop_core.evaluate import (
+    DEFAULT_FILL,
+    FILLS,
+    localisation_scores,
+    object_mask,
+    region_perturbation,
+)
 from lrp_desktop_core.explain import Method, explain, relevance_conservation
 from lrp_desktop_core.images import load_image
 from lrp_desktop_core.models import demo_samples, load_model
@@ -75,7 +81,7 @@ def main() -> None:
     """Print the quality table as Markdown."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--fill", choices=FILLS, default="zeros")
+    parser.add_argument("--fill", choices=FILLS, default=DEFAULT_FILL)
     parser.add_argument("--region-size", type=int, default=8)
     args = parser.parse_args()
     header = [

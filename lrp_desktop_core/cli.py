@@ -22,7 +22,7 @@ import torch
 
 from .cmap import get_cmap
 from .composites import COMPOSITES
-from .evaluate import FILLS, localisation_scores, object_mask, region_perturbation
+from .evaluate import DEFAULT_FILL, FILLS, localisation_scores, object_mask, region_perturbation
 from .explain import METHOD_KINDS, Explanation, Method, explain
 from .export import EXPORT_FORMATS, explanation_record, save_explanation
 from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scores.add_argument("--region-size", type=_positive_int, default=8)
     scores.add_argument(
-        "--fill", choices=FILLS, default="zeros", help="how removed regions are filled"
+        "--fill", choices=FILLS, default=DEFAULT_FILL, help="how removed regions are filled"
     )
     return parser
 

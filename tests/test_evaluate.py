@@ -47,7 +47,7 @@ def test_aopc_counts_step_zero():
 def test_linear_model_curves_match_hand_computation():
     x = quadrant_input()
     relevance = x * 1.0  # exact contributions of a linear model with unit weights
-    result = region_perturbation(linear_model(), x, relevance, 0, region_size=2)
+    result = region_perturbation(linear_model(), x, relevance, 0, region_size=2, fill="zeros")
     assert result.steps == 4
     np.testing.assert_allclose(result.morf, [[6.5, 2.5, -0.5, -1.5, 0.5]])
     np.testing.assert_allclose(result.lerf, [[6.5, 8.5, 7.5, 4.5, 0.5]])
@@ -74,7 +74,7 @@ def test_several_regions_per_step_and_targets_per_sample():
     x = torch.cat([quadrant_input(), -quadrant_input()])
     relevance = torch.cat([x[:1], -x[1:]])  # class 1 negates the input
     result = region_perturbation(
-        linear_model(), x, relevance, [0, 1], region_size=2, regions_per_step=2
+        linear_model(), x, relevance, [0, 1], region_size=2, regions_per_step=2, fill="zeros"
     )
     np.testing.assert_allclose(result.morf, [[6.5, -0.5, 0.5], [6.5, -0.5, 0.5]])
 
@@ -89,7 +89,8 @@ def test_mean_fill_replaces_regions_by_the_channel_mean():
 def test_borders_of_a_size_not_divisible_by_the_region_size():
     x = torch.randn(2, 1, 5, 5, dtype=torch.float64)
     model = nn.Sequential(nn.Flatten(), nn.Linear(25, 3).double())
-    result = region_perturbation(model, x, torch.randn(2, 5, 5), [0, 2], region_size=2)
+    heat = torch.randn(2, 5, 5)
+    result = region_perturbation(model, x, heat, [0, 2], region_size=2, fill="zeros")
     assert result.morf.shape == (2, 10)  # 3 x 3 regions
     with torch.no_grad():
         empty = model(torch.zeros(1, 1, 5, 5, dtype=torch.float64))[0, [0, 2]].numpy()
