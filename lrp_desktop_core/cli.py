@@ -165,11 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         method = _method(args, loaded)
         target = _target(args.target, loaded.spec.class_names)
         images = shard_paths(collect_images(args.inputs, args.recursive), *shard)
+        _make_folder(args.out)
     except (UsageError, ValueError) as error:
         print(f"lrp-explain: error: {error}", file=sys.stderr)
         return 2
     loaded.model.to(device)
-    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     rows = _run(args, loaded, method, target, images, formats)
     summary = args.out / (
@@ -238,6 +238,13 @@ def write_summary(path: Path, rows: Sequence[Row], evaluated: bool) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({"image": str(row.image), **row.values})
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create the output folder {folder}: {error.strerror}") from None
 
 
 def _is_image(path: Path) -> bool:

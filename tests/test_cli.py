@@ -148,13 +148,20 @@ def bad_rules(tmp_path: Path) -> list[str]:
         (["--format", "png,tiff"], "--format"),
         (["--device", "tpu"], "--device"),
         (["--model", "resnet9000"], "no model called"),
+        (["--out", "NOFOLDER"], "cannot create the output folder"),
     ],
 )
 def test_bad_usage_stops_with_exit_code_2_and_a_message(samples, tmp_path, capsys, extra, message):
     weights = tmp_path / "weights.safetensors"
     weights.write_bytes(b"\x00garbage" * 10)
     broken, other = bad_rules(tmp_path)
-    replace = {"WEIGHTS": str(weights), "BROKEN": broken, "OTHER": other}
+    (tmp_path / "file").write_text("")
+    replace = {
+        "WEIGHTS": str(weights),
+        "BROKEN": broken,
+        "OTHER": other,
+        "NOFOLDER": str(tmp_path / "file" / "out"),
+    }
     argv = [str(samples), "--out", str(tmp_path / "out")] + [replace.get(a, a) for a in extra]
     assert main(argv) == 2
     err = capsys.readouterr().err
