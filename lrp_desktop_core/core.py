@@ -510,9 +510,13 @@ class Hook(metaclass=_HookMeta):
             return None
         wrapped = _through_identity([args[index] for index in positions])
         connected, fed = list(args), list(args)
+        # An in-place module (e.g. ReLU(inplace=True)) would overwrite the stored input: feed it
+        # a copy.
+        in_place = getattr(module, "inplace", False) is True
         for index, tensor in zip(positions, wrapped):
             connected[index] = tensor
-            fed[index] = tensor if self.uses_module_backward else tensor.detach()
+            fed_tensor = tensor if self.uses_module_backward else tensor.detach()
+            fed[index] = fed_tensor.clone() if in_place else fed_tensor
         record = _CallRecord(
             positions=positions, input=tuple(connected), kwargs=kwargs, module=module
         )

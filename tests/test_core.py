@@ -688,3 +688,24 @@ def test_an_attribution_leaves_no_reference_cycle_that_keeps_tensors_alive(
         assert [ref() is None for ref in alive] == [True, True]
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("uses_module_backward", [False, True])
+def test_an_in_place_module_does_not_overwrite_the_stored_input(uses_module_backward):
+    seen = []
+
+    class Recording(Hook):
+        def backward(self, module, grad_input, grad_output):
+            seen.append(self.stored_tensors["input"][0].detach().clone())
+            return grad_input
+
+    Recording.uses_module_backward = uses_module_backward
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(inplace=True), nn.Linear(4, 2)).double()
+    x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    composite = Composite(lambda ctx, name, module: Recording() if name == "1" else None)
+    with composite.context(model):
+        output = model(x)
+        torch.autograd.grad(output, x, torch.ones_like(output))
+    pre_activation = model[0](x).detach()
+    assert (pre_activation < 0).any()
+    torch.testing.assert_close(seen[0], pre_activation)
