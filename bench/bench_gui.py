@@ -35,16 +35,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     start_time = time.perf_counter()
-    from PySide6.QtCore import QSettings, QTimer
+    from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841 (kept alive)
     from lrp_desktop.app import build
     from lrp_desktop.rule_editing import apply_preset
     from lrp_desktop.settings import Preferences
     from lrp_desktop_core.composites import COMPOSITES
     from lrp_desktop_core.models import demo_samples
 
+    imported = time.perf_counter() - start_time
     settings_dir = tempfile.mkdtemp(prefix="bench_gui_")
     settings = QSettings(str(Path(settings_dir) / "settings.ini"), QSettings.Format.IniFormat)
     app = build(Preferences(settings))
@@ -61,12 +62,18 @@ def main(argv=None) -> int:
     app.controller.open_paths(demo_samples()[:4])
 
     def wait(condition, what: str) -> None:
+        """Run the event loop until ``condition()`` holds (polled every millisecond)."""
         deadline = time.perf_counter() + args.timeout
-        while not condition():
-            qt_app.processEvents()
-            time.sleep(0.001)
-            if time.perf_counter() > deadline:
-                raise SystemExit(f"gave up waiting for {what}")
+        loop = QEventLoop()
+        poll = QTimer()
+        poll.setInterval(1)
+        poll.timeout.connect(lambda: (condition() or time.perf_counter() > deadline)
+                             and loop.quit())
+        poll.start()
+        loop.exec()
+        poll.stop()
+        if not condition():
+            raise SystemExit(f"gave up waiting for {what}")
 
     session = app.session
     wait(lambda: session.explanation_is_current and app.window.main_view.view.image_item.image
@@ -80,8 +87,10 @@ def main(argv=None) -> int:
     session.set_method_params("smoothgrad", {"n_iter": 8})
     ticks.clear()
     durations = []
+    rounds: list[tuple[str, int]] = []  # the change made and the tick count when it was made
     for _ in range(args.rounds):
         change = next(changes)
+        rounds.append((change, len(ticks)))
         began = time.perf_counter()
         if change == "preset":
             apply_preset(session, next(presets))
@@ -95,15 +104,22 @@ def main(argv=None) -> int:
         durations.append(time.perf_counter() - began)
     timer.stop()
     gaps = [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]
+    worst: dict[str, float] = {}
+    for (change, first), (_, last) in zip(rounds, [*rounds[1:], ("", len(ticks))], strict=True):
+        round_gaps = gaps[max(first - 1, 0):max(last - 1, first)]
+        worst[change] = max(worst.get(change, 0.0), max(round_gaps, default=0.0))
     app.shutdown()
     app.window.close()
     print(f"model: {args.model} on {args.device}")
-    print(f"start to first heatmap: {first_heatmap:.2f} s")
+    print(f"start to first heatmap: {first_heatmap:.2f} s (of which importing PySide6, torch, "
+          f"torchvision and pyqtgraph: {imported:.2f} s)")
     print(f"explanations measured: {len(durations)}, median {statistics.median(durations):.3f} s,"
           f" longest {max(durations):.3f} s")
     print(f"GUI event loop while explaining ({TICK_MS} ms timer, {len(gaps)} gaps): longest stall "
           f"{max(gaps):.1f} ms, 99th percentile {statistics.quantiles(gaps, n=100)[98]:.1f} ms, "
           f"median {statistics.median(gaps):.1f} ms")
+    print("longest stall per kind of change: "
+          + ", ".join(f"{change} {value:.1f} ms" for change, value in worst.items()))
     return 0
 
 

@@ -21,7 +21,7 @@ from lrp_desktop_core.models import DEFAULT_MODEL, demo_samples, list_models
 from .controller import Controller
 from .main_window import COMPARISON_TAB, MainWindow
 from .reporter import Reporter
-from .requests import WorkerContext, describe_error
+from .requests import StructureContext, WorkerContext, describe_error
 from .rule_editing import apply_preset, preset_rulemap
 from .session import Session
 from .settings import Preferences
@@ -66,13 +66,15 @@ class Application:
     reporter: Reporter
     preferences: Preferences
     host: WorkerHost
+    structure: WorkerHost
     controller: Controller
     window: MainWindow
 
     def shutdown(self) -> None:
-        """Stop the worker thread (idempotent); call before the QApplication goes away."""
-        if self.host.is_running():
-            self.host.stop()
+        """Stop the worker threads (idempotent); call before the QApplication goes away."""
+        for host in (self.host, self.structure):
+            if host.is_running():
+                host.stop()
 
 
 def ask_user(window: MainWindow):
@@ -94,11 +96,12 @@ def build(preferences: Preferences | None = None, reporter: Reporter | None = No
     reporter = reporter if reporter is not None else Reporter()
     preferences = preferences if preferences is not None else Preferences()
     host = WorkerHost(WorkerContext(), describe_error)
-    controller = Controller(session, host, reporter, preferences)
+    structure = WorkerHost(StructureContext())
+    controller = Controller(session, host, structure, reporter, preferences)
     window = MainWindow(session, controller, reporter, preferences)
     if reporter.confirm_handler is None:
         reporter.confirm_handler = ask_user(window)
-    return Application(session, reporter, preferences, host, controller, window)
+    return Application(session, reporter, preferences, host, structure, controller, window)
 
 
 def start(app: Application, options: StartOptions) -> None:

@@ -9,6 +9,7 @@ session stays usable.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,8 @@ from lrp_desktop_core.images import IMAGE_SUFFIXES
 from .cache import ExplainKey
 from .reporter import Reporter
 from .requests import (
+    CoverageRequest,
+    CoverageResult,
     EvaluateRequest,
     EvaluationResult,
     ExplainRequest,
@@ -31,6 +34,7 @@ from .requests import (
     ImageResult,
     LoadModelRequest,
     SetDeviceRequest,
+    SkeletonRequest,
     TrustNeeded,
 )
 from .rule_editing import starting_rulemap
@@ -64,18 +68,22 @@ class Controller(QObject):
     session
         The state observed and updated.
     host
-        The worker thread's host.
+        The model worker thread's host.
+    structure
+        The host of the thread that checks rule maps against the model's skeleton.
     reporter
         Where messages go.
     preferences
         Where recent files are remembered.
     """
 
-    def __init__(self, session: Session, host: WorkerHost, reporter: Reporter,
-                 preferences: Preferences, parent: QObject | None = None) -> None:
+    def __init__(self, session: Session, host: WorkerHost, structure: WorkerHost,
+                 reporter: Reporter, preferences: Preferences,
+                 parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.host = host
+        self.structure = structure
         self.reporter = reporter
         self.preferences = preferences
         self._pending: dict[int, _Pending] = {}
@@ -91,6 +99,11 @@ class Controller(QObject):
                        session.rulemap_changed, session.method_changed, session.target_changed,
                        session.device_changed, session.comparison_changed):
             signal.connect(self._refresh_timer.start)
+        self._coverage: int | None = None
+        session.rulemap_changed.connect(self._check_rules)
+        structure.finished.connect(self._on_coverage)
+        structure.failed.connect(lambda _id, failure: self.reporter.error(
+            failure.title, failure.text, failure.hint))
         host.finished.connect(self._on_finished)
         host.failed.connect(self._on_failed)
         host.cancelled.connect(self._on_cancelled)
@@ -297,6 +310,7 @@ class Controller(QObject):
         self._images.clear()
         self._panels.clear()
         self._main = None
+        self.structure.submit(SkeletonRequest(copy.deepcopy(result.skeleton)))
         self.session.set_model(result, rulemap)
         self.reporter.info(f"Loaded {result.spec.title}",
                            f"{result.n_parameters:,} parameters on {result.device}")
@@ -315,6 +329,20 @@ class Controller(QObject):
             self.load_model(request.source, request.weights, request.pretrained, trust=True)
         else:
             self.reporter.warning("The model file was not loaded", needed.text)
+
+    def _check_rules(self) -> None:
+        """Have the structure thread work out what the new rule map does at each layer."""
+        if self._coverage is not None:
+            self.structure.cancel(self._coverage)
+        rulemap = self.session.rulemap
+        self._coverage = None if rulemap is None else self.structure.submit(
+            CoverageRequest(rulemap))
+
+    def _on_coverage(self, request_id: int, result: object) -> None:
+        if isinstance(result, CoverageResult):
+            if request_id == self._coverage:
+                self._coverage = None
+            self.session.set_coverage(result.fingerprint, result.layers)
 
     def _on_device_set(self, device: str) -> None:
         self.session.set_device(device)

@@ -505,9 +505,10 @@ class MainWindow(QMainWindow):
             self.session.set_display(**changes)
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
-        """Remember the window layout and stop the worker."""
+        """Remember the window layout and stop the worker threads."""
         self.preferences.geometry = self.saveGeometry()
         self.preferences.window_state = self.saveState()
         self.preferences.sync()
         self.controller.host.stop()
+        self.controller.structure.stop()
         super().closeEvent(event)

@@ -1,8 +1,10 @@
-"""What the worker thread can be asked to do, and the state it keeps between requests.
+"""What the worker threads can be asked to do, and the state they keep between requests.
 
-Each request's ``run`` executes in the worker thread (see :mod:`.worker`), touches the model only
-there, and returns plain Python and numpy results. The :class:`WorkerContext` holds the loaded model
-on its device and the images prepared for it.
+Each request's ``run`` executes in a worker thread (see :mod:`.worker`) and returns plain Python
+and numpy results. The model worker's :class:`WorkerContext` holds the loaded model on its device
+and the images prepared for it; only that thread touches the model. A second, light thread keeps
+a copy of the model's skeleton (:class:`StructureContext`) and checks rule maps against it, so
+rule edits never wait for an explanation and never stall the window.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import threading
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,10 +24,12 @@ from lrp_desktop_core import evaluate
 from lrp_desktop_core.explain import Explanation, Method, explain
 from lrp_desktop_core.images import ImageLoadError, LoadedImage, load_image
 from lrp_desktop_core.models import LoadedModel, demo_mask, load_model
+from lrp_desktop_core.rulemap import RuleMap
 from lrp_desktop_core.weightfiles import ModelLoadError, archive_imports, pickle_imports
 
 from .cache import ExplainKey, image_identity
 from .devices import check_device
+from .rule_editing import coverage
 from .session import ModelInfo
 from .worker import Job, UserFacingError
 
@@ -260,6 +265,46 @@ class ExplainRequest:
                                   OUT_OF_MEMORY_HINT) from error
         return ExplainResult(self.key, self.path, explanation, image.display,
                              threading.get_ident())
+
+
+@dataclass
+class StructureContext:
+    """The structure thread's own copy of the model skeleton (the GUI keeps another)."""
+
+    skeleton: Any = None
+
+
+@dataclass(frozen=True)
+class SkeletonRequest:
+    """Hand the structure thread its copy of a newly loaded model's skeleton."""
+
+    skeleton: Any
+    title: str = "Reading the model's structure"
+
+    def run(self, context: StructureContext, job: Job) -> None:
+        """Keep the skeleton for the coverage requests that follow."""
+        context.skeleton = self.skeleton
+
+
+@dataclass(frozen=True)
+class CoverageResult:
+    """What a rule map does at each layer (``LayerRule`` by name), for the map's fingerprint."""
+
+    fingerprint: str
+    layers: dict
+
+
+@dataclass(frozen=True)
+class CoverageRequest:
+    """Work out, away from the GUI thread, which rule each layer gets and why."""
+
+    rulemap: RuleMap
+    title: str = "Checking the rules"
+
+    def run(self, context: StructureContext, job: Job) -> CoverageResult:
+        """Walk the skeleton with the rule map's composite."""
+        return CoverageResult(self.rulemap.fingerprint(),
+                              coverage(context.skeleton, self.rulemap))
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from lrp_desktop_core.coverage import LayerRule, rule_coverage
 from lrp_desktop_core.rulemap import (
@@ -121,12 +122,9 @@ def apply_rule(session: Session, names: Iterable[str], choice: RuleChoice,
     return names
 
 
-def coverage(session: Session) -> dict[str, LayerRule]:
-    """Return, per layer, the rule the session's rule map gives it and why."""
-    if session.model is None or session.rulemap is None:
-        return {}
-    layers = rule_coverage(session.model.skeleton, session.rulemap.to_composite())
-    return {layer.name: layer for layer in layers}
+def coverage(skeleton: Any, rulemap: RuleMap) -> dict[str, LayerRule]:
+    """Return, per layer of ``skeleton``, the rule ``rulemap`` gives it and why."""
+    return {layer.name: layer for layer in rule_coverage(skeleton, rulemap.to_composite())}
 
 
 def save_rules(session: Session, path: Path, reporter: Reporter) -> bool:

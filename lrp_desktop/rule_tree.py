@@ -4,7 +4,8 @@ The rows are the layers a rule can be given (the leaves after canonizing, from
 ``rulemap.canonized_leaves``), grouped under the modules that contain them. Columns: name, type,
 number of parameters, rule, rule parameters. Editing the rule of a group gives the rule to every
 layer in it. The tree edits the session's rule map (as undoable steps) and nothing else; layers
-without a rule or with a questionable one are marked, with the reason as a tooltip.
+without a rule or with a questionable one are marked, with the reason as a tooltip (the reasons,
+``coverage.rule_coverage``'s, are computed in the background; see the session's coverage).
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistent
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QApplication, QStyle
 
-from lrp_desktop_core.coverage import LayerRule
 from lrp_desktop_core.rulemap import NO_RULE, RULE_CHOICES, RuleChoice, canonized_leaves
 
 from .reporter import Reporter
-from .rule_editing import apply_rule, choice_for, coverage
+from .rule_editing import apply_rule, choice_for
 from .session import Session
 
 COLUMNS = ("Layer", "Type", "Parameters", "Rule", "Rule parameters")
@@ -151,10 +151,13 @@ class RuleTreeModel(QAbstractItemModel):
         self.reporter = reporter
         self.root = Node("", "", "")
         self.canonizer: str | None = None
-        self.coverage: dict[str, LayerRule] = {}
         self.nodes: dict[str, Node] = {}
+        self._summary: dict[str, tuple[str, str]] = {}
+        self._warning_icon = QApplication.style().standardIcon(
+            QStyle.StandardPixmap.SP_MessageBoxWarning)
         session.model_changed.connect(self.rebuild)
         session.rulemap_changed.connect(self._on_rulemap_changed)
+        session.coverage_changed.connect(self._on_coverage_changed)
         self.rebuild()
 
     # -- building -----------------------------------------------------------------------
@@ -163,14 +166,15 @@ class RuleTreeModel(QAbstractItemModel):
         self.beginResetModel()
         session = self.session
         if session.model is None or session.rulemap is None:
-            self.root, self.canonizer, self.coverage = Node("", "", ""), None, {}
+            self.root, self.canonizer = Node("", "", ""), None
         else:
             self.canonizer = session.rulemap.canonizer
             leaves = canonized_leaves(session.model.skeleton, self.canonizer)
             self.root = build_tree(session.model.skeleton, leaves)
-            self.coverage = coverage(session)
         self.nodes = {}
         self._index_nodes(self.root)
+        self._summary = {}
+        self._summarise(self.root)
         self.endResetModel()
 
     def _index_nodes(self, node: Node) -> None:
@@ -183,7 +187,10 @@ class RuleTreeModel(QAbstractItemModel):
         if rulemap is None or rulemap.canonizer != self.canonizer:
             self.rebuild()
             return
-        self.coverage = coverage(self.session)
+        self._on_coverage_changed()
+
+    def _on_coverage_changed(self) -> None:
+        self._summarise(self.root)
         self._changed_below(self.root)
 
     def _changed_below(self, node: Node) -> None:
@@ -263,26 +270,38 @@ class RuleTreeModel(QAbstractItemModel):
 
     def rule_name(self, node: Node) -> str:
         """Return the rule of a layer, or the common rule of a group's layers (or "mixed")."""
-        rules = {self._rule_of(layer) for layer in node.layers()}
-        return rules.pop() if len(rules) == 1 else MIXED
-
-    def _rule_of(self, layer: Node) -> str:
-        choice = self._choice(layer)
-        return choice.rule if choice is not None else NO_RULE
+        return self._summary[node.name][0]
 
     def warning(self, node: Node) -> str:
         """Return why a layer (or a layer in a group) deserves attention, or ""."""
-        reasons = []
-        for layer in node.layers():
-            entry = self.coverage.get(layer.name)
-            choice = self._choice(layer)
-            if entry is not None and entry.warn:
-                reasons.append(f"{layer.name}: {entry.reason}")
-            elif choice is not None and not RULE_CHOICES[choice.rule].handles(layer.module):
-                reasons.append(f"{layer.name}: the {choice.rule} rule cannot handle a "
-                               f"{layer.module_type} (it needs "
-                               f"{RULE_CHOICES[choice.rule].accepts_text})")
-        return "\n".join(reasons)
+        return self._summary[node.name][1]
+
+    def _summarise(self, node: Node) -> tuple[set[str], list[str]]:
+        """Store the rule and warnings of ``node`` and everything below it (done once per edit,
+        so that painting the tree looks them up)."""
+        if node.is_layer:
+            choice = self._choice(node)
+            rules = {choice.rule if choice is not None else NO_RULE}
+            reasons = self._layer_warnings(node, choice)
+        else:
+            rules, reasons = set(), []
+            for child in node.children:
+                child_rules, child_reasons = self._summarise(child)
+                rules |= child_rules
+                reasons += child_reasons
+        name = next(iter(rules)) if len(rules) == 1 else MIXED
+        self._summary[node.name] = (name, "\n".join(reasons))
+        return rules, reasons
+
+    def _layer_warnings(self, layer: Node, choice: RuleChoice | None) -> list[str]:
+        entry = self.session.coverage.get(layer.name)
+        if entry is not None and entry.warn:
+            return [f"{layer.name}: {entry.reason}"]
+        if choice is not None and not RULE_CHOICES[choice.rule].handles(layer.module):
+            spec = RULE_CHOICES[choice.rule]
+            return [f"{layer.name}: the {choice.rule} rule cannot handle a {layer.module_type} "
+                    f"(it needs {spec.accepts_text})"]
+        return []
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         """Return the content of a cell for ``role``."""
@@ -299,7 +318,7 @@ class RuleTreeModel(QAbstractItemModel):
         if column != RULE:
             return None
         if role == Qt.ItemDataRole.DecorationRole and self.warning(node):
-            return QApplication.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
+            return self._warning_icon
         if role == Qt.ItemDataRole.BackgroundRole and node.is_layer and self.warning(node):
             return QBrush(WARN_BACKGROUND)
         if role == Qt.ItemDataRole.ForegroundRole and self.rule_name(node) == NO_RULE:
@@ -322,7 +341,7 @@ class RuleTreeModel(QAbstractItemModel):
             return node.name or "(model)"
         if column == RULE:
             parts = [self.warning(node)]
-            entry = self.coverage.get(node.name)
+            entry = self.session.coverage.get(node.name)
             if node.is_layer and entry is not None and not entry.warn:
                 parts.append(entry.reason)
             rule = self.rule_name(node)

@@ -161,7 +161,8 @@ class RulesPanel(QWidget):
                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
         self.tree.setAlternatingRowColors(True)
         self.tree.setItemDelegateForColumn(RULE, RuleDelegate(self.tree))
-        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        # sized once per model: sizing to contents on every edit would re-read the whole tree
+        self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.tree.header().setStretchLastSection(True)
         self.editor = RuleEditor(apply_action)
         apply_action.triggered.connect(self.apply_to_selected)
@@ -182,6 +183,8 @@ class RulesPanel(QWidget):
             self.tree.expandAll()
         else:
             self.tree.expandToDepth(0)
+        for column in range(self.model.columnCount()):
+            self.tree.resizeColumnToContents(column)
         self._show_rulemap()
 
     def _show_rulemap(self) -> None:

@@ -26,7 +26,7 @@ def everything_shown(app: Application) -> bool:
     session = app.session
     if session.model is None or app.host.busy or session.current_display is None:
         return False
-    if not session.explanation_is_current:
+    if not session.explanation_is_current or not session.coverage_is_current:
         return False
     return all(session.panel_result(panel) is not None and panel.image in session.displays
                for panel in session.comparison.panels)

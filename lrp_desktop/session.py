@@ -142,6 +142,7 @@ class Session(QObject):
     current_image_changed = Signal()
     display_image_changed = Signal()
     rulemap_changed = Signal()
+    coverage_changed = Signal()
     method_changed = Signal()
     target_changed = Signal()
     device_changed = Signal()
@@ -160,6 +161,8 @@ class Session(QObject):
         self.current_index: int = -1
         self.displays: dict[Path, np.ndarray] = {}
         self.rulemap: Any = None
+        self.coverage: dict[str, Any] = {}
+        self.coverage_fingerprint: str | None = None
         self.method_kind: str = "lrp"
         self.method_params: dict[str, dict[str, Any]] = {}
         self.target: int | None = None
@@ -184,6 +187,7 @@ class Session(QObject):
         self.explanation_key = None
         self.target = None
         self.rulemap = rulemap
+        self.coverage, self.coverage_fingerprint = {}, None
         self.undo_stack.clear()
         self.comparison.panels = []
         self.evaluation = None
@@ -268,6 +272,18 @@ class Session(QObject):
         """Replace the rule map (the undo stack's commands call this; see :mod:`.undo`)."""
         self.rulemap = rulemap
         self.rulemap_changed.emit()
+
+    def set_coverage(self, fingerprint: str, coverage: dict[str, Any]) -> None:
+        """Store what the rule map with ``fingerprint`` does at each layer (``LayerRule`` by
+        layer name), computed in the background; an answer for an older rule map is kept
+        until the current one arrives."""
+        self.coverage, self.coverage_fingerprint = coverage, fingerprint
+        self.coverage_changed.emit()
+
+    @property
+    def coverage_is_current(self) -> bool:
+        """True when :attr:`coverage` belongs to the current rule map."""
+        return self.rulemap is not None and self.coverage_fingerprint == self.rulemap.fingerprint()
 
     def set_method_kind(self, kind: str) -> None:
         """Choose the method of the main view (a key of :data:`METHOD_TITLES`)."""

@@ -14,6 +14,7 @@ from lrp_desktop.rule_delegate import RuleDelegate, rule_combo
 from lrp_desktop.rule_editing import (
     apply_preset,
     change_canonizer,
+    coverage,
     load_rules,
     save_rules,
     starting_rulemap,
@@ -118,6 +119,10 @@ def test_layers_without_rule_are_marked_with_the_reason(editing):
     session, _, model = editing
     cell = model.index_of_layer("features.residual.sum", RULE)
     assert model.setData(cell, "none")
+    assert not session.coverage_is_current
+    session.set_coverage(session.rulemap.fingerprint(),
+                         coverage(session.model.skeleton, session.rulemap))
+    assert session.coverage_is_current
     assert model.data(cell, Qt.ItemDataRole.DecorationRole) is not None
     tooltip = model.data(cell, Qt.ItemDataRole.ToolTipRole)
     assert "relevance" in tooltip and "Norm" in tooltip

@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import torch
+from PySide6.QtCore import Qt
 from test_app_support import wait_for_heatmap, wait_idle
 
 from lrp_desktop.reporter import Level
@@ -46,6 +47,18 @@ def test_starts_on_the_demo_with_the_recommended_rules(viewer):
 def test_explanations_run_on_the_worker_thread(viewer):
     idents = viewer.host.worker.thread_idents
     assert idents and threading.get_ident() not in idents
+    checks = viewer.structure.worker.thread_idents
+    assert checks and threading.get_ident() not in checks and not checks & idents
+
+
+def test_rule_reasons_are_worked_out_in_the_background(qtbot, viewer):
+    session = viewer.session
+    tree = viewer.window.rules_panel.model
+    cell = tree.index_of_layer("features.stage2.conv", RULE)
+    assert tree.setData(cell, "none")
+    qtbot.waitUntil(lambda: session.coverage_is_current, timeout=30_000)
+    assert "assign a rule" in tree.data(cell, Qt.ItemDataRole.ToolTipRole)
+    assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
 
 
 def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, viewer):
