@@ -100,7 +100,7 @@ class DemoNet(nn.Module):
 
     Notes
     -----
-    With the defaults the network has about 90k parameters (about 0.4 MB in float32). For a
+    With the defaults the network has about 43k parameters (about 0.17 MB in float32). For a
     64x64 input the feature maps are 32x32 after ``stage1``, 16x16 after ``stage2`` (and in
     ``residual``) and 8x8 after ``stage3``.
     """

@@ -1,7 +1,8 @@
 """A synthetic RGB data set of simple shapes on cluttered backgrounds, with object masks.
 
 Every image shows one filled shape (circle, square, triangle, star or cross) in one of several
-colours, at a random position, size and rotation, over a colour gradient with noise, lines and dots.
+saturated colours, at a random position and size, upright or tilted by up to 20 degrees, over a
+muted colour gradient with noise, lines and dots.
 Each image comes with a boolean mask of the shape's pixels, so one can measure whether a heatmap
 points at the object. Generation is deterministic: image ``index`` of data set ``seed`` is always
 the same, however many images are generated.
@@ -42,7 +43,8 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 
 _SUPERSAMPLING = 4  # shapes are drawn at 4x resolution and box-filtered down (anti-aliasing)
 _MIN_CONTRAST = 110.0  # least RGB distance between the shape's colour and the background's
-_RADIUS_RANGE = (9.0, 24.0)  # circumradius of a shape in output pixels
+_RADIUS_RANGE = (10.0, 24.0)  # circumradius of a shape in output pixels
+_MAX_TILT = math.radians(20)  # shapes are upright, turned by at most this much either way
 
 
 @dataclass(frozen=True)
@@ -89,8 +91,12 @@ def _polygon(label: str, radius: float) -> np.ndarray:
 
 
 def _background(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Return a noisy two-colour gradient (H, W, 3) float and its two end colours (2, 3)."""
-    ends = rng.uniform(0, 255, size=(2, 3))
+    """Return a noisy gradient (H, W, 3) float between two muted colours, and those colours (2, 3).
+
+    The end colours are greys of random brightness with a slight random tint, so the saturated
+    shape colours stand out from them as they do in photographs of objects against scenery.
+    """
+    ends = rng.uniform(50, 205, size=(2, 1)) + rng.normal(0, 20, size=(2, 3))
     angle = rng.uniform(0, 2 * np.pi)
     ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE] / (IMAGE_SIZE - 1)
     t = np.clip(0.5 + (xs - 0.5) * np.cos(angle) + (ys - 0.5) * np.sin(angle), 0.0, 1.0)
@@ -98,17 +104,23 @@ def _background(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return gradient + rng.normal(0, 10, size=gradient.shape), ends
 
 
+def _muted_colour(rng: np.random.Generator) -> tuple[int, int, int]:
+    """Return a random grey with a slight tint, as used for background clutter."""
+    grey = rng.uniform(0, 255) + rng.normal(0, 25, size=3)
+    return tuple(int(c) for c in np.clip(grey, 0, 255))
+
+
 def _add_clutter(draw: ImageDraw.ImageDraw, rng: np.random.Generator) -> None:
-    """Draw random thin lines and small dots (at supersampled scale)."""
+    """Draw random thin lines and small dots in muted colours (at supersampled scale)."""
     size = IMAGE_SIZE * _SUPERSAMPLING
     for _ in range(int(rng.integers(4, 12))):
         start, end = rng.uniform(0, size, size=(2, 2))
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        colour = _muted_colour(rng)
         draw.line([tuple(start), tuple(end)], fill=colour, width=int(rng.integers(2, 7)))
     for _ in range(int(rng.integers(3, 10))):
         x, y = rng.uniform(0, size, size=2)
         r = rng.uniform(2, 2.5 * _SUPERSAMPLING)
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+        colour = _muted_colour(rng)
         draw.ellipse([x - r, y - r, x + r, y + r], fill=colour)
 
 
@@ -167,7 +179,7 @@ def render(seed: int, index: int, label: int | None = None) -> tuple[np.ndarray,
         draw.ellipse(box, fill=colour)
         ImageDraw.Draw(mask_canvas).ellipse(box, fill=255)
     else:
-        angle = rng.uniform(0, 2 * math.pi)
+        angle = rng.uniform(-_MAX_TILT, _MAX_TILT)
         cos, sin = math.cos(angle), math.sin(angle)
         rotation = np.array([[cos, -sin], [sin, cos]])
         corners = (_polygon(SHAPES[label], radius) @ rotation.T + centre) * scale

@@ -309,10 +309,10 @@ def test_full_module_file_alone_gets_a_generic_spec(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_torchscript_needs_trust(tmp_path):
-    model = build_demo_net().eval()
+    model = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(2 * 62 * 62, 5))
     inputs = torch.randn(2, 3, 64, 64)
     path = tmp_path / "scripted.pt"
-    torch.jit.trace(model, inputs).save(str(path))
+    torch.jit.script(model).save(str(path))
     with pytest.raises(ModelLoadError, match="TorchScript.*trust=True"):
         load_model("demo", weights=path)
     loaded = load_model("demo", weights=path, trust=True)
