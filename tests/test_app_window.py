@@ -42,23 +42,15 @@ def test_starts_on_the_demo_with_the_recommended_rules(viewer):
     assert "class" in viewer.window.main_view.caption.text()
     assert viewer.window.prediction.names[0].text() == \
         session.model.class_names[int(np.argmax(explanation.probabilities[0]))]
-
-
-def test_explanations_run_on_the_worker_thread(viewer):
+    # the class chooser finds classes by any part of their name
+    completer = viewer.window.prediction.class_box.completer()
+    completer.setCompletionPrefix("ria")
+    assert completer.currentCompletion().endswith("triangle")
+    # explanations ran on the worker thread, rule checks on the structure thread
     idents = viewer.host.worker.thread_idents
     assert idents and threading.get_ident() not in idents
     checks = viewer.structure.worker.thread_idents
     assert checks and threading.get_ident() not in checks and not checks & idents
-
-
-def test_rule_reasons_are_worked_out_in_the_background(qtbot, viewer):
-    session = viewer.session
-    tree = viewer.window.rules_panel.model
-    cell = tree.index_of_layer("features.stage2.conv", RULE)
-    assert tree.setData(cell, "none")
-    qtbot.waitUntil(lambda: session.coverage_is_current, timeout=30_000)
-    assert "assign a rule" in tree.data(cell, Qt.ItemDataRole.ToolTipRole)
-    assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
 
 
 def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, viewer):
@@ -78,6 +70,13 @@ def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, 
     qtbot.waitUntil(lambda: session.explanation_is_current, timeout=2000)
     assert viewer.host._next_id == submitted  # answered from the cache, nothing recomputed
     np.testing.assert_array_equal(session.explanation.relevance[0], before)
+    # the reason a layer is marked is worked out in the background
+    cell = tree.index_of_layer("features.stage2.conv", RULE)
+    assert tree.setData(cell, "none")
+    qtbot.waitUntil(lambda: session.coverage_is_current, timeout=30_000)
+    assert "assign a rule" in tree.data(cell, Qt.ItemDataRole.ToolTipRole)
+    assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
+    wait_for_heatmap(qtbot, viewer)
     assert_model_unchanged(viewer, snapshot)
 
 
@@ -115,13 +114,6 @@ def test_choosing_a_class_explains_it_and_stale_answers_are_not_shown(qtbot, vie
     panel.class_box.setCurrentIndex(panel.class_box.findData(None))
     panel.class_box.activated.emit(panel.class_box.currentIndex())
     assert session.target is None
-
-
-def test_class_chooser_finds_classes_by_part_of_their_name(viewer):
-    box = viewer.window.prediction.class_box
-    completer = box.completer()
-    completer.setCompletionPrefix("ria")
-    assert completer.currentCompletion().endswith("triangle")
 
 
 def test_other_methods_are_computed_in_the_worker(qtbot, viewer):
