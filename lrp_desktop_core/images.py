@@ -151,7 +151,7 @@ def load_image(path: str | Path, spec: ModelSpec) -> LoadedImage:
     path = Path(path)
     _check_path(path)
     try:
-        image = _decode(path)
+        image = to_rgb(_decode(path))
     except ImageLoadError:
         raise
     except UnidentifiedImageError as error:
@@ -167,7 +167,7 @@ def load_image(path: str | Path, spec: ModelSpec) -> LoadedImage:
         raise ImageLoadError(f"{path} cannot be read: permission denied ({error}).") from error
     except Exception as error:  # decoders raise OSError, SyntaxError, ValueError... for bad data
         raise ImageLoadError(
-            f"{path} is damaged or truncated and cannot be decoded ({error}). Open it in an image "
-            "editor and save it again, or use another copy."
+            f"{path} is damaged, truncated or in an unsupported colour mode and cannot be decoded "
+            f"({error}). Open it in an image editor and save it again as RGB, or use another copy."
         ) from error
     return prepare_image(image, spec, path)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import difflib
 import functools
 import hashlib
+import http.client
 import json
 import logging
 import re
@@ -334,7 +335,7 @@ def download_weights(
                 done += len(chunk)
                 if progress is not None:
                     progress(done, total)
-    except (URLError, OSError, ValueError) as error:
+    except (URLError, OSError, ValueError, http.client.HTTPException) as error:
         partial.unlink(missing_ok=True)
         raise ModelLoadError(
             f"Could not download {url} ({error}). If this computer is offline, download that file "

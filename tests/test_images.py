@@ -139,8 +139,8 @@ def _truncated(image_format: str):
         ("folder.png", lambda p: p.mkdir(), "is a folder"),
         ("empty.png", lambda p: p.write_bytes(b""), "is empty"),
         ("notes.png", lambda p: p.write_text("not an image at all"), "not an image file"),
-        ("cut.png", _truncated("PNG"), "damaged or truncated"),
-        ("cut.jpg", _truncated("JPEG"), "damaged or truncated"),
+        ("cut.png", _truncated("PNG"), "damaged, truncated"),
+        ("cut.jpg", _truncated("JPEG"), "damaged, truncated"),
     ],
 )
 def test_bad_files_give_clear_errors(tmp_path, spec, name, make, problem):

@@ -220,14 +220,15 @@ def _save_safetensors(state, path):
     ("suffix", "writer"),
     [
         (".safetensors", _save_safetensors),
+        (".bin", _save_safetensors),
         (".pt", lambda state, path: torch.save(state, path)),
         (".pth", lambda state, path: torch.save({"state_dict": state, "epoch": 3}, path)),
         (".pth", lambda state, path: torch.save({"model": state, "optimizer": {}}, path)),
         (".pt", lambda state, path: torch.save({f"module.{k}": v for k, v in state.items()}, path)),
         (".pt", lambda state, path: torch.save(state, path, _use_new_zipfile_serialization=False)),
     ],
-    ids=["safetensors", "state_dict", "wrapped_state_dict", "wrapped_model", "module_prefix",
-         "legacy_format"],
+    ids=["safetensors", "safetensors_without_suffix", "state_dict", "wrapped_state_dict",
+         "wrapped_model", "module_prefix", "legacy_format"],
 )
 def test_weights_round_trip(tmp_path, demo_state, suffix, writer):
     path = tmp_path / f"weights{suffix}"
