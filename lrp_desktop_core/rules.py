@@ -166,6 +166,13 @@ def _gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) ->
     return gradients[0]
 
 
+def _bias_like(module: nn.Module, bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """Shape a linear layer's bias to broadcast over its output (channels last for nn.Linear)."""
+    if isinstance(module, nn.Linear):
+        return bias
+    return bias.view(-1, *(1,) * (output.dim() - 2))
+
+
 class _Rule(BasicHook):
     """A BasicHook rule with an optional fast path that computes the same relevance faster.
 
@@ -443,6 +450,7 @@ class Gamma(_SignSplitRule):
         Parameter names treated as zero, e.g. ``'bias'``.
     """
 
+    uses_module_backward = True
     output_only_branches = (4,)
 
     def __init__(
@@ -475,6 +483,55 @@ class Gamma(_SignSplitRule):
 
     def _modified_parts(self, inputs: list, gradients: list) -> torch.Tensor:
         return sum(x * gradient for x, gradient in zip(inputs[:4], gradients[:4]))
+
+    # Fast path for nonnegative input x on a linear layer y = W x + b: with c = W+ x, the two
+    # modified outputs are y0 + gamma c and (1 + gamma) y0 - gamma c (y0 = y - b), and
+    # (W + gamma W+)^T g+ + (W + gamma W-)^T g- = W^T (g+ + (1 + gamma) g-) + gamma W+^T (g+ - g-):
+    # the module's own backward pass computes the first term, one extra layer evaluation the rest.
+
+    def pre_backward(self, module: nn.Module, grad_input, grad_output):
+        """Give the module's own backward pass its share of the relevance, or skip it."""
+        record = self.stored_tensors
+        zeroed = zero_bias(self.zero_params)
+        if (
+            grad_output[0] is None
+            or not self._fast_path_applies(module)
+            or set(zeroed) != {"bias"}
+            or bool((record["input"][record["positions"][0]] < 0).any())
+        ):
+            return tuple(None for _ in grad_output)  # the module's own gradient is not used
+        index = record["positions"][0]
+        args = list(record["input"])
+        with torch.enable_grad():
+            leaf = args[index] = args[index].detach().requires_grad_()
+            positive_weight = {"weight": module.weight.detach().clamp(min=0), "bias": None}
+            with substituted_parameters(module, positive_weight):
+                positive = module.forward(*args, **record["kwargs"])
+        output, gamma, out_grad = record["output"].detach(), self.gamma, grad_output[0]
+        plain = output
+        bias = getattr(module, "bias", None)
+        positive_bias = negative_bias = 0.0
+        if bias is not None:
+            plain = output - _bias_like(module, bias.detach(), output)
+            if not self.zero_params:
+                positive_bias = _bias_like(module, bias + gamma * bias.clamp(min=0), output)
+                negative_bias = _bias_like(module, bias + gamma * bias.clamp(max=0), output)
+        c = positive.detach()
+        denominator = self.stabilizer(plain + gamma * c + positive_bias)
+        for_positive = (output > 0) * out_grad / denominator
+        denominator = self.stabilizer((1 + gamma) * plain - gamma * c + negative_bias)
+        for_negative = (output < 0) * out_grad / denominator
+        record["positive_weight_part"] = (leaf, positive, gamma * (for_positive - for_negative))
+        return (for_positive + (1 + gamma) * for_negative,)
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        part = self.stored_tensors.pop("positive_weight_part", None)
+        if part is None:
+            return super()._fast_relevance(module, grad_input, grad_output)
+        leaf, positive, share = part
+        (through_positive,) = torch.autograd.grad(positive, leaf, share)
+        own = grad_input[0]
+        return (leaf.detach() * (through_positive if own is None else own + through_positive),)
 
 
 class ZBox(_Rule):

@@ -376,9 +376,15 @@ def test_fast_path_equals_general_path(name, kind):
         torch.testing.assert_close(result, expected, rtol=1e-12, atol=1e-12)
 
 
-def test_sign_split_fast_path_skips_the_negative_branches_for_nonnegative_input(monkeypatch):
+@pytest.mark.parametrize(
+    ("rule", "evaluations"),
+    [(ZPlus(), 1), (AlphaBeta(), 2), (Gamma(), 1), (Epsilon(), 0), (Norm(), 0)],
+    ids=lambda value: type(value).__name__ if not isinstance(value, int) else str(value),
+)
+def test_fast_paths_evaluate_the_layer_few_times_for_nonnegative_input(
+    monkeypatch, rule, evaluations
+):
     layer, x = make_layer("conv2d", bias=True)
-    x = x.clamp(min=0)
     calls = []
     forward = type(layer).forward
 
@@ -387,8 +393,8 @@ def test_sign_split_fast_path_skips_the_negative_branches_for_nonnegative_input(
         return forward(self, *args)
 
     monkeypatch.setattr(type(layer), "forward", counting_forward)
-    attribute(ZPlus(), layer, x, relevance=torch.randn(2, 3, 3, 3, dtype=torch.float64))
-    assert len(calls) == 2  # the model's own forward and the one positive branch
+    attribute(rule, layer, x.clamp(min=0), relevance=torch.randn(2, 3, 3, 3, dtype=torch.float64))
+    assert len(calls) == 1 + evaluations  # the model's own forward and the rule's evaluations
 
 
 def test_epsilon_fast_path_on_a_module_with_two_inputs_and_used_twice():
