@@ -113,15 +113,15 @@ class ComparisonView(QWidget):
         row_layout.addWidget(self.shared_bar_view)
         self.plot = EvaluationPlot()
         self.plot.setVisible(False)
-        splitter = QSplitter(Qt.Orientation.Vertical)
-        splitter.addWidget(panels_row)
-        splitter.addWidget(self.plot)
-        splitter.setStretchFactor(0, 3)
-        splitter.setStretchFactor(1, 2)
+        self.splitter = QSplitter(Qt.Orientation.Vertical)
+        self.splitter.addWidget(panels_row)
+        self.splitter.addWidget(self.plot)
+        self.splitter.setStretchFactor(0, 3)
+        self.splitter.setStretchFactor(1, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.hint)
-        layout.addWidget(splitter, 1)
+        layout.addWidget(self.splitter, 1)
         session.comparison_changed.connect(self._rebuild)
         for signal in (session.panel_results_changed, session.display_changed,
                        session.scale_changed, session.display_image_changed,
@@ -170,6 +170,9 @@ class ComparisonView(QWidget):
                              None if evaluation is None else evaluation.panels[index])
         show_scale(self.shared_bar, bounds, self.session.display)
         self.shared_bar_view.setVisible(bounds is not None)
+        if evaluation is not None and not self.plot.isVisibleTo(self):
+            total = max(sum(self.splitter.sizes()), 1)
+            self.splitter.setSizes([total * 3 // 5, total * 2 // 5])  # panels stay in view
         self.plot.setVisible(evaluation is not None)
         if evaluation is not None:
             specs = self.session.comparison.panels

@@ -117,7 +117,8 @@ class Controller(QObject):
         self.host.cancel_all()
         request = LoadModelRequest(str(source), None if weights is None else Path(weights),
                                    pretrained, trust)
-        return self._submit(request, _Pending(self._on_model_loaded))
+        self.session.set_status("running", f"Loading {source}")
+        return self._submit(request, _Pending(self._on_model_loaded, self._on_model_failed))
 
     def set_device(self, device: str) -> int:
         """Ask the worker to move the model to ``device``."""
@@ -314,6 +315,10 @@ class Controller(QObject):
         self.session.set_model(result, rulemap)
         self.reporter.info(f"Loaded {result.spec.title}",
                            f"{result.n_parameters:,} parameters on {result.device}")
+
+    def _on_model_failed(self, failure: Failure) -> None:
+        self.reporter.error(failure.title, failure.text, failure.hint)
+        self.session.set_status("failed", failure.text)
 
     def _ask_trust(self, needed: TrustNeeded) -> None:
         imports = list(needed.imports[:MAX_LISTED_IMPORTS])

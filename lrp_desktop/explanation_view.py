@@ -67,7 +67,9 @@ class ExplanationView(CaptionedView):
     def _message(self) -> str:
         session = self.session
         if session.model is None:
-            return "Loading the model..."
+            if session.status.state == "running":
+                return "Loading the model..."
+            return "No model is loaded: choose one (File > Choose model)"
         if session.current_image is None:
             return "Open an image (File > Open) or drop one here"
         if session.current_display is None:

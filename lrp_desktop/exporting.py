@@ -30,6 +30,10 @@ from .heatmap_view import render
 from .session import DisplaySettings, PanelSpec, Session
 
 VIEW_SUFFIXES = (".png",)
+#: Heatmaps in figures and reports are enlarged (by whole pixels) to at least this size.
+FIGURE_PANEL_SIZE = 300
+#: Size of the evaluation plot in exported figures.
+PLOT_SIZE = (480, 300)
 
 
 class ExportError(Exception):
@@ -71,6 +75,12 @@ def _class_name(session: Session, index: int) -> str:
     return names[index] if 0 <= index < len(names) else f"class {index}"
 
 
+def enlarged(picture: np.ndarray, minimum: int = FIGURE_PANEL_SIZE) -> np.ndarray:
+    """Repeat pixels (no smoothing) until the shorter side of ``picture`` reaches ``minimum``."""
+    factor = max(1, -(-minimum // min(picture.shape[:2])))
+    return np.repeat(np.repeat(picture, factor, axis=0), factor, axis=1)
+
+
 @dataclass(frozen=True)
 class RenderedPanel:
     """A comparison panel drawn for export, with its caption."""
@@ -94,8 +104,8 @@ def render_panels(session: Session, bounds: tuple[float, float] | None,
         caption = _panel_caption(session, spec, result)
         if evaluation is not None:
             caption += "; " + scores_note(evaluation.panels[index])
-        rendered.append(RenderedPanel(render(picture, result.relevance[0], display, bounds),
-                                      caption))
+        picture = render(picture, result.relevance[0], display, bounds)
+        rendered.append(RenderedPanel(enlarged(picture), caption))
     return rendered
 
 

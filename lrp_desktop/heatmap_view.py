@@ -101,7 +101,7 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         self.setBackground("w")
         self.view_box = self.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
                                         enableMenu=False)
-        self.view_box.setBackgroundColor((235, 235, 235))
+        self.view_box.setBackgroundColor((246, 246, 246))
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.view_box.addItem(self.image_item)
         self.colorbar = relevance_colorbar()

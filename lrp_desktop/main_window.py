@@ -38,6 +38,7 @@ from .display_controls import DisplayControls
 from .explanation_view import ExplanationView
 from .export_dialog import ExportDialog
 from .exporting import (
+    PLOT_SIZE,
     ExportError,
     copy_view,
     qimage_to_array,
@@ -375,9 +376,11 @@ class MainWindow(QMainWindow):
         if self.session.evaluation is None:
             return None
         plot = self.comparison.plot
-        if plot.width() < 200 or not plot.isVisible():
-            plot.resize(640, 360)
-        return qimage_to_array(plot.grab().toImage())
+        size = plot.size()
+        plot.resize(*PLOT_SIZE)
+        picture = qimage_to_array(plot.grab().toImage())
+        plot.resize(size)
+        return picture
 
     def export(self, kind: str, path: Path) -> list[Path]:
         """Export ``kind`` ("view", "figure", "raw", "report") to ``path``; return the files."""

@@ -17,6 +17,8 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
+from lrp_desktop_core.explain import Method
+
 from .cache import ExplainKey, ExplanationCache, explain_key
 
 #: How the heatmap is shown: the input alone, the coloured relevance alone, or both blended.
@@ -47,7 +49,8 @@ class DisplaySettings:
         One of :data:`MODES`.
     clip_percentile
         Percentile of absolute relevance mapped to the ends of the colour scale (None: the
-        largest value), to keep a few extreme pixels from washing out the rest.
+        largest value), to keep a few extreme pixels from washing out the rest; 99.5 by
+        default.
     layer
         One of :data:`LAYERS`.
     """
@@ -55,7 +58,7 @@ class DisplaySettings:
     cmap: str = "coldnhot"
     opacity: float = 0.6
     mode: str = "signed"
-    clip_percentile: float | None = None
+    clip_percentile: float | None = 99.5
     layer: str = "overlay"
 
 
@@ -311,8 +314,6 @@ class Session(QObject):
 
     def current_method(self) -> Any:
         """Return the ``explain.Method`` of the main view, or None without a rule map."""
-        from lrp_desktop_core.explain import Method
-
         if self.method_kind == "lrp":
             return None if self.rulemap is None else Method("lrp", self.rulemap)
         return Method(self.method_kind, None, self.method_params.get(self.method_kind, {}))
