@@ -15,14 +15,13 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QMessageBox
 
 from lrp_desktop_core.composites import COMPOSITES
-from lrp_desktop_core.explain import METHOD_KINDS, Method
 from lrp_desktop_core.models import DEFAULT_MODEL, demo_samples, list_models
 
 from .controller import Controller
-from .main_window import COMPARISON_TAB, MainWindow
+from .main_window import MainWindow
 from .reporter import Reporter
 from .requests import StructureContext, WorkerContext, describe_error
-from .rule_editing import apply_preset, preset_rulemap
+from .rule_editing import apply_preset
 from .session import Session
 from .settings import Preferences
 from .worker import WorkerHost
@@ -134,18 +133,4 @@ def _apply_start_rules(app: Application, options: StartOptions) -> None:
             app.reporter.error("Unknown composite", f"{options.composite!r} is not a preset.",
                                f"Choose one of {', '.join(COMPOSITES)}.")
     for entry in options.compare:
-        if entry == "current":
-            method = session.current_method()
-        elif entry in COMPOSITES:
-            canonizer = session.rulemap.canonizer if session.rulemap is not None else None
-            method = Method("lrp", preset_rulemap(session.model, entry, canonizer))
-        elif entry in METHOD_KINDS and entry != "lrp":
-            method = Method(entry)
-        else:
-            app.reporter.error("Cannot compare", f"{entry!r} is neither a preset nor a method.",
-                               f"Use 'current', a preset ({', '.join(COMPOSITES)}) or a "
-                               "method (gradient, smoothgrad, integrated_gradients, occlusion).")
-            continue
-        app.controller.add_panel(method)
-    if options.compare:
-        app.window.tabs.setCurrentIndex(COMPARISON_TAB)
+        app.window.compare(entry)

@@ -17,8 +17,9 @@ from typing import Any
 
 from PySide6.QtCore import QObject, QTimer
 
+from lrp_desktop_core.composites import COMPOSITES
 from lrp_desktop_core.evaluate import DEFAULT_REGION_SIZE
-from lrp_desktop_core.explain import Method
+from lrp_desktop_core.explain import METHOD_KINDS, Method
 from lrp_desktop_core.images import IMAGE_SUFFIXES
 
 from .cache import ExplainKey
@@ -37,7 +38,7 @@ from .requests import (
     SkeletonRequest,
     TrustNeeded,
 )
-from .rule_editing import starting_rulemap
+from .rule_editing import preset_rulemap, starting_rulemap
 from .session import ModelInfo, PanelSpec, Session
 from .settings import Preferences
 from .worker import Failure, WorkerHost
@@ -161,13 +162,52 @@ class Controller(QObject):
         self._main = None
         self.refresh()
 
-    def add_panel(self, method: Method, image: Path | None = None) -> None:
+    def add_panel(self, method: Method, image: Path | None = None) -> bool:
         """Add a comparison panel for ``method`` on ``image`` (default: the current image)."""
         image = image if image is not None else self.session.current_image
         if image is None:
             self.reporter.error("Nothing to compare", "No image is open.", "Open an image first.")
-            return
+            return False
         self.session.add_panel(PanelSpec(method, image))
+        return True
+
+    def compare(self, entry: str, image: Path | None = None) -> bool:
+        """Add a comparison panel for ``entry`` and return whether one was added.
+
+        Parameters
+        ----------
+        entry
+            "current" (the main view's method and rules), a preset composite's name (filled in
+            for the model with the current canonizer), or a method kind such as "gradient".
+        image
+            The image; the current one when None.
+        """
+        if self.session.model is None:
+            self.reporter.error("Nothing to compare", "No model is loaded.",
+                                "Choose a model first.")
+            return False
+        try:
+            method = self._comparison_method(entry)
+        except (ValueError, TypeError, RuntimeError) as error:
+            self.reporter.error(f"Cannot compare {entry}", str(error))
+            return False
+        return self.add_panel(method, image)
+
+    def _comparison_method(self, entry: str) -> Method:
+        session = self.session
+        if entry == "current":
+            method = session.current_method()
+            if method is None:
+                raise ValueError("this model has no rule map for LRP")
+            return method
+        if entry in COMPOSITES:
+            canonizer = session.rulemap.canonizer if session.rulemap is not None else None
+            return Method("lrp", preset_rulemap(session.model, entry, canonizer))
+        if entry in METHOD_KINDS and entry != "lrp":
+            return Method(entry, None, session.method_params.get(entry, {}))
+        others = ", ".join(kind for kind in METHOD_KINDS if kind != "lrp")
+        raise ValueError(f"{entry!r} is neither a preset nor a method; use 'current', a preset "
+                         f"({', '.join(COMPOSITES)}) or a method ({others})")
 
     def evaluate(self, region_size: int = DEFAULT_REGION_SIZE, steps: int | None = None
                  ) -> int | None:

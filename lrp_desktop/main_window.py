@@ -27,7 +27,6 @@ from PySide6.QtWidgets import (
 
 from lrp_desktop_core.cmap import CMAPS
 from lrp_desktop_core.composites import COMPOSITES, PRESET_DESCRIPTIONS
-from lrp_desktop_core.explain import Method
 from lrp_desktop_core.images import IMAGE_SUFFIXES
 
 from . import __version__
@@ -55,7 +54,7 @@ from .method_panel import MethodPanel
 from .model_dialog import ModelDialog
 from .prediction_panel import PredictionPanel
 from .reporter import Message, Reporter
-from .rule_editing import load_rules, preset_rulemap, save_rules
+from .rule_editing import load_rules, save_rules
 from .rules_panel import RulesPanel
 from .session import METHOD_TITLES, Session
 from .settings import Preferences
@@ -179,12 +178,12 @@ class MainWindow(QMainWindow):
         for preset in COMPOSITES:
             action = self.preset_menu.addAction(preset)
             action.setToolTip(PRESET_DESCRIPTIONS.get(preset, ""))
-            action.triggered.connect(lambda _=False, preset=preset: self.compare_preset(preset))
+            action.triggered.connect(lambda _=False, preset=preset: self.compare(preset))
         self.method_menu = compare_menu.addMenu("Add &method")
         for kind, title in METHOD_TITLES.items():
             if kind != "lrp":
                 action = self.method_menu.addAction(title)
-                action.triggered.connect(lambda _=False, kind=kind: self.compare_method(kind))
+                action.triggered.connect(lambda _=False, kind=kind: self.compare(kind))
         compare_menu.addActions([a.compare_images, a.clear_comparison])
         compare_menu.addSeparator()
         compare_menu.addActions([a.shared_scale, a.evaluate])
@@ -250,7 +249,7 @@ class MainWindow(QMainWindow):
         a.fit_view.triggered.connect(self.fit_views)
         a.explain.triggered.connect(self.controller.explain_again)
         a.cancel.triggered.connect(self.controller.cancel)
-        a.compare_current.triggered.connect(self.compare_current)
+        a.compare_current.triggered.connect(lambda: self.compare("current"))
         a.compare_images.triggered.connect(self.compare_all_images)
         a.clear_comparison.triggered.connect(s.clear_panels)
         a.shared_scale.toggled.connect(s.set_shared_scale)
@@ -430,42 +429,15 @@ class MainWindow(QMainWindow):
         if self.comparison.panels:
             self.comparison.panels[0].view.fit()
 
-    def compare_current(self) -> None:
-        """Add the main view's configuration as a comparison panel."""
-        method = self.session.current_method()
-        if method is None:
-            self.reporter.error("Nothing to compare", "There is no rule map for this model.")
-            return
-        self.controller.add_panel(method)
-        self.tabs.setCurrentIndex(COMPARISON_TAB)
-
-    def compare_preset(self, preset: str) -> None:
-        """Add a panel with a preset composite filled in for the current model."""
-        model = self.session.model
-        if model is None:
-            return
-        canonizer = self.session.rulemap.canonizer if self.session.rulemap else None
-        try:
-            rulemap = preset_rulemap(model, preset, canonizer)
-        except Exception as error:  # a preset that does not fit this model
-            self.reporter.error(f"The preset {preset} does not fit this model", str(error))
-            return
-        self.controller.add_panel(Method("lrp", rulemap))
-        self.tabs.setCurrentIndex(COMPARISON_TAB)
-
-    def compare_method(self, kind: str) -> None:
-        """Add a panel with a non-LRP attribution method."""
-        self.controller.add_panel(Method(kind, None, self.session.method_params.get(kind, {})))
-        self.tabs.setCurrentIndex(COMPARISON_TAB)
+    def compare(self, entry: str, image: Path | None = None) -> None:
+        """Add a comparison panel ("current", a preset or a method) and show the comparison."""
+        if self.controller.compare(entry, image):
+            self.tabs.setCurrentIndex(COMPARISON_TAB)
 
     def compare_all_images(self) -> None:
         """Add one panel per open image with the current configuration."""
-        method = self.session.current_method()
-        if method is None:
-            return
-        for path in self.session.images:
-            self.controller.add_panel(method, path)
-        self.tabs.setCurrentIndex(COMPARISON_TAB)
+        for path in list(self.session.images):
+            self.compare("current", path)
 
     def evaluate(self) -> None:
         """Compute perturbation curves of every panel."""

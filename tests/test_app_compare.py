@@ -30,7 +30,7 @@ def wait_for_panels(qtbot, app):
 def compared(qtbot, viewer):
     """The viewer with three presets side by side."""
     for preset in PRESETS:
-        viewer.window.compare_preset(preset)
+        viewer.window.compare(preset)
     wait_for_panels(qtbot, viewer)
     return viewer
 
@@ -82,9 +82,9 @@ def test_same_configuration_over_several_images(qtbot, viewer):
 
 def test_other_methods_join_the_comparison(qtbot, viewer):
     viewer.session.set_method_params("smoothgrad", {"n_iter": 2})
-    viewer.window.compare_current()
-    viewer.window.compare_method("gradient")
-    viewer.window.compare_method("smoothgrad")
+    viewer.window.compare("current")
+    viewer.window.compare("gradient")
+    viewer.window.compare("smoothgrad")
     wait_for_panels(qtbot, viewer)
     captions = [panel.caption.text() for panel in viewer.window.comparison.panels]
     assert "LRP" in captions[0] and "Gradient" in captions[1] and "SmoothGrad" in captions[2]
@@ -155,6 +155,13 @@ def test_every_export_format_is_written_and_reads_back(qtbot, compared, tmp_path
     window.actions.copy.trigger()
     assert not QGuiApplication.clipboard().image().isNull()
     assert compared.reporter.errors() == []
+
+
+def test_unknown_comparisons_are_reported(viewer):
+    assert not viewer.controller.compare("lrp_magic")
+    message = viewer.reporter.errors()[-1]
+    assert "lrp_magic" in message.text and "epsilon_plus" in message.text
+    assert viewer.session.comparison.panels == []
 
 
 def test_export_problems_are_reported(qtbot, viewer, tmp_path):
