@@ -13,7 +13,10 @@ compute the same numbers with less work:
   evaluated again;
 * sign-splitting rules (:class:`ZPlus`, :class:`AlphaBeta`, :class:`Gamma`) on linear layers
   leave out the branches that cannot contribute (e.g. the negative part of an input that is
-  nonnegative after a ReLU, or a branch whose gradient is zero everywhere).
+  nonnegative after a ReLU); :class:`Gamma` on such input also lets the layer's own backward pass
+  carry the unmodified part of its weights, so it evaluates the layer only once more.
+
+Tests prove each fast path equal to the general :class:`~.core.BasicHook` computation.
 """
 
 from __future__ import annotations
