@@ -494,6 +494,8 @@ class Gamma(_SignSplitRule):
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
         """Give the module's own backward pass its share of the relevance, or skip it."""
+        if not self.uses_module_backward:
+            return None
         record = self.stored_tensors
         zeroed = zero_bias(self.zero_params)
         if (
