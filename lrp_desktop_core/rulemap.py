@@ -229,6 +229,9 @@ class RuleChoice:
     def __repr__(self) -> str:
         return f"RuleChoice({self.rule!r}, {self.params!r})"
 
+    def __reduce__(self) -> tuple:
+        return RuleChoice, (self.rule, self.params)
+
     def label(self) -> str:
         """Return a short text such as ``"Gamma(gamma=0.25)"`` for tables and captions."""
         shown = ", ".join(
@@ -340,6 +343,9 @@ class RuleMap(Mapping[str, RuleChoice]):
 
     def __repr__(self) -> str:
         return f"RuleMap({len(self)} layers, canonizer={self.canonizer!r}, preset={self.preset!r})"
+
+    def __reduce__(self) -> tuple:
+        return RuleMap, (self._rules, self.canonizer, self.preset)
 
     @classmethod
     def from_preset(

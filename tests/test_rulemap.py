@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 
 import pytest
 import torch
@@ -217,3 +219,10 @@ def test_recommended_uses_the_specs_bounds_and_canonizer(demo_net):
     with pytest.raises(ValueError, match="epsilon_gamma_box"):
         RuleMap.from_preset(demo_net, "epsilon_gamma_box")  # no bounds given
     json.loads(plus.to_json())
+
+
+def test_copies_and_pickles_are_equal(preset_map):
+    for duplicate in (copy.copy, copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
+        again = duplicate(preset_map)
+        assert again == preset_map and again.preset == preset_map.preset
+        assert duplicate(preset_map["features.stage1.conv"]) == preset_map["features.stage1.conv"]
