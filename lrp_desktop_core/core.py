@@ -69,7 +69,7 @@ def stabilize(
     torch.Tensor
         A new tensor with every entry moved away from zero.
     """
-    sign = (input >= 0).to(input.dtype) * 2 - 1
+    sign = input.sign().add_(0.5).sign_()  # +1 for 0 and -0.0
     if norm_scale:
         if dim is None:
             dim = tuple(range(1, input.ndim))
@@ -78,8 +78,8 @@ def stabilize(
         else:
             epsilon = epsilon * input.pow(2).mean(dim=tuple(dim), keepdim=True).sqrt()
     if clip:
-        return sign * torch.clamp(input.abs(), min=epsilon)
-    return input + sign * epsilon
+        return sign.mul_(torch.clamp(input.abs(), min=epsilon))
+    return sign.mul_(epsilon).add_(input)
 
 
 class Stabilizer:
@@ -418,8 +418,26 @@ class Identity(torch.autograd.Function):
         return grad_outputs
 
 
-def _through_identity(tensors: Sequence[torch.Tensor]) -> tuple[torch.Tensor, ...]:
-    outputs = Identity.apply(*tensors)
+class _InputIdentity(torch.autograd.Function):
+    """Identity on a hooked module's inputs: aliases instead of copies.
+
+    Only the hooked module reads these outputs, and an in-place module is fed a copy of them (see
+    :meth:`Hook.pre_forward`), so nothing writes to them and copying would only cost time.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(input.view_as(input) for input in inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return grad_outputs
+
+
+def _through_identity(
+    tensors: Sequence[torch.Tensor], identity: type[torch.autograd.Function] = Identity
+) -> tuple[torch.Tensor, ...]:
+    outputs = identity.apply(*tensors)
     return outputs if isinstance(outputs, tuple) else (outputs,)
 
 
@@ -443,8 +461,9 @@ class _Rejoin(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grad_outputs):
         if ctx.hook.active:
+            # placeholders, replaced by the hook's relevance: expanded scalars cost no memory
             input_grads = tuple(
-                torch.zeros(shape, dtype=dtype, device=device)
+                torch.zeros((), dtype=dtype, device=device).expand(shape)
                 for shape, dtype, device in ctx.input_shapes
             )
         else:
@@ -508,7 +527,7 @@ class Hook(metaclass=_HookMeta):
         if not positions or not torch.is_grad_enabled():
             self._open_calls.append(None)
             return None
-        wrapped = _through_identity([args[index] for index in positions])
+        wrapped = _through_identity([args[index] for index in positions], _InputIdentity)
         connected, fed = list(args), list(args)
         # An in-place module (e.g. ReLU(inplace=True)) would overwrite the stored input: feed it
         # a copy.
@@ -592,12 +611,17 @@ class Hook(metaclass=_HookMeta):
     def _output_hook(self, module, record, grad_inputs, grad_outputs):
         if not self.active:
             return None
+        if not torch.is_grad_enabled():
+            # a gradient seed that is part of the graph (e.g. ``output * mask``) would otherwise
+            # tie the record to the graph in a cycle that is never freed
+            grad_outputs = tuple(None if g is None else g.detach() for g in grad_outputs)
         record["grad_output"] = grad_outputs
         self.stored_tensors = record
         try:
-            return self.pre_backward(module, grad_inputs, grad_outputs)
+            replacement = self.pre_backward(module, grad_inputs, grad_outputs)
         finally:
             self.stored_tensors = {}
+        return replacement if self.uses_module_backward else None
 
     def _input_hook(self, module, record_ref, grad_inputs, grad_outputs):
         record = record_ref()
@@ -615,7 +639,8 @@ class Hook(metaclass=_HookMeta):
 
         The gradient is stored in ``stored_tensors['grad_output']`` before this is called.
         Returning a tuple of tensors (one per hooked output) replaces the gradient that flows into
-        the module's own backward; None (the default) leaves it.
+        the module's own backward; None (the default) leaves it. Where the module's backward is
+        skipped (``uses_module_backward = False``) the return value is not used.
         """
         return None
 
@@ -679,6 +704,11 @@ def _identity(tensor: torch.Tensor) -> torch.Tensor:
 
 def _unmodified(tensor: torch.Tensor, name: str) -> torch.Tensor:
     return tensor
+
+
+def _differentiable(tensor: torch.Tensor) -> torch.Tensor:
+    """Make a modified input that does not depend on the input (e.g. a bound) differentiable."""
+    return tensor if tensor.requires_grad else tensor.detach().requires_grad_()
 
 
 def _sum_of_products(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
@@ -785,7 +815,7 @@ class BasicHook(Hook):
             for branch, (in_mod, out_mod) in enumerate(
                 zip(self.input_modifiers, self.output_modifiers)
             ):
-                inputs = [in_mod(tensor) for tensor in originals]
+                inputs = [_differentiable(in_mod(tensor)) for tensor in originals]
                 call_args = list(args)
                 for index, tensor in zip(positions, inputs):
                     call_args[index] = tensor

@@ -682,7 +682,8 @@ def test_an_attribution_leaves_no_reference_cycle_that_keeps_tensors_alive(
             for _ in range(2):
                 x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
                 output = model(x)
-                torch.autograd.grad(output, x, torch.ones_like(output))
+                # a seed that is part of the graph, as ``output * one_hot`` is
+                torch.autograd.grad(output, x, output * torch.ones_like(output))
                 alive.append(weakref.ref(x))
                 del x, output
         assert [ref() is None for ref in alive] == [True, True]
