@@ -23,7 +23,7 @@ import torch
 from lrp_desktop_core import evaluate
 from lrp_desktop_core.explain import Explanation, Method, explain
 from lrp_desktop_core.images import ImageLoadError, LoadedImage, load_image
-from lrp_desktop_core.models import LoadedModel, demo_mask, load_model
+from lrp_desktop_core.models import LoadedModel, load_model
 from lrp_desktop_core.rulemap import RuleMap
 from lrp_desktop_core.weightfiles import ModelLoadError, archive_imports, pickle_imports
 
@@ -382,7 +382,7 @@ class EvaluateRequest:
                 loaded.model, inputs, relevance, targets, region_size=self.region_size,
                 steps=self.steps, cancel=job.cancelled, progress=share)
             steps = result.steps
-            mask = demo_mask(path)
+            mask = evaluate.object_mask(path, loaded.spec)
             scores = None if mask is None else evaluate.localisation_scores(relevance, mask)
             for row, position in enumerate(positions):
                 curves[position] = PanelCurves(

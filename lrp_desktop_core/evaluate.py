@@ -29,6 +29,7 @@ from PIL import Image
 from torch import nn
 
 from .explain import evaluation_mode, raise_if_cancelled
+from .models import demo_mask
 
 if TYPE_CHECKING:
     from .models import ModelSpec
@@ -382,12 +383,10 @@ def object_mask(image_path: str | Path, spec: ModelSpec) -> np.ndarray | None:
     np.ndarray or None
         Boolean mask of shape ``spec.input_size``, or None where no mask file exists.
     """
-    path = Path(image_path)
-    mask_path = path.with_name(f"{path.stem}_mask.png")
-    if not mask_path.is_file():
+    mask = demo_mask(image_path)
+    if mask is None:
         return None
-    with Image.open(mask_path) as mask:
-        fitted = spec.fit(mask.convert("L"))
+    fitted = spec.fit(Image.fromarray(mask.astype(np.uint8) * 255))
     return np.asarray(fitted) >= 128
 
 
