@@ -204,7 +204,10 @@ ATTRIBUTORS = {
 
 
 @pytest.mark.parametrize("kind", list(ATTRIBUTORS))
+@pytest.mark.parametrize("network", ["custom", "alexnet", "resnet18"], indirect=True)
 def test_attributor_matches_zennit(network, kind):
+    """The attributors repeat the gradient of the preset tests, so vgg11_bn, whose dense layers
+    make every pass slow, adds nothing here."""
     _assert_model_untouched(network)
     class_name, kwargs = ATTRIBUTORS[kind]
     one_hot = _one_hot(network)
