@@ -18,6 +18,7 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from lrp_desktop_core.explain import Method
+from lrp_desktop_core.image import DEFAULT_CLIP_PERCENTILE
 
 from .cache import ExplainKey, ExplanationCache, explain_key
 
@@ -49,8 +50,7 @@ class DisplaySettings:
         One of :data:`MODES`.
     clip_percentile
         Percentile of absolute relevance mapped to the ends of the colour scale (None: the
-        largest value), to keep a few extreme pixels from washing out the rest; 99.5 by
-        default.
+        largest value), to keep a few extreme pixels from washing out the rest.
     layer
         One of :data:`LAYERS`.
     """
@@ -58,7 +58,7 @@ class DisplaySettings:
     cmap: str = "coldnhot"
     opacity: float = 0.6
     mode: str = "signed"
-    clip_percentile: float | None = 99.5
+    clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE
     layer: str = "overlay"
 
 

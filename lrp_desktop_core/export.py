@@ -32,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .explain import Explanation, Method
+from .image import DEFAULT_CLIP_PERCENTILE, overlay
 
 EXPORT_FORMATS = ("png", "npy", "json")
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -128,6 +129,7 @@ def save_explanation(
     record: Mapping[str, Any],
     cmap: str = "coldnhot",
     formats: Sequence[str] = EXPORT_FORMATS,
+    clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE,
 ) -> dict[str, Path]:
     """Write one sample of an explanation: overlay PNG, raw relevance and JSON record.
 
@@ -149,14 +151,14 @@ def save_explanation(
         Colour map of the overlay.
     formats : sequence of str, optional
         Any of "png", "npy", "json".
+    clip_percentile : float, optional
+        Contrast clipping of the overlay (see :func:`.image.overlay`); None uses max|R|.
 
     Returns
     -------
     dict[str, Path]
         The written file per format.
     """
-    from .image import overlay
-
     unknown = sorted(set(formats) - set(EXPORT_FORMATS))
     if unknown:
         choices = ", ".join(EXPORT_FORMATS)
@@ -167,7 +169,8 @@ def save_explanation(
     written: dict[str, Path] = {}
     if "png" in formats:
         written["png"] = folder / f"{stem}.png"
-        Image.fromarray(overlay(display, relevance, cmap=cmap)).save(written["png"])
+        picture = overlay(display, relevance, cmap=cmap, clip_percentile=clip_percentile)
+        Image.fromarray(picture).save(written["png"])
     if "npy" in formats:
         written["npy"] = folder / f"{stem}.npy"
         np.save(written["npy"], relevance.astype(np.float32))

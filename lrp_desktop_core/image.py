@@ -47,6 +47,7 @@ from PIL import Image
 from .cmap import ColorMap, get_cmap
 
 __all__ = [
+    "DEFAULT_CLIP_PERCENTILE",
     "MODES",
     "colorize",
     "get_cmap",
@@ -69,6 +70,9 @@ _SHOWN: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "absolute": np.abs,
 }
 MODES = tuple(_SHOWN)
+#: Percentile of |R| that overlays and exports map to the ends of the colour scale by default,
+#: so that a few extreme pixels do not wash out the rest.
+DEFAULT_CLIP_PERCENTILE = 99.5
 """The display modes of :func:`heatmap_bounds`, :func:`colorize` and :func:`overlay`."""
 
 
