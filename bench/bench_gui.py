@@ -40,7 +40,6 @@ def main(argv=None) -> int:
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841 (kept alive)
     from lrp_desktop.app import build
-    from lrp_desktop.rule_editing import apply_preset
     from lrp_desktop.settings import Preferences
     from lrp_desktop_core.composites import COMPOSITES
     from lrp_desktop_core.models import demo_samples
@@ -93,14 +92,15 @@ def main(argv=None) -> int:
         rounds.append((change, len(ticks)))
         began = time.perf_counter()
         if change == "preset":
-            apply_preset(session, next(presets))
+            app.controller.apply_preset(next(presets))
         elif change == "class":
             session.set_target(next(classes))
         elif change == "image":
             session.set_current_image((session.current_index + 1) % len(session.images))
         else:
             session.set_method_kind(next(methods))
-        wait(lambda: session.explanation_is_current and not app.host.busy, "an explanation")
+        wait(lambda: session.explanation_is_current and not app.host.busy
+             and not app.controller.building_preset, "an explanation")
         durations.append(time.perf_counter() - began)
     timer.stop()
     gaps = [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]

@@ -34,11 +34,12 @@ from .requests import (
     ImageRequest,
     ImageResult,
     LoadModelRequest,
+    PresetRequest,
     SetDeviceRequest,
     SkeletonRequest,
     TrustNeeded,
 )
-from .rule_editing import preset_rulemap, starting_rulemap
+from .rule_editing import current_canonizer, preset_rulemap, starting_rulemap, use_preset
 from .session import ModelInfo, PanelSpec, Session
 from .settings import Preferences
 from .worker import Failure, WorkerHost
@@ -101,10 +102,11 @@ class Controller(QObject):
                        session.device_changed, session.comparison_changed):
             signal.connect(self._refresh_timer.start)
         self._coverage: int | None = None
+        self._preset: int | None = None
         session.rulemap_changed.connect(self._check_rules)
-        structure.finished.connect(self._on_coverage)
-        structure.failed.connect(lambda _id, failure: self.reporter.error(
-            failure.title, failure.text, failure.hint))
+        structure.finished.connect(self._on_structure_result)
+        structure.failed.connect(self._on_structure_failed)
+        structure.cancelled.connect(self._on_structure_cancelled)
         host.finished.connect(self._on_finished)
         host.failed.connect(self._on_failed)
         host.cancelled.connect(self._on_cancelled)
@@ -152,6 +154,29 @@ class Controller(QObject):
         if found:
             self.session.add_images(found)
         return found
+
+    def apply_preset(self, preset: str) -> int | None:
+        """Fill every layer with ``preset``'s rules, keeping the current canonizer.
+
+        The structure thread builds the rule map (on large models this takes too long for the
+        GUI thread); the undoable edit is made when it arrives. Choosing again before then
+        replaces the earlier choice, whose rule map is dropped. Returns the request's id, None
+        (with a message) when no model is loaded.
+        """
+        info = self.session.model
+        if info is None:
+            self.reporter.error("No model to give rules to", "Load a model first.")
+            return None
+        if self._preset is not None:
+            self.structure.cancel(self._preset)
+        self._preset = self.structure.submit(
+            PresetRequest(info.spec, preset, current_canonizer(self.session)))
+        return self._preset
+
+    @property
+    def building_preset(self) -> bool:
+        """True while a chosen preset's rule map is being built."""
+        return self._preset is not None
 
     def cancel(self) -> None:
         """Stop every queued and running computation."""
@@ -351,6 +376,9 @@ class Controller(QObject):
         self._images.clear()
         self._panels.clear()
         self._main = None
+        if self._preset is not None:  # built for the previous model
+            self.structure.cancel(self._preset)
+            self._preset = None
         self.structure.submit(SkeletonRequest(copy.deepcopy(result.skeleton)))
         self.session.set_model(result, rulemap)
         self.reporter.info(f"Loaded {result.spec.title}",
@@ -383,11 +411,26 @@ class Controller(QObject):
         self._coverage = None if rulemap is None else self.structure.submit(
             CoverageRequest(rulemap))
 
-    def _on_coverage(self, request_id: int, result: object) -> None:
+    def _on_structure_result(self, request_id: int, result: object) -> None:
         if isinstance(result, CoverageResult):
             if request_id == self._coverage:
                 self._coverage = None
             self.session.set_coverage(result.fingerprint, result.layers)
+        elif request_id == self._preset:
+            self._preset = None
+            if result.canonizer != current_canonizer(self.session):
+                self.apply_preset(result.preset)  # the canonizer changed meanwhile
+            else:
+                use_preset(self.session, result)
+
+    def _on_structure_failed(self, request_id: int, failure: Failure) -> None:
+        if request_id == self._preset:
+            self._preset = None
+        self.reporter.error(failure.title, failure.text, failure.hint)
+
+    def _on_structure_cancelled(self, request_id: int) -> None:
+        if request_id == self._preset:
+            self._preset = None
 
     def _on_device_set(self, device: str) -> None:
         self.session.set_device(device)

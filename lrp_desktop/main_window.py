@@ -121,7 +121,8 @@ class MainWindow(QMainWindow):
         self.image_list = ImageList(self.session)
         self.prediction = PredictionPanel(self.session)
         self.method_panel = MethodPanel(self.session, self.controller.set_device)
-        self.rules_panel = RulesPanel(self.session, self.reporter, self.actions.apply_rule)
+        self.rules_panel = RulesPanel(self.session, self.reporter, self.actions.apply_rule,
+                                      self.controller.apply_preset)
         self.docks: dict[str, QDockWidget] = {}
         for name, title, widget, area in (
             ("images", "Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea),

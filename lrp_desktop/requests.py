@@ -29,7 +29,7 @@ from lrp_desktop_core.weightfiles import ModelLoadError, archive_imports, pickle
 
 from .cache import ExplainKey, image_identity
 from .devices import check_device
-from .rule_editing import coverage
+from .rule_editing import coverage, preset_rulemap_on
 from .session import ModelInfo
 from .worker import Job, UserFacingError
 
@@ -305,6 +305,30 @@ class CoverageRequest:
         """Walk the skeleton with the rule map's composite."""
         return CoverageResult(self.rulemap.fingerprint(),
                               coverage(context.skeleton, self.rulemap))
+
+
+@dataclass(frozen=True)
+class PresetRequest:
+    """Fill every layer with a preset's rules on the structure thread's skeleton.
+
+    Attributes
+    ----------
+    spec
+        The model's ``ModelSpec`` (input bounds for ZBox).
+    preset
+        The preset composite's name.
+    canonizer
+        The canonizer set the rule map is for.
+    """
+
+    spec: Any
+    preset: str
+    canonizer: str
+    title: str = "Filling in the preset"
+
+    def run(self, context: StructureContext, job: Job) -> RuleMap:
+        """Build the preset's rule map (too slow on large models for the GUI thread)."""
+        return preset_rulemap_on(context.skeleton, self.spec, self.preset, self.canonizer)
 
 
 @dataclass(frozen=True)

@@ -41,8 +41,20 @@ def preset_rulemap(info: ModelInfo, preset: str, canonizer: str | None = None) -
     canonizer
         The canonizer set; the model's recommended one when None.
     """
-    spec = info.spec if canonizer is None else dataclasses.replace(info.spec, canonizer=canonizer)
-    return RuleMap.recommended(info.skeleton, spec, preset)
+    return preset_rulemap_on(info.skeleton, info.spec, preset, canonizer)
+
+
+def preset_rulemap_on(skeleton: Any, spec: Any, preset: str, canonizer: str | None = None
+                      ) -> RuleMap:
+    """Return what ``preset`` gives every layer of ``skeleton``, a model described by ``spec``.
+
+    Parameters
+    ----------
+    canonizer
+        The canonizer set; the spec's when None.
+    """
+    spec = spec if canonizer is None else dataclasses.replace(spec, canonizer=canonizer)
+    return RuleMap.recommended(skeleton, spec, preset)
 
 
 def base_preset(rulemap: RuleMap | None, info: ModelInfo) -> str:
@@ -52,11 +64,25 @@ def base_preset(rulemap: RuleMap | None, info: ModelInfo) -> str:
     return rulemap.preset.removesuffix(EDITED_SUFFIX)
 
 
+def current_canonizer(session: Session) -> str:
+    """Return the canonizer set of the session's rule map, else the model's recommended one."""
+    if session.rulemap is not None:
+        return session.rulemap.canonizer
+    return _model(session).spec.canonizer
+
+
 def apply_preset(session: Session, preset: str) -> None:
-    """Fill every layer with ``preset``'s rules, keeping the current canonizer."""
-    info = _model(session)
-    canonizer = session.rulemap.canonizer if session.rulemap is not None else None
-    edit_rulemap(session, preset_rulemap(info, preset, canonizer), f"apply preset {preset}")
+    """Fill every layer with ``preset``'s rules, keeping the current canonizer.
+
+    This builds the rule map in the calling thread; the viewer builds it on its structure
+    thread instead (``Controller.apply_preset``) and hands it to :func:`use_preset`.
+    """
+    use_preset(session, preset_rulemap(_model(session), preset, current_canonizer(session)))
+
+
+def use_preset(session: Session, rulemap: RuleMap) -> bool:
+    """Make a preset's ready-made rule map the session's, as one undoable edit."""
+    return edit_rulemap(session, rulemap, f"apply preset {rulemap.preset}")
 
 
 def change_canonizer(session: Session, canonizer: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import Qt
@@ -28,7 +29,7 @@ from lrp_desktop_core.rulemap import RULE_CHOICES, RuleChoice
 
 from .reporter import Reporter
 from .rule_delegate import RuleDelegate, rule_combo
-from .rule_editing import apply_preset, apply_rule, base_preset, change_canonizer, choice_for
+from .rule_editing import apply_rule, base_preset, change_canonizer, choice_for
 from .rule_tree import RULE, RuleTreeModel
 from .session import Session
 
@@ -126,10 +127,12 @@ class RulesPanel(QWidget):
         Where rejected edits are explained.
     apply_action
         The "apply rule to selected" command (shared with the menu and its shortcut).
+    choose_preset
+        Called with the name of the preset the user picks (it fills every layer).
     """
 
     def __init__(self, session: Session, reporter: Reporter, apply_action: QAction,
-                 parent: QWidget | None = None) -> None:
+                 choose_preset: Callable[[str], object], parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.reporter = reporter
@@ -141,7 +144,7 @@ class RulesPanel(QWidget):
                                         Qt.ItemDataRole.ToolTipRole)
         self.preset_box.setToolTip("Fill every layer with a preset composite's rules")
         self.preset_box.activated.connect(
-            lambda position: apply_preset(session, self.preset_box.itemData(position)))
+            lambda position: choose_preset(self.preset_box.itemData(position)))
         self.canonizer_box = QComboBox()
         for name in CANONIZERS:
             self.canonizer_box.addItem(name, name)

@@ -7,10 +7,11 @@ import threading
 import numpy as np
 import torch
 from PySide6.QtCore import Qt
-from test_app_support import wait_for_heatmap, wait_idle
+from test_app_support import WAIT_MS, wait_for_heatmap, wait_idle
 
 from lrp_desktop.reporter import Level
 from lrp_desktop.rule_tree import RULE, RULE_PARAMS
+from lrp_desktop_core.rulemap import RuleMap
 
 pytest_plugins = ["test_app_support"]
 
@@ -78,6 +79,40 @@ def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, 
     assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
     wait_for_heatmap(qtbot, viewer)
     assert_model_unchanged(viewer, snapshot)
+
+
+def test_a_preset_is_built_off_the_gui_thread_and_a_superseded_choice_is_dropped(
+        qtbot, viewer, monkeypatch):
+    session = viewer.session
+    builders: list[int] = []
+    recommended = RuleMap.recommended.__func__
+
+    def spy(cls, *args, **kwargs):
+        builders.append(threading.get_ident())
+        return recommended(cls, *args, **kwargs)
+
+    monkeypatch.setattr(RuleMap, "recommended", classmethod(spy))
+    before = session.rulemap
+    heatmap = wait_for_heatmap(qtbot, viewer)
+    depth = session.undo_stack.count()
+    shown: list[str] = []
+    session.rulemap_changed.connect(lambda: shown.append(session.rulemap.preset))
+    box = viewer.window.rules_panel.preset_box
+    box.activated.emit(box.findData("epsilon_alpha2_beta1"))
+    box.activated.emit(box.findData("epsilon_plus"))
+    assert session.rulemap is before and viewer.controller.building_preset
+    qtbot.waitUntil(lambda: not viewer.controller.building_preset, timeout=WAIT_MS)
+    assert shown == ["epsilon_plus"]  # the first choice, superseded, never became the rules
+    assert session.undo_stack.count() == depth + 1
+    assert builders and threading.get_ident() not in builders
+    assert set(builders) <= viewer.structure.worker.thread_idents
+    tree = viewer.window.rules_panel.model
+    assert tree.data(tree.index_of_layer("features.stage1.conv", RULE)) == "ZPlus"
+    assert not np.allclose(heatmap, wait_for_heatmap(qtbot, viewer))
+    session.undo_stack.undo()
+    assert session.rulemap == before
+    session.undo_stack.redo()
+    assert session.rulemap.preset == "epsilon_plus"
 
 
 def test_display_changes_redraw_without_recomputing(qtbot, viewer):
