@@ -445,18 +445,55 @@ class _CallRecord(dict):
     """What a hook keeps of one forward call of its module (a dict that weakrefs can refer to)."""
 
 
+def _storage_of(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _held_storages(record: dict[str, Any], inputs: Sequence[torch.Tensor]) -> set[int]:
+    """The storages of the tensors that a call's inputs, record and module refer to."""
+    module = record["module"]
+    held = [*inputs, *module._parameters.values(), *module._buffers.values()]
+    for value in [*vars(module).values(), *record.values()]:
+        held.extend(value if isinstance(value, tuple) else (value,))
+    return {_storage_of(value) for value in held if isinstance(value, torch.Tensor)}
+
+
+def _is_private_result(tensor: torch.Tensor, foreign_storages: set[int]) -> bool:
+    """Whether a module's output is a fresh result that nothing else refers to or records.
+
+    Such an output (no gradient history, no view, no storage shared with the module's inputs or
+    state) can be joined to the graph as it is; any other output is copied first.
+    """
+    return (
+        not tensor.requires_grad
+        and tensor._base is None
+        and _storage_of(tensor) not in foreign_storages
+    )
+
+
 class _Rejoin(torch.autograd.Function):
     """Join outputs computed from detached inputs back to those inputs in the graph.
 
-    Backward sends zeros to the inputs, to be replaced by the hook's relevance, or, while the hook
-    is inactive, the plain gradient recomputed through the module.
+    A fresh output without gradient history is joined as it is (marked as modified in place);
+    others are copied. Backward sends zeros to the inputs, to be replaced by the hook's relevance,
+    or, while the hook is inactive, the plain gradient recomputed through the module.
     """
 
     @staticmethod
     def forward(ctx, hook, record, count, *tensors):
         ctx.hook, ctx.record, ctx.count = hook, record, count
-        ctx.input_shapes = [(t.shape, t.dtype, t.device) for t in tensors[count:]]
-        return tuple(tensor.clone() for tensor in tensors[:count])
+        inputs = tensors[count:]
+        ctx.input_shapes = [(t.shape, t.dtype, t.device) for t in inputs]
+        held = _held_storages(record, inputs)
+        outputs, adopted = [], []
+        for tensor in tensors[:count]:
+            if _is_private_result(tensor, held):
+                adopted.append(tensor)
+                outputs.append(tensor)
+            else:
+                outputs.append(tensor.clone())
+        ctx.mark_dirty(*adopted)
+        return tuple(outputs)
 
     @staticmethod
     def backward(ctx, *grad_outputs):

@@ -710,3 +710,59 @@ def test_an_in_place_module_does_not_overwrite_the_stored_input(uses_module_back
     pre_activation = model[0](x).detach()
     assert (pre_activation < 0).any()
     torch.testing.assert_close(seen[0], pre_activation)
+
+
+class _SkippingPass(Hook):
+    """Pass the relevance on, skipping the module's own backward."""
+
+    uses_module_backward = False
+
+    def backward(self, module, grad_input, grad_output):
+        return grad_output
+
+
+class _ReturnsBuffer(nn.Module):
+    """A module whose output is a tensor it holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("constant", torch.ones(4, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.constant.expand_as(x).reshape(x.shape) if x.ndim > 1 else self.constant
+
+
+@pytest.mark.parametrize("layer", [nn.Identity(), nn.Flatten(0), nn.ReLU(inplace=True)])
+def test_a_skipped_module_output_shared_with_its_input_is_copied(layer):
+    """An output aliasing the stored input is copied, so an in-place op after it is harmless."""
+    seen = []
+
+    class Recording(_SkippingPass):
+        def backward(self, module, grad_input, grad_output):
+            seen.append(self.stored_tensors["input"][0].detach().clone())
+            return grad_output
+
+    model = nn.Sequential(nn.Linear(4, 4), layer, nn.ReLU(inplace=True), nn.Linear(4, 2)).double()
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    composite = Composite(lambda ctx, name, module: Recording() if name == "1" else None)
+    with composite.context(model):
+        output = model(x)
+        (relevance,) = torch.autograd.grad(output, x, torch.ones_like(output))
+    pre_activation = model[0](x).detach()
+    assert (pre_activation < 0).any()
+    torch.testing.assert_close(seen[0], pre_activation)
+    mask = (layer(pre_activation.clone()) > 0).double()
+    expected = model[0].weight.T @ (mask * model[3].weight.sum(0))
+    torch.testing.assert_close(relevance, expected.detach())
+
+
+def test_a_skipped_module_returning_its_own_tensor_leaves_it_outside_the_graph():
+    module = _ReturnsBuffer()
+    model = nn.Sequential(module, nn.Linear(4, 2).double())
+    x = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    composite = Composite(lambda ctx, name, child: _SkippingPass() if name == "0" else None)
+    with composite.context(model):
+        output = model(x)
+        torch.autograd.grad(output, x, torch.ones_like(output))
+    assert module.constant.grad_fn is None
+    assert torch.equal(module.constant, torch.ones(4, dtype=torch.float64))
