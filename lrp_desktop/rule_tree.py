@@ -190,22 +190,15 @@ class RuleTreeModel(QAbstractItemModel):
         self._on_coverage_changed()
 
     def _on_coverage_changed(self) -> None:
+        """Show new rules and warnings: the rows stay, every view re-reads what it shows.
+
+        One layout change instead of a ``dataChanged`` per group: a tree view answers each
+        ``dataChanged`` by re-measuring every expanded row in its range, which took hundreds of
+        milliseconds on a ResNet-50 with all groups open.
+        """
         self._summarise(self.root)
-        self._changed_below(self.root)
-
-    def _changed_below(self, node: Node) -> None:
-        if not node.children:
-            return
-        parent = self._index_of(node)
-        self.dataChanged.emit(self.index(0, RULE, parent),
-                              self.index(len(node.children) - 1, RULE_PARAMS, parent))
-        for child in node.children:
-            self._changed_below(child)
-
-    def _index_of(self, node: Node) -> QModelIndex:
-        if node is self.root:
-            return QModelIndex()
-        return self.createIndex(node.row, 0, node)
+        self.layoutAboutToBeChanged.emit()
+        self.layoutChanged.emit()
 
     def node(self, index: Index) -> Node:
         """Return the node of ``index`` (the invisible root for an invalid index)."""
