@@ -52,9 +52,26 @@ def image_identity(path: Path) -> tuple[str, int, int]:
     return (str(path), stat.st_size, stat.st_mtime_ns)
 
 
+class _LastFingerprint:
+    """The fingerprint of the rule map asked about last (rule maps are immutable).
+
+    Cache keys are built many times per change for the same rule map, and hashing a large model's
+    map takes over a millisecond.
+    """
+
+    entry: tuple[Any, str] | None = None
+
+    @classmethod
+    def of(cls, rulemap: Any) -> str:
+        entry = cls.entry
+        if entry is None or entry[0] is not rulemap:
+            entry = cls.entry = (rulemap, rulemap.fingerprint())
+        return entry[1]
+
+
 def method_identity(method: Any) -> tuple[str, str | None, str]:
     """Return (kind, rule map fingerprint or None, settings as sorted JSON) of a ``Method``."""
-    rules = None if method.rulemap is None else method.rulemap.fingerprint()
+    rules = None if method.rulemap is None else _LastFingerprint.of(method.rulemap)
     return (method.kind, rules, json.dumps(method.settings(), sort_keys=True, default=str))
 
 
