@@ -163,6 +163,9 @@ class RulesPanel(QWidget):
                                   | QAbstractItemView.EditTrigger.SelectedClicked
                                   | QAbstractItemView.EditTrigger.EditKeyPressed)
         self.tree.setAlternatingRowColors(True)
+        # one line per row: measuring a single row spares asking every row for its size (in
+        # Python) each time the rules change
+        self.tree.setUniformRowHeights(True)
         self.tree.setItemDelegateForColumn(RULE, RuleDelegate(self.tree))
         # sized once per model: sizing to contents on every edit would re-read the whole tree
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
