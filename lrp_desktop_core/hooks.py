@@ -1,0 +1,535 @@
+"""Hooks: how a module's forward calls are recorded and its backward pass is replaced by a rule.
+
+All public names here are part of the reference API and are imported from
+:mod:`lrp_desktop_core.core`. Every forward call of a hooked module keeps its own record, so a
+module used twice in one forward pass gets the relevance of each call; every tensor argument gets
+relevance, and non-tensor arguments pass untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .primitives import ParamMod, Stabilizer, substituted_parameters
+
+__all__ = ["BasicHook", "Hook", "Identity", "RemovableHandle", "RemovableHandleList"]
+
+
+class Identity(torch.autograd.Function):
+    """Identity to add a grad_fn to a tensor, so a backward hook can be applied.
+
+    The outputs are fresh tensors (copies), so an in-place operation on them, such as a following
+    ``ReLU(inplace=True)``, is allowed.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Forward identity: return (copies of) the inputs."""
+        return tuple(input.clone() for input in inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Backward identity: return the output gradients unmodified."""
+        return grad_outputs
+
+
+class _InputIdentity(torch.autograd.Function):
+    """Identity on a hooked module's inputs: aliases instead of copies.
+
+    Only the hooked module reads these outputs, and an in-place module is fed a copy of them (see
+    :meth:`Hook.pre_forward`), so nothing writes to them and copying would only cost time.
+    """
+
+    @staticmethod
+    def forward(ctx, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(input.view_as(input) for input in inputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return grad_outputs
+
+
+def _through_identity(
+    tensors: Sequence[torch.Tensor], identity: type[torch.autograd.Function] = Identity
+) -> tuple[torch.Tensor, ...]:
+    outputs = identity.apply(*tensors)
+    return outputs if isinstance(outputs, tuple) else (outputs,)
+
+
+class _CallRecord(dict):
+    """What a hook keeps of one forward call of its module (a dict that weakrefs can refer to)."""
+
+
+def _storage_of(tensor: torch.Tensor) -> int:
+    return tensor.untyped_storage().data_ptr()
+
+
+def _held_storages(record: dict[str, Any], inputs: Sequence[torch.Tensor]) -> set[int]:
+    """The storages of the tensors that a call's inputs, record and module refer to."""
+    module = record["module"]
+    held = [*inputs, *module._parameters.values(), *module._buffers.values()]
+    for value in [*vars(module).values(), *record.values()]:
+        held.extend(value if isinstance(value, tuple) else (value,))
+    return {_storage_of(value) for value in held if isinstance(value, torch.Tensor)}
+
+
+def _is_private_result(tensor: torch.Tensor, foreign_storages: set[int]) -> bool:
+    """Whether a module's output is a fresh result that nothing else refers to or records.
+
+    Such an output (no gradient history, no view, no storage shared with the module's inputs or
+    state) can be joined to the graph as it is; any other output is copied first.
+    """
+    return (
+        not tensor.requires_grad
+        and tensor._base is None
+        and _storage_of(tensor) not in foreign_storages
+    )
+
+
+class _Rejoin(torch.autograd.Function):
+    """Join outputs computed from detached inputs back to those inputs in the graph.
+
+    A fresh output without gradient history is joined as it is (marked as modified in place);
+    others are copied. Backward sends zeros to the inputs, to be replaced by the hook's relevance,
+    or, while the hook is inactive, the plain gradient recomputed through the module.
+    """
+
+    @staticmethod
+    def forward(ctx, hook, record, count, *tensors):
+        ctx.hook, ctx.record, ctx.count = hook, record, count
+        inputs = tensors[count:]
+        ctx.input_shapes = [(t.shape, t.dtype, t.device) for t in inputs]
+        held = _held_storages(record, inputs)
+        outputs, adopted = [], []
+        for tensor in tensors[:count]:
+            if _is_private_result(tensor, held):
+                adopted.append(tensor)
+                outputs.append(tensor)
+            else:
+                outputs.append(tensor.clone())
+        ctx.mark_dirty(*adopted)
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx, *grad_outputs):
+        if ctx.hook.active:
+            # placeholders, replaced by the hook's relevance: expanded scalars cost no memory
+            input_grads = tuple(
+                torch.zeros((), dtype=dtype, device=device).expand(shape)
+                for shape, dtype, device in ctx.input_shapes
+            )
+        else:
+            input_grads = ctx.hook.plain_input_gradients(ctx.record, grad_outputs)
+        return (None, None, None, *grad_outputs, *input_grads)
+
+
+class _HookMeta(type):
+    """Record each hook's constructor arguments so that ``copy()`` works for every subclass."""
+
+    def __call__(cls, *args, **kwargs):
+        instance = super().__call__(*args, **kwargs)
+        instance._init_arguments = (args, kwargs)
+        return instance
+
+
+class Hook(metaclass=_HookMeta):
+    """Base class for hooks to be used to compute layer-wise attributions.
+
+    A hook sees every forward call of its module. For each call it routes the tensor arguments and
+    the tensor outputs through :class:`Identity`, whose gradient nodes call :meth:`pre_backward`
+    with the gradient arriving at the outputs and :meth:`backward` with the gradient arriving at
+    the inputs. Each call keeps its own record (``stored_tensors`` while the call's methods run),
+    so a module used several times in one forward pass is handled call by call.
+
+    Attributes
+    ----------
+    active : bool
+        While False (see :meth:`Composite.inactive`), the plain gradient flows.
+    stored_tensors : dict
+        The record of the call whose forward or backward is being handled.
+    uses_module_backward : bool
+        Class attribute. True (the default) lets the gradient flow through the module's own
+        backward to the inputs, where :meth:`backward` receives it as ``grad_input``. A hook whose
+        :meth:`backward` never reads ``grad_input`` sets it to False: the module then computes on
+        detached inputs and its own backward is skipped, which saves the time of a plain backward
+        pass through the layer.
+    """
+
+    uses_module_backward = True
+
+    def __init__(self) -> None:
+        self.active = True
+        self.stored_tensors: dict[str, Any] = {}
+        self._open_calls: list[dict[str, Any] | None] = []
+
+    def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict):
+        """Apply an Identity to the tensor inputs so that a backward hook sees their gradient.
+
+        Returns
+        -------
+        tuple or None
+            The new ``(args, kwargs)``; None (nothing changes) when no tensor input requires a
+            gradient or gradients are disabled.
+        """
+        positions = [
+            index
+            for index, arg in enumerate(args)
+            if isinstance(arg, torch.Tensor) and arg.requires_grad
+        ]
+        if not positions or not torch.is_grad_enabled():
+            self._open_calls.append(None)
+            return None
+        wrapped = _through_identity([args[index] for index in positions], _InputIdentity)
+        connected, fed = list(args), list(args)
+        # An in-place module (e.g. ReLU(inplace=True)) would overwrite the stored input: feed it
+        # a copy.
+        in_place = getattr(module, "inplace", False) is True
+        for index, tensor in zip(positions, wrapped):
+            connected[index] = tensor
+            fed_tensor = tensor if self.uses_module_backward else tensor.detach()
+            fed[index] = fed_tensor.clone() if in_place else fed_tensor
+        record = _CallRecord(
+            positions=positions, input=tuple(connected), kwargs=kwargs, module=module
+        )
+        self._open_calls.append(record)
+        # The input node only refers to the record weakly: the record holds the node's outputs,
+        # and a strong reference would make a cycle through the graph that is never freed. The
+        # output side, downstream, keeps the record alive as long as the graph lives.
+        wrapped[0].grad_fn.register_hook(
+            functools.partial(self._input_hook, module, weakref.ref(record))
+        )
+        return tuple(fed), kwargs
+
+    def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output):
+        """Route the tensor outputs through an Identity and call :meth:`forward`.
+
+        Returns
+        -------
+        torch.Tensor or tuple or None
+            The new output, or None if this call is not hooked.
+        """
+        record = self._open_calls.pop() if self._open_calls else None
+        if record is None:
+            return None
+        outputs = output if isinstance(output, tuple) else (output,)
+        out_positions = [
+            index
+            for index, value in enumerate(outputs)
+            if isinstance(value, torch.Tensor)
+            and (value.requires_grad or not self.uses_module_backward and value.is_floating_point())
+        ]
+        if not out_positions:
+            return None
+        self.stored_tensors = record
+        self.forward(module, record["input"], kwargs, output)
+        self.stored_tensors = {}
+        hooked = [outputs[index] for index in out_positions]
+        if self.uses_module_backward:
+            wrapped = _through_identity(hooked)
+        else:
+            inputs = [record["input"][index] for index in record["positions"]]
+            wrapped = _Rejoin.apply(self, record, len(hooked), *hooked, *inputs)
+            wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+        wrapped[0].grad_fn.register_hook(functools.partial(self._output_hook, module, record))
+        new_outputs = list(outputs)
+        for index, tensor in zip(out_positions, wrapped):
+            new_outputs[index] = tensor
+        return tuple(new_outputs) if isinstance(output, tuple) else new_outputs[0]
+
+    def plain_input_gradients(self, record: dict[str, Any], grad_outputs) -> tuple:
+        """The plain gradient of a call's outputs with respect to its hooked inputs.
+
+        Used where the module's own backward was skipped (``uses_module_backward = False``) but
+        the plain gradient is asked for, i.e. while the hook is inactive.
+        """
+        module, args = record["module"], list(record["input"])
+        positions = record["positions"]
+        with torch.enable_grad():
+            inputs = [args[index].detach().requires_grad_() for index in positions]
+            for index, tensor in zip(positions, inputs):
+                args[index] = tensor
+            output = module.forward(*args, **record["kwargs"])
+            outputs = output if isinstance(output, tuple) else (output,)
+            hooked = [value for value in outputs if isinstance(value, torch.Tensor)]
+            pairs = [(out, grad) for out, grad in zip(hooked, grad_outputs) if grad is not None]
+            return torch.autograd.grad(
+                [out for out, _ in pairs],
+                inputs,
+                [grad for _, grad in pairs],
+                allow_unused=True,
+                create_graph=torch.is_grad_enabled(),
+            )
+
+    def _output_hook(self, module, record, grad_inputs, grad_outputs):
+        if not self.active:
+            return None
+        if not torch.is_grad_enabled():
+            # a gradient seed that is part of the graph (e.g. ``output * mask``) would otherwise
+            # tie the record to the graph in a cycle that is never freed
+            grad_outputs = tuple(None if g is None else g.detach() for g in grad_outputs)
+        record["grad_output"] = grad_outputs
+        self.stored_tensors = record
+        try:
+            replacement = self.pre_backward(module, grad_inputs, grad_outputs)
+        finally:
+            self.stored_tensors = {}
+        return replacement if self.uses_module_backward else None
+
+    def _input_hook(self, module, record_ref, grad_inputs, grad_outputs):
+        record = record_ref()
+        if not self.active or record is None or "grad_output" not in record:
+            return None
+        self.stored_tensors = record
+        try:
+            relevance = self.backward(module, grad_outputs, record["grad_output"])
+        finally:
+            self.stored_tensors = {}
+        return tuple(relevance) if relevance is not None else None
+
+    def pre_backward(self, module: nn.Module, grad_input, grad_output):
+        """Called with the gradient arriving at the module's outputs.
+
+        The gradient is stored in ``stored_tensors['grad_output']`` before this is called.
+        Returning a tuple of tensors (one per hooked output) replaces the gradient that flows into
+        the module's own backward; None (the default) leaves it. Where the module's backward is
+        skipped (``uses_module_backward = False``) the return value is not used.
+        """
+        return None
+
+    def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        """Hook applied during the forward pass, once per call (nothing by default)."""
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Hook applied during the backward pass.
+
+        Parameters
+        ----------
+        module : torch.nn.Module
+            The module to which this hook is attached.
+        grad_input : tuple of torch.Tensor
+            The gradient arriving at each hooked tensor input.
+        grad_output : tuple of torch.Tensor
+            The gradient that arrived at each hooked output.
+
+        Returns
+        -------
+        tuple of torch.Tensor or None
+            New gradients for the hooked inputs, or None to keep them (the default).
+        """
+        return None
+
+    def copy(self) -> Hook:
+        """Return an independent hook built with the same constructor arguments."""
+        args, kwargs = getattr(self, "_init_arguments", ((), {}))
+        return type(self)(*args, **kwargs)
+
+    def remove(self) -> None:
+        """Switch the hook off for good and drop every reference to stored tensors.
+
+        Gradient nodes of a graph built while the hook was registered keep calling it; once
+        removed, it lets the plain gradient through there.
+        """
+        self.active = False
+        self.stored_tensors = {}
+        self._open_calls.clear()
+
+    def register(self, module: nn.Module) -> RemovableHandleList:
+        """Register this hook's forward hooks to ``module``.
+
+        Returns
+        -------
+        RemovableHandleList
+            Handles that remove the hooks and the stored tensors.
+        """
+        return RemovableHandleList(
+            [
+                RemovableHandle(self),
+                module.register_forward_pre_hook(self.pre_forward, with_kwargs=True),
+                module.register_forward_hook(self.post_forward, with_kwargs=True),
+            ]
+        )
+
+
+def _identity(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
+
+
+def _unmodified(tensor: torch.Tensor, name: str) -> torch.Tensor:
+    return tensor
+
+
+def _differentiable(tensor: torch.Tensor) -> torch.Tensor:
+    """Make a modified input that does not depend on the input (e.g. a bound) differentiable."""
+    return tensor if tensor.requires_grad else tensor.detach().requires_grad_()
+
+
+def _sum_of_products(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+    return functools.reduce(torch.add, (x * g for x, g in zip(inputs, gradients)))
+
+
+class BasicHook(Hook):
+    """A hook computing the layer-wise relevance of its module from modified forward passes.
+
+    For every branch ``k`` (one per input modifier), the module is evaluated on the modified input
+    ``x_k = input_modifiers[k](x)`` with parameters modified by ``param_modifiers[k]`` and output
+    modified by ``output_modifiers[k]``, giving ``z_k``. The gradient mapper turns the relevance
+    arriving at the output into one output gradient per branch, the gradient of each ``z_k`` with
+    respect to ``x_k`` is taken, and the reducer combines inputs and gradients into the relevance of
+    the input. Modules with several tensor inputs get the relevance of each of them.
+
+    Parameters
+    ----------
+    input_modifiers : list[callable], optional
+        ``(input) -> tensor``, one per branch; default one identity branch.
+    param_modifiers : list[ParamMod or callable], optional
+        ``ParamMod`` or ``(tensor, name) -> tensor``, one per branch; default unmodified.
+    output_modifiers : list[callable], optional
+        ``(output) -> tensor``, one per branch; default the identity.
+    gradient_mapper : callable, optional
+        ``(out_grad, outputs) -> list`` of one gradient per branch; default
+        ``out_grad / stabilizer(output)`` for each output.
+    reducer : callable, optional
+        ``(inputs, gradients) -> tensor``; default ``sum(input * gradient)``.
+    stabilizer : callable or float, optional
+        The stabilizer of the default gradient mapper (see :meth:`Stabilizer.ensure`).
+    """
+
+    uses_module_backward = False
+
+    def __init__(
+        self,
+        input_modifiers: Sequence[Callable] | None = None,
+        param_modifiers: Sequence[ParamMod | Callable] | None = None,
+        output_modifiers: Sequence[Callable] | None = None,
+        gradient_mapper: Callable | None = None,
+        reducer: Callable | None = None,
+        stabilizer: float | Callable = 1e-6,
+    ) -> None:
+        super().__init__()
+        given = [mods for mods in (input_modifiers, param_modifiers, output_modifiers) if mods]
+        branches = len(given[0]) if given else 1
+        if any(len(mods) != branches for mods in given):
+            raise ValueError(
+                "input_modifiers, param_modifiers and output_modifiers must have the same length "
+                f"(one entry per branch); got {[len(mods) for mods in given]}."
+            )
+        self.input_modifiers = list(input_modifiers or [_identity] * branches)
+        self.param_modifiers = [
+            ParamMod.ensure(mod) for mod in (param_modifiers or [_unmodified] * branches)
+        ]
+        self.output_modifiers = list(output_modifiers or [_identity] * branches)
+        self.stabilizer = Stabilizer.ensure(stabilizer)
+        self.gradient_mapper = gradient_mapper or self._stabilized_ratio
+        self.reducer = reducer or _sum_of_products
+        self._param_cache: dict[int, tuple[dict[str, torch.Tensor], tuple, dict]] = {}
+
+    def _stabilized_ratio(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
+        return [out_grad / self.stabilizer(output) for output in outputs]
+
+    def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
+        """Store the call's output (its inputs and keyword arguments are stored already)."""
+        self.stored_tensors["output"] = output
+
+    def modified_parameters(self, branch: int, module: nn.Module) -> dict[str, torch.Tensor]:
+        """Return the parameters of ``branch``, computed once while the parameters are unchanged."""
+        param_mod = self.param_modifiers[branch]
+        names = param_mod._keys(module)
+        current = {name: getattr(module, name, None) for name in names}
+        versions = tuple(
+            (name, value._version) for name, value in current.items() if value is not None
+        )
+        cached = self._param_cache.get(branch)
+        if (
+            cached is not None
+            and cached[1] == versions
+            and all(cached[0].get(name) is value for name, value in current.items())
+        ):
+            return cached[2]
+        original, modified = param_mod.state_dicts(module)
+        self._param_cache[branch] = (original, versions, modified)
+        return modified
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Compute the relevance of every hooked input of the call."""
+        record = self.stored_tensors
+        if grad_output[0] is None:
+            return None
+        args, kwargs = record["input"], record["kwargs"]
+        positions = record["positions"]
+        create_graph = torch.is_grad_enabled()
+
+        def prepared(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor if create_graph else tensor.detach().requires_grad_()
+
+        originals = [prepared(args[index]) for index in positions]
+        branch_inputs, outputs = [], []
+        with torch.enable_grad():
+            for branch, (in_mod, out_mod) in enumerate(
+                zip(self.input_modifiers, self.output_modifiers)
+            ):
+                inputs = [_differentiable(in_mod(tensor)) for tensor in originals]
+                call_args = list(args)
+                for index, tensor in zip(positions, inputs):
+                    call_args[index] = tensor
+                with substituted_parameters(module, self.modified_parameters(branch, module)):
+                    outputs.append(out_mod(module.forward(*call_args, **kwargs)))
+                branch_inputs.append(inputs)
+            gradients = self.gradient_mapper(grad_output[0], outputs)
+            flat_inputs = [tensor for inputs in branch_inputs for tensor in inputs]
+            flat_gradients = torch.autograd.grad(
+                outputs,
+                flat_inputs,
+                grad_outputs=list(gradients),
+                create_graph=create_graph,
+                allow_unused=True,
+            )
+        count = len(positions)
+        relevance = []
+        for position in range(count):
+            inputs = [branch[position] for branch in branch_inputs]
+            grads = [
+                torch.zeros_like(tensor) if grad is None else grad
+                for tensor, grad in zip(inputs, flat_gradients[position::count])
+            ]
+            relevance.append(self.reducer(inputs, grads))
+        return tuple(relevance)
+
+    def remove(self) -> None:
+        """Drop stored tensors and cached parameters."""
+        super().remove()
+        self._param_cache.clear()
+
+
+class RemovableHandle:
+    """Create a weak reference to call ``.remove`` on some instance.
+
+    Parameters
+    ----------
+    instance : object
+        The object whose ``remove`` is called by :meth:`remove`, if it still exists.
+    """
+
+    def __init__(self, instance: Any) -> None:
+        self.instance_ref = weakref.ref(instance)
+
+    def remove(self) -> None:
+        """Call remove on the weakly referenced instance if it still exists."""
+        instance = self.instance_ref()
+        if instance is not None:
+            instance.remove()
+
+
+class RemovableHandleList(list):
+    """A list of handles with the ability to call remove on all of its members."""
+
+    def remove(self) -> None:  # type: ignore[override] - deliberately shadows list.remove
+        """Call remove on every member, last first, and empty the list."""
+        for handle in reversed(self):
+            handle.remove()
+        self.clear()
