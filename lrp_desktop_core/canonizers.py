@@ -17,8 +17,9 @@ Examples
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -48,6 +49,12 @@ class Canonizer(ABC):
     the model exactly.
     """
 
+    def _registered_copy(self, *args: Any) -> list[Canonizer]:
+        """Register a copy of this canonizer with ``args``; returns it in a list."""
+        instance = self.copy()
+        instance.register(*args)
+        return [instance]
+
     @abstractmethod
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
         """Apply this canonizer to ``root_module`` and its children.
@@ -74,6 +81,23 @@ class Canonizer(ABC):
     def copy(self) -> Canonizer:
         """Return a fresh, unregistered canonizer with the same settings."""
         return type(self)()
+
+
+def _all_or_none(applications: Iterable[Callable[[], list[Canonizer]]]) -> list[Canonizer]:
+    """Run each application in turn and gather the instances it applied.
+
+    If one fails, every instance applied so far is removed, last first, and the error is raised:
+    a model is either fully canonized or left as it was.
+    """
+    instances: list[Canonizer] = []
+    try:
+        for application in applications:
+            instances.extend(application())
+    except BaseException:
+        for instance in reversed(instances):
+            instance.remove()
+        raise
+    return instances
 
 
 class _AttributeOverride:
@@ -169,17 +193,11 @@ class MergeBatchNorm(Canonizer):
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
         """Merge every pair found by :meth:`merge_pairs`; returns one instance per pair."""
-        instances: list[Canonizer] = []
-        try:
-            for linears, batch_norm in list(self.merge_pairs(root_module)):
-                instance = self.copy()
-                instance.register(linears, batch_norm)
-                instances.append(instance)
-        except BaseException:
-            for instance in reversed(instances):
-                instance.remove()
-            raise
-        return instances
+        pairs = list(self.merge_pairs(root_module))
+        return _all_or_none(
+            functools.partial(self._registered_copy, linears, batch_norm)
+            for linears, batch_norm in pairs
+        )
 
     def register(self, linears: Sequence[nn.Module], batch_norm: nn.Module) -> None:
         """Merge ``batch_norm`` into every layer of ``linears``.
@@ -369,19 +387,14 @@ class AttributeCanonizer(Canonizer):
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
         """Override the attributes of every module the attribute map selects."""
-        instances: list[Canonizer] = []
-        try:
+
+        def overrides() -> Iterator[Callable[[], list[Canonizer]]]:
             for name, module in list(root_module.named_modules()):
                 attributes = self.attribute_map(name, module)
                 if attributes:
-                    instance = self.copy()
-                    instance.register(module, attributes)
-                    instances.append(instance)
-        except BaseException:
-            for instance in reversed(instances):
-                instance.remove()
-            raise
-        return instances
+                    yield functools.partial(self._registered_copy, module, attributes)
+
+        return _all_or_none(overrides())
 
     def register(self, module: nn.Module, attributes: dict[str, Any]) -> None:
         """Set ``attributes`` on ``module``, remembering what was there."""
@@ -423,15 +436,9 @@ class CompositeCanonizer(Canonizer):
 
     def apply(self, root_module: nn.Module) -> list[Canonizer]:
         """Apply each canonizer in order; returns all their registered instances, in order."""
-        instances: list[Canonizer] = []
-        try:
-            for canonizer in self.canonizers:
-                instances.extend(canonizer.apply(root_module))
-        except BaseException:
-            for instance in reversed(instances):
-                instance.remove()
-            raise
-        return instances
+        return _all_or_none(
+            functools.partial(canonizer.apply, root_module) for canonizer in self.canonizers
+        )
 
     def register(self, *args: Any, **kwargs: Any) -> None:
         """Not supported: a CompositeCanonizer is used through :meth:`apply`."""
