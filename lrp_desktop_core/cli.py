@@ -93,9 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--weights", type=Path, help="weights file for --model NAME")
     model.add_argument(
-        "--pretrained",
+        "--random-weights",
         action="store_true",
-        help="use (and if needed download) torchvision's pretrained weights",
+        help="explain a torchvision architecture with random weights instead of its pretrained "
+        "ones (which are used by default, from the torch hub cache or downloaded once)",
     )
     model.add_argument(
         "--trust",
@@ -286,7 +287,8 @@ def _device(text: str) -> torch.device:
 
 def _load_model(args: argparse.Namespace) -> LoadedModel:
     try:
-        return load_model(args.model, args.weights, pretrained=args.pretrained, trust=args.trust)
+        pretrained = args.weights is None and not args.random_weights
+        return load_model(args.model, args.weights, pretrained=pretrained, trust=args.trust)
     except ModelLoadError as error:
         raise UsageError(str(error)) from None
 

@@ -339,8 +339,8 @@ def download_weights(
         partial.unlink(missing_ok=True)
         raise ModelLoadError(
             f"Could not download {url} ({error}). If this computer is offline, download that file "
-            f"elsewhere and put it here: {destination} . Or give a weights file instead: "
-            "load_model(name, weights='path/to/weights.pth')."
+            f"elsewhere and put it here: {destination} . Or give a weights file instead (--weights "
+            "on the command line, weights= in load_model)."
         ) from error
     if expected and not digest.hexdigest().startswith(expected.group(1)):
         partial.unlink(missing_ok=True)

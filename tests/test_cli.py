@@ -199,3 +199,26 @@ def test_folder_stems_are_unique(tmp_path):
     assert [stem for _, stem in found] == ["a__x", "b__x"]
     doubled = collect_images([tmp_path / "a" / "x.png", tmp_path / "b" / "x.png"])
     assert [stem for _, stem in doubled] == ["x", "x-2"]
+
+
+def test_torchvision_models_use_pretrained_weights_unless_asked_otherwise(
+    samples, tmp_path, monkeypatch, capsys
+):
+    from lrp_desktop_core import models
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    attempts = []
+
+    def offline(url, destination, progress=None):
+        attempts.append(url)
+        raise models.ModelLoadError(f"Could not download {url}; put it here: {destination}")
+
+    monkeypatch.setattr(models, "download_weights", offline)
+    image = str(first_image(samples))
+    code = main([image, "--model", "squeezenet1_1", "--out", str(tmp_path / "a"), "--quiet"])
+    assert code == 2 and len(attempts) == 1
+    assert "squeezenet1_1" in attempts[0] and str(tmp_path / "hub") in capsys.readouterr().err
+    code = main([image, "--model", "squeezenet1_1", "--random-weights",
+                 "--out", str(tmp_path / "b"), "--quiet"])
+    assert code == 0 and len(attempts) == 1
+    assert (tmp_path / "b" / f"{Path(image).stem}.npy").is_file()
