@@ -22,13 +22,33 @@ Tests prove each fast path equal to the general :class:`~.core.BasicHook` comput
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .core import BasicHook, Hook, ParamMod, expand, substituted_parameters
-from .types import Linear
+from .core import Hook, ParamMod, expand, substituted_parameters
+from .fast_paths import (
+    FastPathRule,
+    ProportionalRule,
+    SignSplitRule,
+    bias_like,
+    differentiable_copy,
+    gradient_only,
+    negative_part,
+    ones_input,
+    positive_part,
+    unchanged_input,
+)
+from .modifiers import (
+    ClampMod,
+    GammaMod,
+    NoMod,
+    ZeroParams,
+    ones_param,
+    squared_param,
+    zero_bias,
+)
 
 __all__ = [
     "RULE_DESCRIPTIONS",
@@ -50,256 +70,8 @@ __all__ = [
     "zero_bias",
 ]
 
-ZeroParams = str | Sequence[str] | None
 
-
-def zero_bias(zero_params: ZeroParams = None) -> list[str]:
-    """Return ``zero_params`` as a list with ``'bias'`` added.
-
-    Parameters
-    ----------
-    zero_params : str or list of str, optional
-        Parameter names that are already to be treated as zero.
-
-    Returns
-    -------
-    list of str
-        The names, ending with ``'bias'``.
-    """
-    if zero_params is None:
-        names: list[str] = []
-    elif isinstance(zero_params, str):
-        names = [zero_params]
-    else:
-        names = list(zero_params)
-    return names + ["bias"]
-
-
-class NoMod(ParamMod):
-    """A parameter modifier that leaves the parameters unchanged (apart from ``zero_params``).
-
-    Parameters
-    ----------
-    **kwargs
-        ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
-    """
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(_unchanged_param, **kwargs)
-
-
-class ClampMod(ParamMod):
-    """A parameter modifier that clamps the parameters to ``[min, max]``.
-
-    Parameters
-    ----------
-    min, max : float, optional
-        The bounds; None leaves that side open. ``min=0.`` keeps the positive part.
-    **kwargs
-        ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
-    """
-
-    def __init__(self, min: float | None = None, max: float | None = None, **kwargs) -> None:  # noqa: A002
-        def clamp(param: torch.Tensor, name: str) -> torch.Tensor:
-            return param.clamp(min=min, max=max)
-
-        super().__init__(clamp, **kwargs)
-
-
-class GammaMod(ParamMod):
-    """A parameter modifier that adds ``gamma`` times the clamped parameters to the parameters.
-
-    Parameters
-    ----------
-    gamma : float, optional
-        The factor of the added part.
-    min, max : float, optional
-        The clamping bounds of the added part; ``min=0.`` adds the positive part.
-    **kwargs
-        ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
-    """
-
-    def __init__(
-        self,
-        gamma: float = 0.25,
-        min: float | None = None,  # noqa: A002
-        max: float | None = None,  # noqa: A002
-        **kwargs,
-    ) -> None:
-        def add_gamma_part(param: torch.Tensor, name: str) -> torch.Tensor:
-            return param + gamma * param.clamp(min=min, max=max)
-
-        super().__init__(add_gamma_part, **kwargs)
-
-
-def _unchanged_param(param: torch.Tensor, name: str) -> torch.Tensor:
-    return param
-
-
-def _ones_param(param: torch.Tensor, name: str) -> torch.Tensor:
-    return torch.ones_like(param)
-
-
-def _squared_param(param: torch.Tensor, name: str) -> torch.Tensor:
-    return param * param
-
-
-def _positive(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-    return input.clamp(min=0)
-
-
-def _negative(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-    return input.clamp(max=0)
-
-
-def _unchanged(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-    return input
-
-
-def _differentiable(tensor: torch.Tensor) -> torch.Tensor:
-    """Return a fresh tensor that requires a gradient, for an input that does not depend on x."""
-    return tensor.detach().clone().requires_grad_()
-
-
-def _ones_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-    return _differentiable(torch.ones_like(input))
-
-
-def _gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
-    return gradients[0]
-
-
-def _bias_like(module: nn.Module, bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """Shape a linear layer's bias to broadcast over its output (channels last for nn.Linear)."""
-    if isinstance(module, nn.Linear):
-        return bias
-    return bias.view(-1, *(1,) * (output.dim() - 2))
-
-
-class _Rule(BasicHook):
-    """A BasicHook rule with an optional fast path that computes the same relevance faster.
-
-    Subclasses say when their fast path applies (``_fast_path_applies``) and compute it
-    (``_fast_relevance``); otherwise the general :meth:`BasicHook.backward` runs.
-    """
-
-    def backward(self, module: nn.Module, grad_input, grad_output):
-        """Return the relevance of the call's inputs, through the fast path where it applies."""
-        if grad_output[0] is not None and self._fast_path_applies(module):
-            return self._fast_relevance(module, grad_input, grad_output)
-        return super().backward(module, grad_input, grad_output)
-
-    def _fast_path_applies(self, module: nn.Module) -> bool:
-        return False
-
-    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
-        raise NotImplementedError
-
-
-class _ProportionalRule(_Rule):
-    """A rule ``R_i = x_i sum_j (dz_j / dx_i) R_j / s(z_j)`` with unmodified parameters.
-
-    The fast path divides the arriving relevance by the stabilized stored output before the
-    module's own backward pass and multiplies its result by the input: no second evaluation.
-    """
-
-    def _fast_path_applies(self, module: nn.Module) -> bool:
-        return self.uses_module_backward and isinstance(
-            self.stored_tensors.get("output"), torch.Tensor
-        )
-
-    def pre_backward(self, module: nn.Module, grad_input, grad_output):
-        """Scale the arriving relevance by ``1 / s(z)`` for the module's own backward pass."""
-        if grad_output[0] is None or not self._fast_path_applies(module):
-            return None
-        return (grad_output[0] / self.stabilizer(self.stored_tensors["output"]),)
-
-    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
-        args = self.stored_tensors["input"]
-        return tuple(
-            None if gradient is None else args[index] * gradient
-            for index, gradient in zip(self.stored_tensors["positions"], grad_input)
-        )
-
-
-class _SignSplitRule(_Rule):
-    """A rule whose branches split the input by sign, with the reducer a sum of products.
-
-    On linear layers (:data:`~.types.Linear`) a branch whose modified input is zero everywhere and
-    whose modified bias is zero has output zero and contributes no relevance: the fast path leaves
-    it out, which halves the work for the nonnegative input that follows a ReLU. Branches listed
-    in ``output_only_branches`` evaluate the layer as it is, only for their output: the fast path
-    takes the stored output for them.
-    """
-
-    uses_module_backward = False
-    output_only_branches: tuple[int, ...] = ()
-
-    def _fast_path_applies(self, module: nn.Module) -> bool:
-        record = self.stored_tensors
-        return (
-            isinstance(module, Linear)
-            and len(record["positions"]) == 1
-            and isinstance(record.get("output"), torch.Tensor)
-            and not torch.is_grad_enabled()
-        )
-
-    def _branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor | None]:
-        """Each branch's modified input, None where it is zero everywhere."""
-        nonnegative = not bool((x < 0).any())
-        known = {_unchanged: x, _positive: x, _negative: None} if nonnegative else {}
-        for modifier in self.input_modifiers:
-            if modifier not in known:
-                modified = modifier(x)
-                known[modifier] = modified if bool(modified.any()) else None
-        return [known[modifier] for modifier in self.input_modifiers]
-
-    def _has_bias(self, branch: int, module: nn.Module) -> bool:
-        zeroed = self.param_modifiers[branch].zero_params
-        if zeroed == "bias" or not isinstance(zeroed, str) and "bias" in (zeroed or ()):
-            return False  # known without modifying (and copying) the weights
-        bias = self.modified_parameters(branch, module).get("bias", getattr(module, "bias", None))
-        return bias is not None and bool(bias.any())
-
-    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
-        record = self.stored_tensors
-        index = record["positions"][0]
-        args = list(record["input"])
-        x = args[index].detach()
-        zero = x.new_zeros(())
-        inputs = self._branch_inputs(x)
-        outputs = [
-            record["output"] if k in self.output_only_branches else zero for k in range(len(inputs))
-        ]
-        live = [
-            k
-            for k, branch_input in enumerate(inputs)
-            if k not in self.output_only_branches
-            and (branch_input is not None or self._has_bias(k, module))
-        ]
-        leaves = {}
-        with torch.enable_grad():
-            for branch in live:
-                branch_input = inputs[branch]
-                leaf = torch.zeros_like(x) if branch_input is None else branch_input.detach()
-                leaves[branch] = args[index] = leaf.requires_grad_()
-                with substituted_parameters(module, self.modified_parameters(branch, module)):
-                    outputs[branch] = module.forward(*args, **record["kwargs"])
-        gradients = self.gradient_mapper(grad_output[0], outputs)
-        input_gradients = [zero] * len(inputs)
-        if live:
-            computed = torch.autograd.grad(
-                [outputs[branch] for branch in live],
-                [leaves[branch] for branch in live],
-                grad_outputs=[gradients[branch] for branch in live],
-            )
-            for branch, gradient in zip(live, computed):
-                input_gradients[branch] = gradient
-        relevance = self.reducer([zero if t is None else t for t in inputs], input_gradients)
-        return (relevance.expand_as(x) if relevance.shape != x.shape else relevance,)
-
-
-class Epsilon(_ProportionalRule):
+class Epsilon(ProportionalRule):
     """The epsilon rule: ``R_i = sum_j x_i w_ij R_j / s(z_j)``.
 
     Parameters
@@ -318,7 +90,7 @@ class Epsilon(_ProportionalRule):
         self.uses_module_backward = not zero_params
 
 
-class Norm(_ProportionalRule):
+class Norm(ProportionalRule):
     """Distribute relevance in proportion to each input's share of the output.
 
     The epsilon rule with unmodified parameters, for layers without weights such as average
@@ -336,7 +108,7 @@ class Norm(_ProportionalRule):
         super().__init__(param_modifiers=[NoMod(param_keys=[])], stabilizer=stabilizer)
 
 
-class ZPlus(_SignSplitRule):
+class ZPlus(SignSplitRule):
     """The z+ rule: only positive contributions count.
 
     ``z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j`` and
@@ -353,7 +125,7 @@ class ZPlus(_SignSplitRule):
     def __init__(self, stabilizer: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
         super().__init__(
-            input_modifiers=[_positive, _negative],
+            input_modifiers=[positive_part, negative_part],
             param_modifiers=[
                 ClampMod(min=0.0, zero_params=zero_params),
                 ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
@@ -367,7 +139,7 @@ class ZPlus(_SignSplitRule):
         return [ratio, ratio]
 
 
-class AlphaBeta(_SignSplitRule):
+class AlphaBeta(SignSplitRule):
     """The alpha-beta rule: positive contributions weighted by alpha minus negative ones by beta.
 
     The positive part is the z+ rule's; the negative part mirrors it (``x+ w-`` and ``x- w+``,
@@ -412,7 +184,7 @@ class AlphaBeta(_SignSplitRule):
         self.beta = beta
         self.zero_params = zero_params
         super().__init__(
-            input_modifiers=[_positive, _negative, _positive, _negative],
+            input_modifiers=[positive_part, negative_part, positive_part, negative_part],
             param_modifiers=[
                 ClampMod(min=0.0, zero_params=zero_params),
                 ClampMod(max=0.0, zero_params=zero_bias(zero_params)),
@@ -435,7 +207,7 @@ class AlphaBeta(_SignSplitRule):
         return self.alpha * positive - self.beta * negative
 
 
-class Gamma(_SignSplitRule):
+class Gamma(SignSplitRule):
     """The gamma rule: contributions of the output's sign are strengthened by a factor gamma.
 
     Where the unmodified output ``z_j > 0``, positive inputs use ``w + gamma w+`` and negative
@@ -465,7 +237,9 @@ class Gamma(_SignSplitRule):
         self.gamma = gamma
         self.zero_params = zero_params
         super().__init__(
-            input_modifiers=[_positive, _negative, _positive, _negative, _unchanged],
+            input_modifiers=[
+                positive_part, negative_part, positive_part, negative_part, unchanged_input
+            ],
             param_modifiers=[
                 GammaMod(gamma, min=0.0, zero_params=zero_params),
                 GammaMod(gamma, max=0.0, zero_params=zero_bias(zero_params)),
@@ -517,10 +291,10 @@ class Gamma(_SignSplitRule):
         bias = getattr(module, "bias", None)
         positive_bias = negative_bias = 0.0
         if bias is not None:
-            plain = output - _bias_like(module, bias.detach(), output)
+            plain = output - bias_like(module, bias.detach(), output)
             if not self.zero_params:
-                positive_bias = _bias_like(module, bias + gamma * bias.clamp(min=0), output)
-                negative_bias = _bias_like(module, bias + gamma * bias.clamp(max=0), output)
+                positive_bias = bias_like(module, bias + gamma * bias.clamp(min=0), output)
+                negative_bias = bias_like(module, bias + gamma * bias.clamp(max=0), output)
         c = positive.detach()
         denominator = self.stabilizer(plain + gamma * c + positive_bias)
         for_positive = (output > 0) * out_grad / denominator
@@ -539,7 +313,7 @@ class Gamma(_SignSplitRule):
         return (leaf.detach() * (through_positive if own is None else own + through_positive),)
 
 
-class ZBox(_Rule):
+class ZBox(FastPathRule):
     """The z-box rule for the first layer, using the bounds of the input domain.
 
     ``D_j = sum_i (x_i w_ij - l_i w+_ij - h_i w-_ij)`` and
@@ -569,7 +343,7 @@ class ZBox(_Rule):
         self.high = high
         self.zero_params = zero_params
         super().__init__(
-            input_modifiers=[_unchanged, self._low_like, self._high_like],
+            input_modifiers=[unchanged_input, self._low_like, self._high_like],
             param_modifiers=[
                 NoMod(zero_params=zero_params),
                 ClampMod(min=0.0, zero_params=zero_params),
@@ -581,10 +355,10 @@ class ZBox(_Rule):
         )
 
     def _low_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        return _differentiable(expand(self.low, input.shape, cut_batch_dim=True).to(input))
+        return differentiable_copy(expand(self.low, input.shape, cut_batch_dim=True).to(input))
 
     def _high_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        return _differentiable(expand(self.high, input.shape, cut_batch_dim=True).to(input))
+        return differentiable_copy(expand(self.high, input.shape, cut_batch_dim=True).to(input))
 
     def _share_of_box_difference(self, out_grad: torch.Tensor, outputs: list) -> list:
         ratio = out_grad / self.stabilizer(outputs[0] - outputs[1] - outputs[2])
@@ -595,7 +369,7 @@ class ZBox(_Rule):
         return inputs[0] * gradients[0] - inputs[1] * gradients[1] - inputs[2] * gradients[2]
 
 
-class Flat(_Rule):
+class Flat(FastPathRule):
     """The flat rule: every weight 1 and bias 0, so relevance spreads evenly over each output's
     receptive field (border positions of padded convolutions have fewer inputs).
 
@@ -612,14 +386,14 @@ class Flat(_Rule):
     def __init__(self, stabilizer: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
         super().__init__(
-            input_modifiers=[_ones_input],
-            param_modifiers=[ParamMod(_ones_param, zero_params=zero_bias(zero_params))],
-            reducer=_gradient_only,
+            input_modifiers=[ones_input],
+            param_modifiers=[ParamMod(ones_param, zero_params=zero_bias(zero_params))],
+            reducer=gradient_only,
             stabilizer=stabilizer,
         )
 
 
-class WSquare(_Rule):
+class WSquare(FastPathRule):
     """The w-square rule: ``R_i = sum_j w_ij^2 R_j / s(sum_i w_ij^2 + b_j^2)``, independent of
     the input.
 
@@ -636,9 +410,9 @@ class WSquare(_Rule):
     def __init__(self, stabilizer: float | Callable = 1e-6, zero_params: ZeroParams = None) -> None:
         self.zero_params = zero_params
         super().__init__(
-            input_modifiers=[_ones_input],
-            param_modifiers=[ParamMod(_squared_param, zero_params=zero_params)],
-            reducer=_gradient_only,
+            input_modifiers=[ones_input],
+            param_modifiers=[ParamMod(squared_param, zero_params=zero_params)],
+            reducer=gradient_only,
             stabilizer=stabilizer,
         )
 

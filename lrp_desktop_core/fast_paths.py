@@ -1,0 +1,181 @@
+"""The machinery under the LRP rules: input helpers and the rule base classes with fast paths.
+
+A rule is a :class:`~.core.BasicHook` declared by its modifiers; the base classes here add fast
+paths that compute the same relevance with less work (see :mod:`.rules`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .core import BasicHook, substituted_parameters
+from .types import Linear
+
+__all__ = [
+    "FastPathRule",
+    "ProportionalRule",
+    "SignSplitRule",
+    "bias_like",
+    "differentiable_copy",
+    "gradient_only",
+    "negative_part",
+    "ones_input",
+    "positive_part",
+    "unchanged_input",
+]
+
+
+def positive_part(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return input.clamp(min=0)
+
+
+def negative_part(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return input.clamp(max=0)
+
+
+def unchanged_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return input
+
+
+def differentiable_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """Return a fresh tensor that requires a gradient, for an input that does not depend on x."""
+    return tensor.detach().clone().requires_grad_()
+
+
+def ones_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    return differentiable_copy(torch.ones_like(input))
+
+
+def gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+    return gradients[0]
+
+
+def bias_like(module: nn.Module, bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """Shape a linear layer's bias to broadcast over its output (channels last for nn.Linear)."""
+    if isinstance(module, nn.Linear):
+        return bias
+    return bias.view(-1, *(1,) * (output.dim() - 2))
+
+
+class FastPathRule(BasicHook):
+    """A BasicHook rule with an optional fast path that computes the same relevance faster.
+
+    Subclasses say when their fast path applies (``_fast_path_applies``) and compute it
+    (``_fast_relevance``); otherwise the general :meth:`BasicHook.backward` runs.
+    """
+
+    def backward(self, module: nn.Module, grad_input, grad_output):
+        """Return the relevance of the call's inputs, through the fast path where it applies."""
+        if grad_output[0] is not None and self._fast_path_applies(module):
+            return self._fast_relevance(module, grad_input, grad_output)
+        return super().backward(module, grad_input, grad_output)
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        return False
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        raise NotImplementedError
+
+
+class ProportionalRule(FastPathRule):
+    """A rule ``R_i = x_i sum_j (dz_j / dx_i) R_j / s(z_j)`` with unmodified parameters.
+
+    The fast path divides the arriving relevance by the stabilized stored output before the
+    module's own backward pass and multiplies its result by the input: no second evaluation.
+    """
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        return self.uses_module_backward and isinstance(
+            self.stored_tensors.get("output"), torch.Tensor
+        )
+
+    def pre_backward(self, module: nn.Module, grad_input, grad_output):
+        """Scale the arriving relevance by ``1 / s(z)`` for the module's own backward pass."""
+        if grad_output[0] is None or not self._fast_path_applies(module):
+            return None
+        return (grad_output[0] / self.stabilizer(self.stored_tensors["output"]),)
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        args = self.stored_tensors["input"]
+        return tuple(
+            None if gradient is None else args[index] * gradient
+            for index, gradient in zip(self.stored_tensors["positions"], grad_input)
+        )
+
+
+class SignSplitRule(FastPathRule):
+    """A rule whose branches split the input by sign, with the reducer a sum of products.
+
+    On linear layers (:data:`~.types.Linear`) a branch whose modified input is zero everywhere and
+    whose modified bias is zero has output zero and contributes no relevance: the fast path leaves
+    it out, which halves the work for the nonnegative input that follows a ReLU. Branches listed
+    in ``output_only_branches`` evaluate the layer as it is, only for their output: the fast path
+    takes the stored output for them.
+    """
+
+    uses_module_backward = False
+    output_only_branches: tuple[int, ...] = ()
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        record = self.stored_tensors
+        return (
+            isinstance(module, Linear)
+            and len(record["positions"]) == 1
+            and isinstance(record.get("output"), torch.Tensor)
+            and not torch.is_grad_enabled()
+        )
+
+    def _branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor | None]:
+        """Each branch's modified input, None where it is zero everywhere."""
+        nonnegative = not bool((x < 0).any())
+        known = {unchanged_input: x, positive_part: x, negative_part: None} if nonnegative else {}
+        for modifier in self.input_modifiers:
+            if modifier not in known:
+                modified = modifier(x)
+                known[modifier] = modified if bool(modified.any()) else None
+        return [known[modifier] for modifier in self.input_modifiers]
+
+    def _has_bias(self, branch: int, module: nn.Module) -> bool:
+        zeroed = self.param_modifiers[branch].zero_params
+        if zeroed == "bias" or not isinstance(zeroed, str) and "bias" in (zeroed or ()):
+            return False  # known without modifying (and copying) the weights
+        bias = self.modified_parameters(branch, module).get("bias", getattr(module, "bias", None))
+        return bias is not None and bool(bias.any())
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        record = self.stored_tensors
+        index = record["positions"][0]
+        args = list(record["input"])
+        x = args[index].detach()
+        zero = x.new_zeros(())
+        inputs = self._branch_inputs(x)
+        outputs = [
+            record["output"] if k in self.output_only_branches else zero for k in range(len(inputs))
+        ]
+        live = [
+            k
+            for k, branch_input in enumerate(inputs)
+            if k not in self.output_only_branches
+            and (branch_input is not None or self._has_bias(k, module))
+        ]
+        leaves = {}
+        with torch.enable_grad():
+            for branch in live:
+                branch_input = inputs[branch]
+                leaf = torch.zeros_like(x) if branch_input is None else branch_input.detach()
+                leaves[branch] = args[index] = leaf.requires_grad_()
+                with substituted_parameters(module, self.modified_parameters(branch, module)):
+                    outputs[branch] = module.forward(*args, **record["kwargs"])
+        gradients = self.gradient_mapper(grad_output[0], outputs)
+        input_gradients = [zero] * len(inputs)
+        if live:
+            computed = torch.autograd.grad(
+                [outputs[branch] for branch in live],
+                [leaves[branch] for branch in live],
+                grad_outputs=[gradients[branch] for branch in live],
+            )
+            for branch, gradient in zip(live, computed):
+                input_gradients[branch] = gradient
+        relevance = self.reducer([zero if t is None else t for t in inputs], input_gradients)
+        return (relevance.expand_as(x) if relevance.shape != x.shape else relevance,)
