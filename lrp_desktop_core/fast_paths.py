@@ -17,7 +17,6 @@ __all__ = [
     "ProportionalRule",
     "SignSplitRule",
     "bias_like",
-    "differentiable_copy",
     "gradient_only",
     "negative_part",
     "ones_input",
@@ -38,13 +37,9 @@ def unchanged_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
     return input
 
 
-def differentiable_copy(tensor: torch.Tensor) -> torch.Tensor:
-    """Return a fresh tensor that requires a gradient, for an input that does not depend on x."""
-    return tensor.detach().clone().requires_grad_()
-
-
 def ones_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-    return differentiable_copy(torch.ones_like(input))
+    """All ones (BasicHook makes such a constant input differentiable)."""
+    return torch.ones_like(input)
 
 
 def gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:

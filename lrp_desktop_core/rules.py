@@ -33,7 +33,6 @@ from .fast_paths import (
     ProportionalRule,
     SignSplitRule,
     bias_like,
-    differentiable_copy,
     gradient_only,
     negative_part,
     ones_input,
@@ -355,10 +354,10 @@ class ZBox(FastPathRule):
         )
 
     def _low_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        return differentiable_copy(expand(self.low, input.shape, cut_batch_dim=True).to(input))
+        return expand(self.low, input.shape, cut_batch_dim=True).to(input)
 
     def _high_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-        return differentiable_copy(expand(self.high, input.shape, cut_batch_dim=True).to(input))
+        return expand(self.high, input.shape, cut_batch_dim=True).to(input)
 
     def _share_of_box_difference(self, out_grad: torch.Tensor, outputs: list) -> list:
         ratio = out_grad / self.stabilizer(outputs[0] - outputs[1] - outputs[2])
