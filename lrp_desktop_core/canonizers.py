@@ -396,6 +396,11 @@ class AttributeCanonizer(Canonizer):
 
         return _all_or_none(overrides())
 
+    @property
+    def module(self) -> nn.Module | None:
+        """The module whose attributes this registered instance overrides (None if unregistered)."""
+        return None if self._override is None else self._override.module
+
     def register(self, module: nn.Module, attributes: dict[str, Any]) -> None:
         """Set ``attributes`` on ``module``, remembering what was there."""
         if self._override is not None:
@@ -472,11 +477,18 @@ def _resnet() -> list[Canonizer]:
     return [ResNetCanonizer()]
 
 
+def _torchvision() -> list[Canonizer]:
+    from .torchvision import TorchvisionCanonizer
+
+    return [TorchvisionCanonizer()]
+
+
 CANONIZERS: dict[str, Callable[[], list[Canonizer]]] = {
     "none": _no_canonizers,
     "merge_batchnorm": _merge_batchnorm,
     "vgg": _vgg,
     "resnet": _resnet,
+    "torchvision": _torchvision,
 }
 """Named canonizer sets: each entry builds fresh canonizer instances."""
 

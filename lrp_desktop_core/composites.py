@@ -16,21 +16,23 @@ from typing import Any
 from torch import nn
 
 from .core import Composite, Hook
-from .layer import Sum
+from .layer import ChannelAffine, Product, Scale, Sum
 from .rules import (
     AlphaBeta,
     Epsilon,
     Flat,
     Gamma,
+    LayerNormEpsilon,
     Norm,
     Pass,
     ReLUBetaSmooth,
     ReLUDeconvNet,
     ReLUGuidedBackprop,
+    SignalTakesAll,
     ZBox,
     ZPlus,
 )
-from .types import Activation, AvgPool, BatchNorm, Convolution, Linear
+from .types import Activation, AvgPool, BatchNorm, Convolution, LayerNorm, Linear
 
 __all__ = [
     "COMPOSITES",
@@ -97,13 +99,16 @@ def register_composite(name: str) -> Callable[[type[Composite]], type[Composite]
 def layer_map_base(stabilizer: float | Callable = 1e-6) -> LayerMap:
     """Return the layer map shared by the LRP presets for layers without weights.
 
-    Activations and batch normalisation pass relevance unchanged, sums (residual additions) and
-    average pooling distribute it in proportion to their inputs (:class:`~.rules.Norm`).
+    Activations, batch normalisation, layer scales and input transforms pass relevance unchanged,
+    sums (residual additions) and average pooling distribute it in proportion to their inputs
+    (:class:`~.rules.Norm`), gated products give it to the signal
+    (:class:`~.rules.SignalTakesAll`) and layer norms are explained as the linear maps they are
+    with their standard deviation held constant (:class:`~.rules.LayerNormEpsilon`).
 
     Parameters
     ----------
     stabilizer : float or callable, optional
-        The stabilizer of the :class:`~.rules.Norm` rules.
+        The stabilizer of the :class:`~.rules.Norm` and :class:`~.rules.LayerNormEpsilon` rules.
 
     Returns
     -------
@@ -115,6 +120,9 @@ def layer_map_base(stabilizer: float | Callable = 1e-6) -> LayerMap:
         (Sum, Norm(stabilizer=stabilizer)),
         (AvgPool, Norm(stabilizer=stabilizer)),
         (BatchNorm, Pass()),
+        (LayerNorm, LayerNormEpsilon(epsilon=stabilizer)),
+        (Product, SignalTakesAll()),
+        ((Scale, ChannelAffine), Pass()),
     ]
 
 

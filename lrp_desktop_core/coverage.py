@@ -14,24 +14,28 @@ from typing import Any
 
 import torch
 from torch import nn
+from torchvision.ops import StochasticDepth
 
 from .core import BasicHook, Composite, Hook, Stabilizer
-from .layer import Sum
+from .layer import ChannelAffine, Product, Scale, Sum
 from .rules import (
     AlphaBeta,
     Epsilon,
     Flat,
     Gamma,
+    LayerNormEpsilon,
     Norm,
     Pass,
     ReLUBetaSmooth,
     ReLUDeconvNet,
     ReLUGuidedBackprop,
+    SignalTakesAll,
+    UniformSplit,
     WSquare,
     ZBox,
     ZPlus,
 )
-from .types import Activation, AvgPool, BatchNorm, MaxPool
+from .types import Activation, AvgPool, BatchNorm, LayerNorm, MaxPool
 
 __all__ = ["LayerRule", "rule_coverage"]
 
@@ -74,6 +78,9 @@ _RULE_EFFECTS: dict[type, str] = {
     Flat: "relevance is spread evenly over each output's receptive field",
     WSquare: "relevance is shared by squared weights, independent of the input",
     Pass: "relevance passes through unchanged",
+    LayerNormEpsilon: "relevance is shared like Epsilon, with the standard deviation held constant",
+    SignalTakesAll: "all relevance goes to the signal, none to the gate",
+    UniformSplit: "the signal and the gate get half of the relevance each",
     ReLUDeconvNet: "only the positive part of the signal passes back",
     ReLUGuidedBackprop: "the gradient passes back only where it is positive",
     ReLUBetaSmooth: "the gradient of a smooth softplus passes back",
@@ -87,6 +94,7 @@ _INACTIVE_IN_EVAL = (
     nn.Dropout3d,
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
+    StochasticDepth,
 )
 
 
@@ -155,6 +163,10 @@ def _kind(module: nn.Module) -> str:
         (BatchNorm, "batch normalisation"),
         (AvgPool, "average pooling"),
         (Sum, "sum of branches"),
+        (Product, "gated product"),
+        (Scale, "layer scale"),
+        (ChannelAffine, "input transform"),
+        (LayerNorm, "layer normalisation"),
     ):
         if isinstance(module, group):
             return f"{module_type} {word}"
@@ -191,10 +203,11 @@ def _reason_without_rule(module: nn.Module, lrp: bool) -> tuple[str, bool]:
         return f"no rule: {plain}, which for a ReLU passes relevance unchanged", False
     if isinstance(module, AvgPool):
         return f"no rule: {plain}, which spreads relevance evenly over each window", False
-    if isinstance(module, (Activation, Sum)):
+    if isinstance(module, (Activation, Sum, Product, Scale, ChannelAffine)):
         return (
             f"no rule: {plain}, which changes the amount of relevance here — assign a rule "
-            "(Pass for activations, Norm for sums)",
+            "(Pass for activations, layer scales and input transforms, Norm for sums, "
+            "SignalTakesAll for products)",
             True,
         )
     return f"no rule: {module_type} is not covered by this composite; {plain}", False

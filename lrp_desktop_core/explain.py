@@ -35,6 +35,10 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
 Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
 
+class NotHookableError(ValueError):
+    """Raised when LRP is asked of a model that cannot be hooked (a TorchScript model)."""
+
+
 class ExplainCancelled(Exception):
     """Raised when the ``cancel`` callback of a long computation returns True."""
 
@@ -138,6 +142,9 @@ class Explanation:
         The method that produced it.
     device : str
         The device it ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
+    warnings : tuple of str
+        Why the relevance may be wrong, one sentence each: what the audit of the relevance path
+        found for an "lrp" method (see :func:`~.audit.audit_rulemap`); empty when all is well.
     """
 
     relevance: np.ndarray
@@ -149,6 +156,7 @@ class Explanation:
     seconds: float
     method: Method | None = None
     device: str = "cpu"
+    warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.target)
@@ -215,6 +223,7 @@ def explain(
     if batch.ndim != 4:
         raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(batch.shape)}")
     raise_if_cancelled(cancel)
+    warnings = _lrp_warnings(model, batch, method)
     compute = _METHODS[method.kind]
     with evaluation_mode(model):
         logits, targets, relevance = compute(
@@ -233,7 +242,24 @@ def explain(
         seconds=time.perf_counter() - start,
         method=method,
         device=str(device),
+        warnings=warnings,
     )
+
+
+def _lrp_warnings(model: nn.Module, batch: torch.Tensor, method: Method) -> tuple[str, ...]:
+    """Check that LRP can run on ``model`` and return the audit's warnings (cached per rule map)."""
+    if method.kind != "lrp":
+        return ()
+    if isinstance(model, torch.jit.ScriptModule):
+        raise NotHookableError(
+            "LRP needs hooks on the model's layers, and a TorchScript model cannot be hooked. "
+            "Load the model as a Python module (its class and a state dict) for LRP; Gradient, "
+            "SmoothGrad, Integrated Gradients and Occlusion work on TorchScript models as they are."
+        )
+    from .audit import audit_rulemap
+
+    assert method.rulemap is not None
+    return audit_rulemap(model, method.rulemap, (1, *batch.shape[1:])).warnings
 
 
 class _ProgressSteps:

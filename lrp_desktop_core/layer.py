@@ -26,3 +26,76 @@ class Sum(nn.Module):
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
         """Return the sum of ``input`` along ``self.dim``."""
         return torch.sum(input, dim=self.dim)
+
+
+class Product(nn.Module):
+    """Multiply a signal by a gate, e.g. the channel weights of a squeeze-and-excitation block.
+
+    The two factors are separate inputs, so that a rule can decide how relevance is shared
+    between them (see :class:`~lrp_desktop_core.rules.SignalTakesAll` and
+    :class:`~lrp_desktop_core.rules.UniformSplit`).
+
+    Examples
+    --------
+    >>> scaled = Product()(features, channel_weights)
+    """
+
+    def forward(self, signal: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+        """Return ``signal * gate`` (broadcast as torch broadcasts)."""
+        return signal * gate
+
+
+class Scale(nn.Module):
+    """Multiply the input by a fixed factor that belongs to another module, e.g. a layer scale.
+
+    The factor is registered as this module's parameter ``weight`` (the very same object, never a
+    copy), so a canonizer can give an inline multiplication a module of its own while the owner
+    keeps its parameter.
+
+    Parameters
+    ----------
+    weight : torch.Tensor
+        The factor, broadcast against the input.
+    """
+
+    def __init__(self, weight: torch.Tensor) -> None:
+        super().__init__()
+        if isinstance(weight, nn.Parameter):
+            self.weight = weight
+        else:
+            self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+        """Return ``weight * input``."""
+        return self.weight * input
+
+
+class ChannelAffine(nn.Module):
+    """A fixed per-channel affine map ``scale[c] * x[:, c] + shift[c]``, e.g. an input transform.
+
+    GoogLeNet and Inception v3 change the units of their input this way before the first
+    convolution; as a module the change gets a rule like any other layer.
+
+    Parameters
+    ----------
+    scale, shift : sequence of float
+        One factor and one offset per channel.
+    """
+
+    def __init__(self, scale: list[float], shift: list[float]) -> None:
+        super().__init__()
+        if len(scale) != len(shift):
+            raise ValueError(f"need one shift per scale, got {len(scale)} and {len(shift)}")
+        self.register_buffer("scale", torch.tensor(scale).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("shift", torch.tensor(shift).view(1, -1, 1, 1), persistent=False)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+        """Return the transformed input."""
+        return input * self.scale.to(input) + self.shift.to(input)
+
+    def map_bounds(
+        self, low: torch.Tensor, high: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the bounds ``(low, high)`` of the input as they are after this map."""
+        ends = (self.forward(low), self.forward(high))
+        return torch.minimum(*ends), torch.maximum(*ends)

@@ -1,8 +1,9 @@
 """Model registry and loading: torchvision classifiers by name, weight files, the bundled demo.
 
 A :class:`ModelSpec` carries everything a caller needs besides the weights: how to build the
-network, how to preprocess an image for it, its class names, and which LRP composite and canonizer
-suit it. :func:`load_model` turns a spec (by name) and weights into a ready model.
+network, how to preprocess an image for it and its class names. Which LRP set-up suits a model is
+decided from its structure by :func:`~.recommend.recommend`, never from its name.
+:func:`load_model` turns a spec (by name) and weights into a ready model.
 
 Accepted forms of :func:`load_model`
 ------------------------------------
@@ -74,23 +75,6 @@ DEFAULT_MODEL = "demo"
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Which canonizer suits a torchvision family, by name prefix; families not listed get "none".
-_CANONIZER_BY_PREFIX = (
-    ("vgg", "vgg"),
-    ("resnet", "resnet"),
-    ("resnext", "resnet"),
-    ("wide_resnet", "resnet"),
-    ("densenet", "merge_batchnorm"),
-    ("efficientnet", "merge_batchnorm"),
-    ("googlenet", "merge_batchnorm"),
-    ("inception", "merge_batchnorm"),
-    ("maxvit", "merge_batchnorm"),
-    ("mnasnet", "merge_batchnorm"),
-    ("mobilenet", "merge_batchnorm"),
-    ("regnet", "merge_batchnorm"),
-    ("shufflenet", "merge_batchnorm"),
-)
-
 # Builder arguments that give the architecture exactly as torchvision's pretrained builder leaves
 # it (these two switch on the input transform and drop or keep auxiliary heads when pretrained).
 _BUILDER_KWARGS: dict[str, dict[str, bool]] = {
@@ -125,10 +109,6 @@ class ModelSpec:
         Per-channel normalisation of the 0..1 RGB input.
     class_names : tuple of str
         Name of each output logit.
-    recommended_composite : str
-        Name of the LRP composite preset that suits the model (see ``composites.COMPOSITES``).
-    canonizer : str
-        Name of the canonizer set that suits the model (see ``canonizers.CANONIZERS``).
     interpolation : str
         Resampling used for the resize (``"bilinear"`` or ``"bicubic"``).
     weights_url : str or None
@@ -146,8 +126,6 @@ class ModelSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     class_names: tuple[str, ...] = field(repr=False)
-    recommended_composite: str = "epsilon_gamma_box"
-    canonizer: str = "none"
     interpolation: str = "bilinear"
     weights_url: str | None = None
     default_weights: Path | None = None
@@ -192,7 +170,7 @@ class LoadedModel:
     Attributes
     ----------
     spec : ModelSpec
-        Its preprocessing, class names and recommended LRP set-up.
+        Its preprocessing and class names.
     model : nn.Module
         The network, in eval mode, on the CPU.
     weights_path : Path or None
@@ -217,12 +195,6 @@ def list_models() -> list[str]:
     return [DEFAULT_MODEL, *_torchvision_names()]
 
 
-def _torchvision_canonizer(name: str) -> str:
-    """Return the canonizer name that suits torchvision model ``name``."""
-    matches = (canonizer for prefix, canonizer in _CANONIZER_BY_PREFIX if name.startswith(prefix))
-    return next(matches, "none")
-
-
 def _torchvision_spec(name: str) -> ModelSpec:
     """Build the spec of a torchvision classifier from its default weights' metadata."""
     weights = get_model_weights(name).DEFAULT
@@ -238,7 +210,6 @@ def _torchvision_spec(name: str) -> ModelSpec:
         mean=tuple(float(v) for v in transforms.mean),
         std=tuple(float(v) for v in transforms.std),
         class_names=tuple(weights.meta["categories"]),
-        canonizer=_torchvision_canonizer(name),
         interpolation=transforms.interpolation.value,
         weights_url=weights.url,
     )
@@ -265,7 +236,6 @@ def _demo_spec() -> ModelSpec:
         mean=tuple(json.loads(metadata["mean"])),
         std=tuple(json.loads(metadata["std"])),
         class_names=class_names,
-        canonizer="merge_batchnorm",
         default_weights=DEMO_WEIGHTS,
     )
 
@@ -392,7 +362,6 @@ def _module_spec(path: Path, module: nn.Module) -> ModelSpec:
     count = output.shape[1]
     imagenet = get_model_weights("resnet50").DEFAULT.meta["categories"]
     names = tuple(imagenet) if count == len(imagenet) else tuple(f"class {i}" for i in range(count))
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
     return ModelSpec(
         name=path.stem,
         title=f"{path.name} (model file)",
@@ -403,7 +372,6 @@ def _module_spec(path: Path, module: nn.Module) -> ModelSpec:
         mean=_IMAGENET_MEAN,
         std=_IMAGENET_STD,
         class_names=names,
-        canonizer="merge_batchnorm" if has_batchnorm else "none",
     )
 
 

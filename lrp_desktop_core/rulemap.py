@@ -32,7 +32,7 @@ from . import rules, types
 from .canonizers import CANONIZERS, get_canonizers
 from .composites import COMPOSITES, NameMapComposite
 from .core import Composite, Hook
-from .layer import Sum
+from .layer import ChannelAffine, Product, Scale, Sum
 
 FORMAT = "lrp-desktop rule map"
 FORMAT_VERSION = 1
@@ -129,9 +129,19 @@ _LINEAR_OPS = (
 )
 _RELU = ((nn.ReLU,), "a ReLU")
 _ELEMENTWISE = (
-    (types.Activation, types.BatchNorm, nn.Identity, nn.Dropout, nn.Dropout2d),
-    "a layer that keeps the shape: an activation, batch norm, dropout or identity",
+    (
+        types.Activation,
+        types.BatchNorm,
+        nn.Identity,
+        nn.Dropout,
+        nn.Dropout2d,
+        Scale,
+        ChannelAffine,
+    ),
+    "a layer that keeps the shape: an activation, batch norm, dropout, identity, layer scale or "
+    "input transform",
 )
+_PRODUCT = ((Product,), "a product of a signal and a gate")
 _ANY = (None, "any layer")
 _NO_RULE_TEXT = "No rule: the plain gradient flows through this layer, as without LRP."
 
@@ -149,6 +159,9 @@ _RULE_TABLE: tuple[tuple[str, tuple[ParamSpec, ...], tuple[Any, str]], ...] = (
     ("WSquare", (_STABILIZER,), _WEIGHTED),
     ("Norm", (_STABILIZER,), _LINEAR_OPS),
     ("Pass", (), _ELEMENTWISE),
+    ("LayerNormEpsilon", (_param("epsilon", 1e-6),), ((types.LayerNorm,), "a layer norm")),
+    ("SignalTakesAll", (), _PRODUCT),
+    ("UniformSplit", (), _PRODUCT),
     ("ReLUDeconvNet", (), _RELU),
     ("ReLUGuidedBackprop", (), _RELU),
     ("ReLUBetaSmooth", (_param("beta_smooth", 10.0),), _RELU),
@@ -378,23 +391,49 @@ class RuleMap(Mapping[str, RuleChoice]):
         return cls(entries, canonizer, preset)
 
     @classmethod
-    def recommended(cls, model: nn.Module, spec: Any, preset: str | None = None) -> RuleMap:
-        """Return a preset's rules for a model with its spec's canonizer and input bounds.
+    def recommended(
+        cls,
+        model: nn.Module,
+        spec: Any,
+        preset: str | None = None,
+        canonizer: str | None = None,
+        **preset_kwargs: Any,
+    ) -> RuleMap:
+        """Return the rules that suit ``model``, decided from its structure.
+
+        The canonizer set and preset come from :func:`~.recommend.recommend`; batch norms that
+        cannot be merged get the Epsilon rule, and the ZBox bounds are the spec's input bounds as
+        the first layer sees them (after an input transform).
 
         Parameters
         ----------
         model : nn.Module
             The model.
         spec : ModelSpec
-            Gives ``recommended_composite``, ``canonizer`` and ``input_bounds()``.
+            Gives ``input_bounds()``.
         preset : str, optional
-            The preset to use instead of the spec's recommended one.
+            The preset to use instead of the recommended one.
+        canonizer : str, optional
+            The canonizer set to use instead of the recommended one.
+        **preset_kwargs
+            Further arguments of the preset (e.g. ``epsilon``), over the recommended ones.
         """
-        preset = preset or spec.recommended_composite
+        from .recommend import recommend
+
+        recommendation = recommend(model)
+        preset = preset or recommendation.preset
         kwargs = {}
         if preset in COMPOSITES and "low" in inspect.signature(COMPOSITES[preset]).parameters:
-            kwargs["low"], kwargs["high"] = spec.input_bounds()
-        return cls.from_preset(model, preset, spec.canonizer, **kwargs)
+            kwargs["low"], kwargs["high"] = recommendation.first_layer_bounds(*spec.input_bounds())
+        kwargs.update(preset_kwargs)
+        canonizer = canonizer or recommendation.canonizer
+        rulemap = cls.from_preset(model, preset, canonizer, **kwargs)
+        affine = [name for name in recommendation.affine_batch_norms if name in rulemap]
+        if not affine or not rulemap.is_lrp or canonizer != recommendation.canonizer:
+            return rulemap
+        epsilon = RuleChoice("Epsilon", {"epsilon": kwargs.get("epsilon", 1e-6)})
+        entries = {**rulemap._rules, **dict.fromkeys(affine, epsilon)}
+        return cls(entries, rulemap.canonizer, rulemap.preset)
 
     def with_rule(self, names: str | Iterable[str], choice: RuleChoice) -> RuleMap:
         """Return a copy in which the given layers have the rule ``choice``.

@@ -39,6 +39,7 @@ from .fast_paths import (
     positive_part,
     unchanged_input,
 )
+from .layer_rules import LayerNormEpsilon, SignalTakesAll, UniformSplit
 from .modifiers import (
     ClampMod,
     GammaMod,
@@ -57,12 +58,15 @@ __all__ = [
     "Flat",
     "Gamma",
     "GammaMod",
+    "LayerNormEpsilon",
     "NoMod",
     "Norm",
     "Pass",
     "ReLUBetaSmooth",
     "ReLUDeconvNet",
     "ReLUGuidedBackprop",
+    "SignalTakesAll",
+    "UniformSplit",
     "WSquare",
     "ZBox",
     "ZPlus",
@@ -502,6 +506,17 @@ RULE_DESCRIPTIONS: dict[str, str] = {
     "Norm": (
         "Distributes relevance in proportion to each input's share of the output. Used for "
         "layers without weights, such as average pooling and residual sums."
+    ),
+    "LayerNormEpsilon": (
+        "For layer norms: holds the standard deviation constant, so the layer is the linear map "
+        "it then is, and shares relevance like Epsilon. Used in ConvNeXt and transformers."
+    ),
+    "SignalTakesAll": (
+        "For a product of a signal and a gate (squeeze-and-excitation): all relevance goes to "
+        "the signal, the gate is treated as a constant weight and gets none."
+    ),
+    "UniformSplit": (
+        "For a product of a signal and a gate: each factor gets half of the relevance."
     ),
     "ReLUDeconvNet": (
         "DeconvNet's ReLU: passes back only the positive part of the signal. Not an LRP rule; "

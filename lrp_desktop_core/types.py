@@ -25,6 +25,7 @@ __all__ = [
     "Convolution",
     "ConvolutionStandard",
     "ConvolutionTranspose",
+    "LayerNorm",
     "Linear",
     "MaxPool",
     "TypeGroup",
@@ -100,6 +101,13 @@ class BatchNorm(TypeGroup):
 
     members = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
     optional_members = (("torchvision.ops.misc", "FrozenBatchNorm2d"),)
+
+
+class LayerNorm(TypeGroup):
+    """Layer normalisation: ``torch.nn.LayerNorm`` and its subclasses (e.g. torchvision's
+    channels-first ``LayerNorm2d``)."""
+
+    members = (nn.LayerNorm,)
 
 
 class AvgPool(TypeGroup):

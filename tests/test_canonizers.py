@@ -266,11 +266,11 @@ def test_copies_are_fresh_and_of_the_same_kind():
 
 
 def test_named_canonizer_sets():
-    assert set(CANONIZERS) == {"none", "merge_batchnorm", "vgg", "resnet"}
+    assert set(CANONIZERS) == {"none", "merge_batchnorm", "vgg", "resnet", "torchvision"}
     assert get_canonizers("none") == []
     assert [type(c) for c in get_canonizers("merge_batchnorm")] == [SequentialMergeBatchNorm]
     assert [type(c) for c in get_canonizers("vgg")] == [VGGCanonizer]
     assert [type(c) for c in get_canonizers("resnet")] == [ResNetCanonizer]
     assert get_canonizers("resnet")[0] is not get_canonizers("resnet")[0]
-    with pytest.raises(ValueError, match="merge_batchnorm, none, resnet, vgg"):
+    with pytest.raises(ValueError, match="merge_batchnorm, none, resnet, torchvision, vgg"):
         get_canonizers("densenet")

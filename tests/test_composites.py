@@ -22,15 +22,17 @@ from lrp_desktop_core.composites import (
     layer_map_base,
     register_composite,
 )
-from lrp_desktop_core.layer import Sum
+from lrp_desktop_core.layer import ChannelAffine, Product, Scale, Sum
 from lrp_desktop_core.rules import (
     AlphaBeta,
     Epsilon,
     Flat,
     Gamma,
+    LayerNormEpsilon,
     Norm,
     Pass,
     ReLUGuidedBackprop,
+    SignalTakesAll,
     WSquare,
     ZBox,
     ZPlus,
@@ -245,9 +247,11 @@ def test_name_layer_map_composite_prefers_names():
 
 def test_layer_map_base_and_its_stabilizer():
     base = layer_map_base(stabilizer=0.25)
-    assert [type(rule) for _, rule in base] == [Pass, Norm, Norm, Pass]
-    assert base[1][0] is Sum
-    assert base[1][1].stabilizer.epsilon == 0.25
+    assert [type(rule) for _, rule in base] == [
+        Pass, Norm, Norm, Pass, LayerNormEpsilon, SignalTakesAll, Pass
+    ]
+    assert base[1][0] is Sum and base[5][0] is Product and base[6][0] == (Scale, ChannelAffine)
+    assert base[1][1].stabilizer.epsilon == 0.25 and base[4][1].stabilizer.epsilon == 0.25
 
 
 def test_preset_attribution_runs_and_leaves_the_model_untouched():

@@ -14,6 +14,7 @@ from lrp_desktop_core import shapes
 from lrp_desktop_core.demo_net import DEMO_SAMPLES_DIR, DEMO_WEIGHTS, ResidualBlock, build_demo_net
 from lrp_desktop_core.layer import Sum
 from lrp_desktop_core.models import demo_mask, demo_samples, get_spec, load_model
+from lrp_desktop_core.recommend import recommend
 
 HELD_OUT_TEST_SEED = 20240917  # differs from the training, held-out and sample seeds (0, 1, 2)
 
@@ -77,7 +78,11 @@ def test_demo_spec_and_weights_file(demo):
     spec = demo.spec
     assert spec.class_names == shapes.SHAPES
     assert spec.input_size == (64, 64)
-    assert (spec.recommended_composite, spec.canonizer) == ("epsilon_gamma_box", "merge_batchnorm")
+    recommendation = recommend(demo.model)
+    assert (recommendation.preset, recommendation.canonizer) == (
+        "epsilon_gamma_box",
+        "merge_batchnorm",
+    )
     assert DEMO_WEIGHTS.stat().st_size < 2_000_000
     low, high = spec.input_bounds()
     black = spec.preprocess(Image.new("RGB", (64, 64)))

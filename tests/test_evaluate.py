@@ -215,7 +215,7 @@ def test_recommended_lrp_beats_random_and_gradient_on_the_demo(demo):
 
     loaded, inputs, masks, targets = demo
     rulemap = RuleMap.recommended(loaded.model, loaded.spec)
-    assert rulemap.preset == loaded.spec.recommended_composite
+    assert rulemap.preset == "epsilon_gamma_box"
     lrp = explain(loaded.model, inputs, Method("lrp", rulemap), targets).relevance
     gradient = explain(loaded.model, inputs, Method("gradient"), targets).relevance
     random = np.random.default_rng(0).normal(size=lrp.shape)

@@ -22,6 +22,7 @@ from torchvision.models import get_model_weights
 from lrp_desktop_core import models
 from lrp_desktop_core.demo_net import DEMO_WEIGHTS, build_demo_net
 from lrp_desktop_core.models import ModelLoadError, get_spec, list_models, load_model
+from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.weightfiles import pickle_imports
 
 TORCHVISION_NAMES = torchvision.models.list_models(module=torchvision.models)
@@ -83,7 +84,6 @@ def test_every_torchvision_spec_builds_without_downloading(no_network, hub_dir):
         assert spec.input_size == (spec.crop, spec.crop)
         assert spec.resize >= spec.crop
         assert spec.weights_url.startswith("https://")
-        assert spec.recommended_composite == "epsilon_gamma_box"
     assert not hub_dir.exists()
 
 
@@ -110,26 +110,27 @@ def test_preprocess_matches_torchvision_transforms(name):
     torch.testing.assert_close(actual, expected)
 
 
-@pytest.mark.parametrize(
-    ("name", "canonizer"),
-    [("vgg16", "vgg"), ("vgg11_bn", "vgg"), ("resnet50", "resnet"), ("resnext50_32x4d", "resnet"),
-     ("wide_resnet50_2", "resnet"), ("mobilenet_v3_small", "merge_batchnorm"),
-     ("densenet121", "merge_batchnorm"), ("regnet_x_400mf", "merge_batchnorm"),
-     ("squeezenet1_0", "none"), ("alexnet", "none"), ("vit_b_16", "none"),
-     ("convnext_tiny", "none")],
-)
-def test_recommended_canonizer_by_family(name, canonizer):
-    assert get_spec(name).canonizer == canonizer
-
-
-@pytest.mark.parametrize(
-    "name", ["squeezenet1_0", "mobilenet_v3_small", "shufflenet_v2_x0_5", "swin_t", "mnasnet0_5"]
-)
-def test_canonizer_is_none_exactly_for_nets_without_batchnorm(name):
+def _on_meta(name: str) -> nn.Module:
+    """Build a registry model without weights in memory (RegNet's builder needs real numbers)."""
     with torch.device("meta"):
-        model = get_spec(name).builder()
-    has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    assert has_batchnorm == (get_spec(name).canonizer != "none")
+        return get_spec(name).builder()
+
+
+@pytest.mark.parametrize(
+    ("name", "canonizer", "supported"),
+    [("vgg16", "none", True), ("vgg11_bn", "merge_batchnorm", True),
+     ("resnet50", "resnet", True), ("resnext50_32x4d", "resnet", True),
+     ("wide_resnet50_2", "resnet", True), ("mobilenet_v3_small", "torchvision", True),
+     ("densenet121", "torchvision", True), ("regnet_x_400mf", "torchvision", True),
+     ("squeezenet1_0", "none", True), ("alexnet", "none", True), ("vit_b_16", "none", False),
+     ("convnext_tiny", "torchvision", True), ("swin_t", "none", False)],
+)
+def test_recommendation_follows_the_structure(name, canonizer, supported):
+    model = get_spec(name).builder() if name.startswith("regnet") else _on_meta(name)
+    recommendation = recommend(model)
+    assert (recommendation.canonizer, recommendation.supported) == (canonizer, supported)
+    assert recommendation.preset == "epsilon_gamma_box"
+    assert bool(recommendation.unsupported) == (not supported)
 
 
 def test_input_bounds_are_the_normalised_black_and_white_images():
@@ -305,7 +306,7 @@ def test_full_module_file_alone_gets_a_generic_spec(tmp_path):
         load_model(path)
     loaded = load_model(path, trust=True)
     assert loaded.spec.class_names == ("class 0", "class 1", "class 2")
-    assert loaded.spec.input_size == (224, 224) and loaded.spec.canonizer == "none"
+    assert loaded.spec.input_size == (224, 224)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")

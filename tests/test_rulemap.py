@@ -200,16 +200,14 @@ def test_canonized_leaves_see_the_resnet_sums_and_restore_the_model():
     assert [(name, module) for name, module in model.named_modules()] == before
 
 
-def test_recommended_uses_the_specs_bounds_and_canonizer(demo_net):
+def test_recommended_uses_the_specs_bounds_and_the_structures_canonizer(demo_net):
     class Spec:
-        recommended_composite = "epsilon_gamma_box"
-        canonizer = "merge_batchnorm"
-
         @staticmethod
         def input_bounds():
             return LOW, HIGH
 
     recommended = RuleMap.recommended(demo_net, Spec())
+    assert recommended.canonizer == "merge_batchnorm"
     assert recommended["features.stage1.conv"].params["high"] == (2.0, 2.5, 3.0)
     plus = RuleMap.recommended(demo_net, Spec(), preset="epsilon_plus")
     assert plus.preset == "epsilon_plus" and plus["features.stage2.conv"].rule == "ZPlus"

@@ -1,0 +1,238 @@
+"""What suits a model, decided from its structure: canonizers, preset, and what cannot be explained.
+
+:func:`recommend` looks at a model's modules (their classes, subclasses included), never at the
+name it was loaded by, so a user's fine-tuned network from a file gets the same treatment as the
+registry's. It applies the structural canonizers once to see what they change, reverts them, and
+returns a :class:`Recommendation` that says what it decided and why.
+
+Examples
+--------
+>>> rec = recommend(torchvision.models.efficientnet_b0())
+>>> rec.canonizer, rec.family
+('torchvision', 'EfficientNet')
+>>> rec.reasons[0]
+'16 batch norms merged into the convolutions before them'
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torchvision.models import (
+    VGG,
+    AlexNet,
+    ConvNeXt,
+    DenseNet,
+    EfficientNet,
+    GoogLeNet,
+    Inception3,
+    MaxVit,
+    MNASNet,
+    MobileNetV2,
+    MobileNetV3,
+    RegNet,
+    ResNet,
+    ShuffleNetV2,
+    SqueezeNet,
+    SwinTransformer,
+    VisionTransformer,
+)
+
+from .canonizers import Canonizer, MergeBatchNorm, get_canonizers
+from .layer import ChannelAffine
+from .torchvision import BlockCanonizer, TorchvisionCanonizer
+from .types import BatchNorm
+
+__all__ = ["DEFAULT_PRESET", "Recommendation", "recommend"]
+
+DEFAULT_PRESET = "epsilon_gamma_box"
+"""The preset recommended for image classifiers."""
+
+_FAMILIES: tuple[tuple[type, str], ...] = (
+    (ResNet, "ResNet"),
+    (VGG, "VGG"),
+    (AlexNet, "AlexNet"),
+    (SqueezeNet, "SqueezeNet"),
+    (DenseNet, "DenseNet"),
+    (GoogLeNet, "GoogLeNet"),
+    (Inception3, "Inception v3"),
+    (MobileNetV2, "MobileNetV2"),
+    (MobileNetV3, "MobileNetV3"),
+    (MNASNet, "MNASNet"),
+    (EfficientNet, "EfficientNet"),
+    (RegNet, "RegNet"),
+    (ConvNeXt, "ConvNeXt"),
+    (ShuffleNetV2, "ShuffleNetV2"),
+)
+"""The CNN families whose every operation on the relevance path has a module and a rule."""
+
+_UNSUPPORTED: tuple[tuple[type, str], ...] = (
+    (VisionTransformer, "Vision Transformer"),
+    (SwinTransformer, "Swin Transformer"),
+    (MaxVit, "MaxViT"),
+    (nn.MultiheadAttention, "multi-head attention"),
+)
+"""Architectures whose attention no rule explains yet: their heatmaps are wrong."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The LRP set-up that suits a model, and why.
+
+    Attributes
+    ----------
+    canonizer : str
+        The canonizer set (a name in ``canonizers.CANONIZERS``): the smallest that makes every
+        change the structural canonizers would make.
+    preset : str
+        The recommended preset (a name in ``composites.COMPOSITES``).
+    family : str
+        The recognised architecture, e.g. ``"EfficientNet"``, or ``"custom model"``.
+    reasons : tuple of str
+        What the canonizers change, one sentence each.
+    unsupported : tuple of str
+        Parts of the model no rule explains correctly (e.g. transformer attention); empty when the
+        whole model is supported.
+    affine_batch_norms : tuple of str
+        Names of batch norms that cannot be merged into a layer (e.g. DenseNet's pre-activation
+        ones); they get the Epsilon rule as the affine layers they are.
+    input_transform : ChannelAffine or None
+        A fixed change of input units in front of the first layer (GoogLeNet, Inception v3).
+    """
+
+    canonizer: str
+    preset: str
+    family: str
+    reasons: tuple[str, ...]
+    unsupported: tuple[str, ...]
+    affine_batch_norms: tuple[str, ...]
+    input_transform: ChannelAffine | None = None
+
+    @property
+    def supported(self) -> bool:
+        """Whether the architecture is recognised and every part of it is explained."""
+        return self.family != "custom model" and not self.unsupported
+
+    def first_layer_bounds(
+        self, low: torch.Tensor, high: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the input bounds as the first layer sees them (after any input transform)."""
+        if self.input_transform is None:
+            return low, high
+        return self.input_transform.map_bounds(low, high)
+
+    def summary(self) -> str:
+        """Return one line for people: the family, the verdict, the canonizer and the preset."""
+        if self.family == "custom model" and not self.unsupported:
+            verdict = "architecture not recognised: the audit checks its relevance path"
+        else:
+            verdict = "fully supported" if self.supported else "not fully supported"
+        return f"{self.family} ({verdict}): canonizer {self.canonizer}, preset {self.preset}"
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready record of the decision and its reasons."""
+        return {
+            "family": self.family,
+            "supported": self.supported,
+            "canonizer": self.canonizer,
+            "preset": self.preset,
+            "reasons": list(self.reasons),
+            "unsupported": list(self.unsupported),
+            "affine_batch_norms": list(self.affine_batch_norms),
+        }
+
+
+def recommend(model: nn.Module) -> Recommendation:
+    """Decide the canonizer set and preset for ``model`` from its modules.
+
+    The model is canonized for the look and restored before this returns, also on failure.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        The model, e.g. built by name, loaded from weights or unpickled.
+
+    Returns
+    -------
+    Recommendation
+        The decision, with its reasons.
+    """
+    applied: list[Canonizer] = TorchvisionCanonizer().apply(model)
+    try:
+        changes = _changed_modules(applied)
+        reasons = _reasons(applied)
+        affine = tuple(
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, BatchNorm) and "forward" not in vars(module)
+        )
+        transform = next((m for m in model.modules() if isinstance(m, ChannelAffine)), None)
+    finally:
+        for instance in reversed(applied):
+            instance.remove()
+    if affine:
+        reasons.append(
+            f"{len(affine)} batch norm(s) cannot be merged (no layer right before them): "
+            "Epsilon, as the affine layers they are"
+        )
+    return Recommendation(
+        canonizer=_smallest_canonizer(model, changes),
+        preset=DEFAULT_PRESET,
+        family=_family(model),
+        reasons=tuple(reasons),
+        unsupported=_unsupported(model),
+        affine_batch_norms=affine,
+        input_transform=transform,
+    )
+
+
+def _reasons(applied: list[Canonizer]) -> list[str]:
+    merged = sum(isinstance(instance, MergeBatchNorm) for instance in applied)
+    reasons = [f"{merged} batch norm(s) merged into the layers before them"] if merged else []
+    blocks = Counter(
+        instance.description for instance in applied if isinstance(instance, BlockCanonizer)
+    )
+    reasons += [f"{count} x {description}" for description, count in blocks.items()]
+    return reasons
+
+
+def _changed_modules(applied: list[Canonizer]) -> set[int]:
+    """The ids of the modules that the applied canonizer instances change."""
+    return {
+        id(instance.batch_norm if isinstance(instance, MergeBatchNorm) else instance.module)
+        for instance in applied
+    }
+
+
+def _smallest_canonizer(model: nn.Module, changes: set[int]) -> str:
+    """Name the smallest canonizer set that changes the same modules as the structural one."""
+    for name in ("none", "merge_batchnorm", "resnet"):
+        applied = [i for canonizer in get_canonizers(name) for i in canonizer.apply(model)]
+        try:
+            if _changed_modules(applied) == changes:
+                return name
+        finally:
+            for instance in reversed(applied):
+                instance.remove()
+    return "torchvision"
+
+
+def _family(model: nn.Module) -> str:
+    for family_type, family in (*_UNSUPPORTED[:3], *_FAMILIES):
+        if isinstance(model, family_type):
+            return family
+    return "custom model"
+
+
+def _unsupported(model: nn.Module) -> tuple[str, ...]:
+    found = []
+    for unsupported_type, what in _UNSUPPORTED:
+        if any(isinstance(module, unsupported_type) for module in model.modules()):
+            found.append(
+                f"{what}: no rule explains its attention yet, so relevance there is scaled, "
+                "not redistributed; the heatmap is not reliable"
+            )
+    return tuple(found)
