@@ -24,6 +24,7 @@ from .requests import StructureContext, WorkerContext, describe_error
 from .rule_editing import apply_preset
 from .session import Session
 from .settings import Preferences
+from .support import SupportChecker
 from .worker import WorkerHost
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,11 @@ class Application:
     structure: WorkerHost
     controller: Controller
     window: MainWindow
+    support: SupportChecker
 
     def shutdown(self) -> None:
         """Stop the worker threads (idempotent); call before the QApplication goes away."""
-        for host in (self.host, self.structure):
+        for host in (self.host, self.structure, self.support.host):
             if host.is_running():
                 host.stop()
 
@@ -97,10 +99,12 @@ def build(preferences: Preferences | None = None, reporter: Reporter | None = No
     host = WorkerHost(WorkerContext(), describe_error)
     structure = WorkerHost(StructureContext())
     controller = Controller(session, host, structure, reporter, preferences)
-    window = MainWindow(session, controller, reporter, preferences)
+    support = SupportChecker()
+    window = MainWindow(session, controller, reporter, preferences, support)
     if reporter.confirm_handler is None:
         reporter.confirm_handler = ask_user(window)
-    return Application(session, reporter, preferences, host, structure, controller, window)
+    return Application(session, reporter, preferences, host, structure, controller, window,
+                       support)
 
 
 def start(app: Application, options: StartOptions) -> None:

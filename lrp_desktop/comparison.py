@@ -195,7 +195,7 @@ class ComparisonView(QWidget):
         if curves is not None:
             note += "<br>" + scores_note(curves)
         panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}, class {class_name}",
-                          note)
+                          note, result.warnings)
         if display is None:
             display = np.zeros(result.relevance.shape[2:] + (3,), dtype=np.uint8)
         panel.view.draw(display, result.relevance[0], session.display, bounds)

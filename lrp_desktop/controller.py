@@ -4,7 +4,8 @@ The controller watches the session. Whenever what the main view or a comparison 
 show changes, it looks the explanation up in the cache and, if it is missing, asks the worker for
 it, cancelling the request it replaces. Answers carry their request id; an answer to a request that
 was replaced is cached but not shown. Failures become messages through the reporter, and the
-session stays usable.
+session stays usable. Its :class:`~.auditing.Auditor` has each new rule map audited on the same
+worker, ahead of the explanation that uses it.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lrp_desktop_core.evaluate import DEFAULT_REGION_SIZE
 from lrp_desktop_core.explain import METHOD_KINDS, Method
 from lrp_desktop_core.images import IMAGE_SUFFIXES
 
+from .auditing import Auditor
 from .cache import ExplainKey
 from .reporter import Reporter
 from .requests import (
@@ -103,6 +105,8 @@ class Controller(QObject):
             signal.connect(self._refresh_timer.start)
         self._coverage: int | None = None
         self._preset: int | None = None
+        # audits a new rule map at once, ahead of the explanation the deferred refresh asks for
+        self.auditor = Auditor(session, host, reporter, self)
         session.rulemap_changed.connect(self._check_rules)
         structure.finished.connect(self._on_structure_result)
         structure.failed.connect(self._on_structure_failed)
@@ -335,9 +339,11 @@ class Controller(QObject):
             pending.on_result(result)
 
     def _on_failed(self, request_id: int, failure: Failure) -> None:
-        pending = self._pending.pop(request_id, None)
+        if request_id not in self._pending:
+            return  # the auditor's: it reports its own failures
+        pending = self._pending.pop(request_id)
         self._forget(request_id)
-        if pending is not None and pending.on_failure is not None:
+        if pending.on_failure is not None:
             pending.on_failure(failure)
         else:
             self.reporter.error(failure.title, failure.text, failure.hint)

@@ -39,7 +39,8 @@ class ExplanationView(CaptionedView):
     def _show_status(self) -> None:
         explanation = self.session.explanation
         self.set_caption(self._caption(), "" if explanation is None
-                         else conservation_note(explanation))
+                         else conservation_note(explanation),
+                         () if explanation is None else explanation.warnings)
         self.view.show_message(self._message())
 
     def _caption(self) -> str:

@@ -7,6 +7,7 @@ computed and the session's display settings; it never computes relevance.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,9 @@ from lrp_desktop_core.image import colorize, heatmap_bounds, overlay, relevance_
 from .session import DisplaySettings
 
 RAMP_STEPS = 256
+#: What a caption shows when its explanation may be wrong (the reasons are its tooltip).
+WARNING_MARK = "\N{WARNING SIGN} may be wrong"
+WARNING_COLOR = "#b35900"
 
 
 @dataclass(frozen=True)
@@ -203,7 +207,10 @@ class CaptionedView(QWidget):
         layout.addWidget(self.view, 1)
         layout.addWidget(self.note)
 
-    def set_caption(self, caption: str, note: str = "") -> None:
-        """Set the text above the picture and the note below it."""
-        self.caption.setText(caption)
+    def set_caption(self, caption: str, note: str = "", warnings: Sequence[str] = ()) -> None:
+        """Set the text above the picture and the note below it; ``warnings`` (why the picture
+        may be wrong) add a mark to the caption and make up its tooltip."""
+        mark = f' <span style="color: {WARNING_COLOR};">{WARNING_MARK}</span>' if warnings else ""
+        self.caption.setText(caption + mark)
+        self.caption.setToolTip("\n".join(warnings))
         self.note.setText(note)

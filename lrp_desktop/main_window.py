@@ -58,6 +58,7 @@ from .rule_editing import load_rules, save_rules
 from .rules_panel import RulesPanel
 from .session import METHOD_TITLES, Session
 from .settings import Preferences
+from .support import SupportChecker
 
 IMAGE_FILTER = "Images ({});;All files (*)".format(" ".join(f"*{s}" for s in IMAGE_SUFFIXES))
 RULES_FILTER = "Rule assignments (*.json);;All files (*)"
@@ -72,15 +73,18 @@ class MainWindow(QMainWindow):
     session, controller, reporter, preferences
         The application's state, its link to the worker, its message channel and its stored
         preferences.
+    support
+        Finds which architectures the model dialog marks as fully supported.
     """
 
     def __init__(self, session: Session, controller: Controller, reporter: Reporter,
-                 preferences: Preferences) -> None:
+                 preferences: Preferences, support: SupportChecker) -> None:
         super().__init__()
         self.session = session
         self.controller = controller
         self.reporter = reporter
         self.preferences = preferences
+        self.support = support
         self.setWindowTitle("lrp-desktop")
         self.setAcceptDrops(True)
         self.actions = Actions(self, session.undo_stack.createUndoAction(self, "&Undo"),
@@ -332,8 +336,10 @@ class MainWindow(QMainWindow):
 
     def choose_model_dialog(self) -> None:
         """Let the user choose a model and load it in the worker."""
-        dialog = ModelDialog(self.preferences.last_folder("weights"), self)
-        if dialog.exec() != ModelDialog.DialogCode.Accepted:
+        dialog = ModelDialog(self.preferences.last_folder("weights"), self.support, self)
+        accepted = dialog.exec() == ModelDialog.DialogCode.Accepted
+        dialog.deleteLater()
+        if not accepted:
             return
         try:
             choice = dialog.choice()
@@ -487,4 +493,5 @@ class MainWindow(QMainWindow):
         self.preferences.sync()
         self.controller.host.stop()
         self.controller.structure.stop()
+        self.support.stop()
         super().closeEvent(event)

@@ -1,9 +1,23 @@
-"""A bar above the views showing the newest message (never a blocking dialog)."""
+"""A bar above the views showing the newest message (never a blocking dialog).
+
+A message with details (every problem a warning counts) gets a "Details" button that lists them in
+a window of their own.
+"""
 
 from __future__ import annotations
 
 from PySide6.QtCore import QTimer
-from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QToolButton, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QPlainTextEdit,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from .reporter import Level, Message
 
@@ -16,14 +30,36 @@ STYLES = {
 INFO_TIMEOUT_MS = 6000
 
 
+class DetailsDialog(QDialog):
+    """Lists a message's details, one per paragraph, in text that can be selected and copied."""
+
+    def __init__(self, message: Message, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle(message.title)
+        self.text = QPlainTextEdit("\n\n".join(message.details))
+        self.text.setReadOnly(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.close)
+        layout = QVBoxLayout(self)
+        layout.addWidget(QLabel(f"{len(message.details)} item(s):"))
+        layout.addWidget(self.text, 1)
+        layout.addWidget(buttons)
+        self.resize(640, 360)
+
+
 class MessageBar(QFrame):
-    """Shows one message with its hint and a close button."""
+    """Shows one message with its hint, a "Details" button when it has details, and a close
+    button."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.label.setTextFormat(self.label.textFormat().PlainText)
+        self.details_button = QToolButton()
+        self.details_button.setText("Details...")
+        self.details_button.setToolTip("List every item of this message")
+        self.details_button.clicked.connect(self.show_details)
         close = QToolButton()
         close.setText("x")
         close.setToolTip("Close this message")
@@ -31,11 +67,13 @@ class MessageBar(QFrame):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(8, 4, 4, 4)
         layout.addWidget(self.label, 1)
+        layout.addWidget(self.details_button)
         layout.addWidget(close)
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self.hide)
         self.message: Message | None = None
+        self.details_dialog: DetailsDialog | None = None
         self.hide()
 
     def show_message(self, message: Message) -> None:
@@ -43,8 +81,18 @@ class MessageBar(QFrame):
         self.message = message
         self.setStyleSheet(f"MessageBar {{ {STYLES[message.level]} }}")
         self.label.setText(message.full_text())
+        self.details_button.setVisible(bool(message.details))
         self.show()
         if message.level is Level.INFO:
             self._timer.start(INFO_TIMEOUT_MS)
         else:
             self._timer.stop()
+
+    def show_details(self) -> None:
+        """Open a window listing the shown message's details (it does not block the viewer)."""
+        if self.message is None or not self.message.details:
+            return
+        if self.details_dialog is not None:
+            self.details_dialog.deleteLater()
+        self.details_dialog = DetailsDialog(self.message, self)
+        self.details_dialog.show()

@@ -1,12 +1,17 @@
-"""The dialog that chooses a model: the demo, a torchvision classifier, or a file."""
+"""The dialog that chooses a model: the demo, a torchvision classifier, or a file.
+
+Architectures LRP explains fully carry a check mark, the others a warning sign; the marks come from
+each architecture's structure (see :mod:`.support`) and fill in as a background thread finds them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QSignalBlocker, Qt
 from PySide6.QtWidgets import (
+    QApplication,
     QButtonGroup,
     QComboBox,
     QCompleter,
@@ -20,14 +25,18 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
+    QStyle,
     QVBoxLayout,
     QWidget,
 )
 
 from lrp_desktop_core.models import DEFAULT_MODEL, get_spec, list_models, pretrained_cache_path
 
+from .support import Support, SupportChecker, known_support
+
 WEIGHT_FILTER = "Weights (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
 FROM_FILE = "(named in the file)"
+DEMO_SUPPORT = "fully supported: every operation of the demo runs in a layer with a rule"
 
 
 @dataclass(frozen=True)
@@ -56,15 +65,25 @@ class ModelDialog(QDialog):
     ----------
     start_folder
         Where the file dialogs open.
+    checker
+        Finds which architectures are fully supported; without one, none is marked.
     """
 
-    def __init__(self, start_folder: Path, parent: QWidget | None = None) -> None:
+    def __init__(self, start_folder: Path, checker: SupportChecker | None = None,
+                 parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Choose a model")
         self.start_folder = start_folder
+        self.checker = checker
         names = [name for name in list_models() if name != DEFAULT_MODEL]
+        self.names = names
+        style = QApplication.style()
+        self.supported_icon = style.standardIcon(QStyle.StandardPixmap.SP_DialogApplyButton)
+        self.unsupported_icon = style.standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
 
         self.demo = QRadioButton("The bundled demo (small CNN on synthetic shapes)")
+        self.demo.setIcon(self.supported_icon)
+        self.demo.setToolTip(DEMO_SUPPORT)
         self.torchvision = QRadioButton("A torchvision classifier")
         self.file = QRadioButton("A model or weights file")
         self.kind = QButtonGroup(self)
@@ -92,9 +111,12 @@ class ModelDialog(QDialog):
         self.weights_path = self._path_row()
         self.cache_note = QLabel()
         self.cache_note.setWordWrap(True)
+        self.support_note = QLabel()
+        self.support_note.setWordWrap(True)
         tv_box = QGroupBox()
         tv_form = QFormLayout(tv_box)
         tv_form.addRow("Architecture:", self.architecture)
+        tv_form.addRow("LRP:", self.support_note)
         tv_form.addRow(self.pretrained)
         tv_form.addRow("", self.cache_note)
         tv_form.addRow(self.random)
@@ -127,6 +149,11 @@ class ModelDialog(QDialog):
         self.kind.buttonToggled.connect(lambda *_: self._update_enabled(tv_box, file_box))
         self._update_enabled(tv_box, file_box)
         self._update_note()
+        if checker is not None:
+            checker.checked.connect(self._show_support)
+            self.finished.connect(self._stop_checking, Qt.ConnectionType.SingleShotConnection)
+            self.architecture.currentTextChanged.connect(self._check_first)
+            checker.request([self.architecture.currentText(), *names])
 
     def _path_row(self) -> QWidget:
         row = QWidget()
@@ -151,8 +178,44 @@ class ModelDialog(QDialog):
 
     def _update_note(self) -> None:
         name = self.architecture.currentText()
-        self.cache_note.setText(pretrained_status(name) if name in list_models() else
-                                "unknown architecture")
+        listed = name in self.names
+        self.cache_note.setText(pretrained_status(name) if listed else "unknown architecture")
+        support = known_support(name)
+        if support is not None:
+            mark = "\N{CHECK MARK}" if support.supported else "\N{WARNING SIGN}"
+            self.support_note.setText(f"{mark} {support.verdict()}")
+            self.support_note.setToolTip(support.tooltip())
+            return
+        checking = listed and self.checker is not None
+        self.support_note.setText("checking the architecture..." if checking else "")
+        self.support_note.setToolTip("")
+
+    def _stop_checking(self) -> None:
+        """Drop the checks still queued and stop listening (answers found so far are kept)."""
+        self.checker.cancel()
+        self.checker.checked.disconnect(self._show_support)
+
+    def _check_first(self, name: str) -> None:
+        """Have the checker look at ``name`` before the others, unless it already has."""
+        if name in self.names and known_support(name) is None:
+            self.checker.request([name, *self.names])
+
+    def _show_support(self, support: Support) -> None:
+        """Mark ``support.name`` in both architecture lists (icon and tooltip)."""
+        icon = self.supported_icon if support.supported else self.unsupported_icon
+        tooltip = support.tooltip()
+        for combo in (self.architecture, self.file_architecture):
+            position = combo.findText(support.name, Qt.MatchFlag.MatchExactly)
+            if position < 0:
+                continue
+            with QSignalBlocker(combo):
+                typed = combo.currentText()
+                combo.setItemIcon(position, icon)
+                combo.setItemData(position, tooltip, Qt.ItemDataRole.ToolTipRole)
+                if combo.currentText() != typed:  # Qt shows the current item's text again when
+                    combo.setEditText(typed)       # its data changes, over what was typed
+        if support.name == self.architecture.currentText():
+            self._update_note()
 
     def choice(self) -> ModelChoice:
         """Return the chosen model, or raise ValueError saying what is missing."""

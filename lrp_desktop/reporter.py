@@ -40,12 +40,16 @@ class Message:
         The problem itself, usually the exception message naming the file and the cause.
     hint
         What the user can do about it; may be empty.
+    details
+        Every item behind a summary (each problem a warning counts), one sentence each; the
+        message bar lists them on request.
     """
 
     level: Level
     title: str
     text: str
     hint: str = ""
+    details: tuple[str, ...] = ()
 
     def full_text(self) -> str:
         """Return title, text and hint as one line each (empty parts left out)."""
@@ -85,9 +89,10 @@ class Reporter(QObject):
         """Report an error: something the user asked for did not happen."""
         self.report(Message(Level.ERROR, title, text, hint))
 
-    def warning(self, title: str, text: str, hint: str = "") -> None:
-        """Report a warning: it worked, but not quite as asked."""
-        self.report(Message(Level.WARNING, title, text, hint))
+    def warning(self, title: str, text: str, hint: str = "", details: tuple[str, ...] = ()
+                ) -> None:
+        """Report a warning: it worked, but not quite as asked (details: see :class:`Message`)."""
+        self.report(Message(Level.WARNING, title, text, hint, tuple(details)))
 
     def info(self, title: str, text: str = "", hint: str = "") -> None:
         """Report a piece of information ("Saved 3 files")."""

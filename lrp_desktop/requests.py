@@ -2,9 +2,10 @@
 
 Each request's ``run`` executes in a worker thread (see :mod:`.worker`) and returns plain Python
 and numpy results. The model worker's :class:`WorkerContext` holds the loaded model on its device
-and the images prepared for it; only that thread touches the model. A second, light thread keeps
-a copy of the model's skeleton (:class:`StructureContext`) and checks rule maps against it, so
-rule edits never wait for an explanation and never stall the window.
+and the images prepared for it; only that thread touches the model, so it also audits the
+relevance path of each rule map (one instrumented forward pass, cached by the engine). A second,
+light thread keeps a copy of the model's skeleton (:class:`StructureContext`) and checks rule maps
+against it, so rule edits never wait for an explanation and never stall the window.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import numpy as np
 import torch
 
 from lrp_desktop_core import evaluate
-from lrp_desktop_core.explain import Explanation, Method, explain
+from lrp_desktop_core.audit import AuditFinding, audit_rulemap
+from lrp_desktop_core.explain import Explanation, Method, NotHookableError, explain
 from lrp_desktop_core.images import ImageLoadError, LoadedImage, load_image
 from lrp_desktop_core.models import LoadedModel, load_model
+from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.rulemap import RuleMap
 from lrp_desktop_core.weightfiles import ModelLoadError, archive_imports, pickle_imports
 
@@ -70,6 +73,8 @@ def describe_error(error: Exception) -> str:
         return "Choose a readable image file (PNG, JPEG, BMP, TIFF, WebP, ...)."
     if isinstance(error, FileNotFoundError):
         return "Check the path; the file may have been moved or deleted."
+    if isinstance(error, NotHookableError):
+        return 'Choose another method under "Method and device".'
     return ""
 
 
@@ -147,7 +152,7 @@ class LoadModelRequest:
                 raise
             file = Path(self.weights if self.weights is not None else self.source)
             return TrustNeeded(self, tuple(_imports_of(file)), str(error))
-        skeleton = copy.deepcopy(loaded.model).to("meta")
+        skeleton = _skeleton(loaded.model)
         context.loaded = None
         context.images.clear()
         _free_gpu_memory()
@@ -163,7 +168,18 @@ class LoadModelRequest:
             skeleton=skeleton,
             n_parameters=sum(p.numel() for p in loaded.model.parameters()),
             device=str(context.device),
+            recommendation=recommend(loaded.model),
         )
+
+
+def _skeleton(model: torch.nn.Module) -> torch.nn.Module:
+    """Return a copy of ``model`` without numbers, on the "meta" device.
+
+    A TorchScript model cannot move to the meta device; its copy keeps its values (LRP cannot
+    hook it anyway, and explaining with LRP says so).
+    """
+    skeleton = copy.deepcopy(model)
+    return skeleton if isinstance(model, torch.jit.ScriptModule) else skeleton.to("meta")
 
 
 def _imports_of(path: Path) -> list[str]:
@@ -265,6 +281,43 @@ class ExplainRequest:
                                   OUT_OF_MEMORY_HINT) from error
         return ExplainResult(self.key, self.path, explanation, image.display,
                              threading.get_ident())
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What the audit of the relevance path found for one rule map of one model.
+
+    Attributes
+    ----------
+    model_key
+        The model it was found on.
+    fingerprint
+        The rule map's fingerprint.
+    findings
+        ``audit.AuditFinding`` objects (plain strings and counts); empty when all is covered.
+    """
+
+    model_key: str
+    fingerprint: str
+    findings: tuple[AuditFinding, ...]
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """Find the operations on the relevance path that no rule of ``rulemap`` redistributes."""
+
+    rulemap: RuleMap
+    title: str = "Checking the relevance path"
+
+    def run(self, context: WorkerContext, job: Job) -> AuditResult:
+        """Run the audit on the real model (an input of the model's size)."""
+        loaded = context.require_model()
+        job.progress(0.0, self.title)
+        findings: tuple[AuditFinding, ...] = ()
+        if not isinstance(loaded.model, torch.jit.ScriptModule):  # not hookable: explain says so
+            shape = (1, 3, *loaded.spec.input_size)
+            findings = audit_rulemap(loaded.model, self.rulemap, shape).findings
+        return AuditResult(context.model_key, self.rulemap.fingerprint(), findings)
 
 
 @dataclass

@@ -7,7 +7,6 @@ worker thread touches.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -53,14 +52,13 @@ def preset_rulemap_on(skeleton: Any, spec: Any, preset: str, canonizer: str | No
     canonizer
         The canonizer set; the spec's when None.
     """
-    spec = spec if canonizer is None else dataclasses.replace(spec, canonizer=canonizer)
-    return RuleMap.recommended(skeleton, spec, preset)
+    return RuleMap.recommended(skeleton, spec, preset, canonizer)
 
 
 def base_preset(rulemap: RuleMap | None, info: ModelInfo) -> str:
     """Return the preset a rule map came from (without the "edited" mark), else the model's."""
     if rulemap is None or not rulemap.preset:
-        return info.spec.recommended_composite
+        return info.recommendation.preset
     return rulemap.preset.removesuffix(EDITED_SUFFIX)
 
 
@@ -68,7 +66,7 @@ def current_canonizer(session: Session) -> str:
     """Return the canonizer set of the session's rule map, else the model's recommended one."""
     if session.rulemap is not None:
         return session.rulemap.canonizer
-    return _model(session).spec.canonizer
+    return _model(session).recommendation.canonizer
 
 
 def apply_preset(session: Session, preset: str) -> None:

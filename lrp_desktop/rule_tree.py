@@ -5,7 +5,9 @@ The rows are the layers a rule can be given (the leaves after canonizing, from
 number of parameters, rule, rule parameters. Editing the rule of a group gives the rule to every
 layer in it. The tree edits the session's rule map (as undoable steps) and nothing else; layers
 without a rule or with a questionable one are marked, with the reason as a tooltip (the reasons,
-``coverage.rule_coverage``'s, are computed in the background; see the session's coverage).
+``coverage.rule_coverage``'s, are computed in the background; see the session's coverage). So are
+the layers and groups in which the audit of the relevance path found an operation that no rule
+redistributes (see the session's audit); a finding in the model's own forward has no row.
 """
 
 from __future__ import annotations
@@ -153,11 +155,13 @@ class RuleTreeModel(QAbstractItemModel):
         self.canonizer: str | None = None
         self.nodes: dict[str, Node] = {}
         self._summary: dict[str, tuple[str, str]] = {}
+        self._audit_notes: dict[str, list[str]] = {}
         self._warning_icon = QApplication.style().standardIcon(
             QStyle.StandardPixmap.SP_MessageBoxWarning)
         session.model_changed.connect(self.rebuild)
         session.rulemap_changed.connect(self._on_rulemap_changed)
         session.coverage_changed.connect(self._on_coverage_changed)
+        session.audit_changed.connect(self._on_audit_changed)
         self.rebuild()
 
     # -- building -----------------------------------------------------------------------
@@ -173,6 +177,7 @@ class RuleTreeModel(QAbstractItemModel):
             self.root = build_tree(session.model.skeleton, leaves)
         self.nodes = {}
         self._index_nodes(self.root)
+        self._audit_notes = self._place_findings()
         self._summary = {}
         self._summarise(self.root)
         self.endResetModel()
@@ -199,6 +204,24 @@ class RuleTreeModel(QAbstractItemModel):
         self._summarise(self.root)
         self.layoutAboutToBeChanged.emit()
         self.layoutChanged.emit()
+
+    def _on_audit_changed(self) -> None:
+        notes = self._place_findings()
+        if notes != self._audit_notes:
+            self._audit_notes = notes
+            self._on_coverage_changed()
+
+    def _place_findings(self) -> dict[str, list[str]]:
+        """Return the audit's messages by the row they mark: the module named, else the nearest
+        row above it (a module without rule-taking layers has no row of its own)."""
+        notes: dict[str, list[str]] = {}
+        for finding in self.session.audit:
+            name = finding.module
+            while name and name not in self.nodes:
+                name = name.rpartition(".")[0]
+            if name:
+                notes.setdefault(name, []).append(finding.message)
+        return notes
 
     def node(self, index: Index) -> Node:
         """Return the node of ``index`` (the invisible root for an invalid index)."""
@@ -282,6 +305,7 @@ class RuleTreeModel(QAbstractItemModel):
                 child_rules, child_reasons = self._summarise(child)
                 rules |= child_rules
                 reasons += child_reasons
+        reasons = self._audit_notes.get(node.name, []) + reasons
         name = next(iter(rules)) if len(rules) == 1 else MIXED
         self._summary[node.name] = (name, "\n".join(reasons))
         return rules, reasons
@@ -312,7 +336,8 @@ class RuleTreeModel(QAbstractItemModel):
             return None
         if role == Qt.ItemDataRole.DecorationRole and self.warning(node):
             return self._warning_icon
-        if role == Qt.ItemDataRole.BackgroundRole and node.is_layer and self.warning(node):
+        if (role == Qt.ItemDataRole.BackgroundRole and self.warning(node)
+                and (node.is_layer or node.name in self._audit_notes)):
             return QBrush(WARN_BACKGROUND)
         if role == Qt.ItemDataRole.ForegroundRole and self.rule_name(node) == NO_RULE:
             return QBrush(NO_RULE_FOREGROUND)
@@ -331,7 +356,8 @@ class RuleTreeModel(QAbstractItemModel):
 
     def _tooltip(self, node: Node, column: int) -> str:
         if column == NAME:
-            return node.name or "(model)"
+            return "\n\n".join(part for part in (node.name or "(model)", self.warning(node))
+                                 if part)
         if column == RULE:
             parts = [self.warning(node)]
             entry = self.session.coverage.get(node.name)

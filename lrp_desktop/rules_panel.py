@@ -1,4 +1,4 @@
-"""The rules dock: preset, canonizer, the layer tree, and a rule editor for selected layers."""
+"""The rules dock: preset, canonizer, what suits the model, the layer tree, and a rule editor."""
 
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from .rule_delegate import RuleDelegate, rule_combo
 from .rule_editing import apply_rule, base_preset, change_canonizer, choice_for
 from .rule_tree import RULE, RuleTreeModel
 from .session import Session
+from .support import describe
 
 #: Trees with at most this many rows open fully; bigger ones show their first level.
 EXPAND_ALL_ROWS = 60
@@ -41,7 +42,11 @@ CANONIZER_TIPS = {
     "vgg": "Canonizer for torchvision VGG models (folds batch normalisation)",
     "resnet": "Canonizer for torchvision ResNets: folds batch normalisation and turns each "
               "residual addition into a Sum layer that takes a rule",
+    "torchvision": "Canonizer for every torchvision CNN: folds batch normalisation and turns "
+                   "residual additions, squeeze-and-excitation products, layer scales, input "
+                   "transforms and inline pooling into layers that take rules",
 }
+CANONIZER_TIP = "How the model is rewritten before rules are attached"
 
 
 def parse_value(text: str) -> Any:
@@ -151,7 +156,10 @@ class RulesPanel(QWidget):
             self.canonizer_box.setItemData(self.canonizer_box.count() - 1,
                                            CANONIZER_TIPS.get(name, ""),
                                            Qt.ItemDataRole.ToolTipRole)
-        self.canonizer_box.setToolTip("How the model is rewritten before rules are attached")
+        self.canonizer_box.setToolTip(CANONIZER_TIP)
+        self.recommendation = QLabel()
+        self.recommendation.setWordWrap(True)
+        self.recommendation.setStyleSheet("font-size: 9pt;")
         self.canonizer_box.activated.connect(
             lambda position: change_canonizer(session, self.canonizer_box.itemData(position)))
         self.model = RuleTreeModel(session, reporter, self)
@@ -179,10 +187,23 @@ class RulesPanel(QWidget):
         form.addRow("Canonizer:", self.canonizer_box)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
+        layout.addWidget(self.recommendation)
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.editor)
         session.rulemap_changed.connect(self._show_rulemap)
+        session.model_changed.connect(self._show_recommendation)
         self._on_reset()
+        self._show_recommendation()
+
+    def _show_recommendation(self) -> None:
+        """Say what suits the model (from its structure) and why, the details as tooltips."""
+        model = self.session.model
+        details = "" if model is None else describe(model.recommendation)
+        self.recommendation.setText("" if model is None else
+                                    f"Suits this model: {model.recommendation.summary()}")
+        self.recommendation.setToolTip(details)
+        self.canonizer_box.setToolTip(f"{CANONIZER_TIP}\n\n{details}" if details
+                                      else CANONIZER_TIP)
 
     def _on_reset(self) -> None:
         if len(self.model.nodes) <= EXPAND_ALL_ROWS:

@@ -1,10 +1,11 @@
 """The state of one viewing session, observed by every widget.
 
 The :class:`Session` holds what the user is looking at: the model, the images, the rule
-assignment, the explained class, the method, the look of the heatmap, the comparison panels and
-the explanations computed so far. Widgets read it and change it through its setters; each setter
-emits a signal, so every observer redraws. Widgets never talk to each other directly, and nothing
-here touches the model itself (that lives in the worker thread).
+assignment (and what the audit of its relevance path found), the explained class, the method, the
+look of the heatmap, the comparison panels and the explanations computed so far. Widgets read it
+and change it through its setters; each setter emits a signal, so every observer redraws. Widgets
+never talk to each other directly, and nothing here touches the model itself (that lives in the
+worker thread).
 """
 
 from __future__ import annotations
@@ -71,7 +72,7 @@ class ModelInfo:
     key
         Unique per load; part of every cache key.
     spec
-        The model's ``ModelSpec`` (title, input size, class names, recommended composite).
+        The model's ``ModelSpec`` (title, input size, class names).
     source
         What was loaded ("demo", a torchvision name, or a file path).
     weights_path, weights_sha256
@@ -83,6 +84,8 @@ class ModelInfo:
         Number of parameters.
     device
         Where the real model is.
+    recommendation
+        The LRP set-up that suits the model's structure (``recommend.Recommendation``).
     """
 
     key: str
@@ -93,6 +96,7 @@ class ModelInfo:
     skeleton: Any
     n_parameters: int
     device: str
+    recommendation: Any
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -146,6 +150,7 @@ class Session(QObject):
     display_image_changed = Signal()
     rulemap_changed = Signal()
     coverage_changed = Signal()
+    audit_changed = Signal()
     method_changed = Signal()
     target_changed = Signal()
     device_changed = Signal()
@@ -166,6 +171,8 @@ class Session(QObject):
         self.rulemap: Any = None
         self.coverage: dict[str, Any] = {}
         self.coverage_fingerprint: str | None = None
+        self.audits: dict[str, tuple[Any, ...]] = {}
+        self.audit_fingerprint: str | None = None
         self.method_kind: str = "lrp"
         self.method_params: dict[str, dict[str, Any]] = {}
         self.target: int | None = None
@@ -191,11 +198,13 @@ class Session(QObject):
         self.target = None
         self.rulemap = rulemap
         self.coverage, self.coverage_fingerprint = {}, None
+        self.audits, self.audit_fingerprint = {}, None
         self.undo_stack.clear()
         self.comparison.panels = []
         self.evaluation = None
         self.model_changed.emit()
         self.rulemap_changed.emit()
+        self.audit_changed.emit()
         self.target_changed.emit()
         self.comparison_changed.emit()
         self.evaluation_changed.emit()
@@ -287,6 +296,27 @@ class Session(QObject):
     def coverage_is_current(self) -> bool:
         """True when :attr:`coverage` belongs to the current rule map."""
         return self.rulemap is not None and self.coverage_fingerprint == self.rulemap.fingerprint()
+
+    def set_audit(self, fingerprint: str, findings: tuple[Any, ...]) -> None:
+        """Show what the audit of the relevance path found for the rule map with ``fingerprint``
+        (``audit.AuditFinding`` objects; empty when every operation has a rule).
+
+        Findings are kept per rule map for the current model, so an undo finds them again; the
+        shown ones stay until those of the next rule map arrive.
+        """
+        self.audits[fingerprint] = tuple(findings)
+        self.audit_fingerprint = fingerprint
+        self.audit_changed.emit()
+
+    @property
+    def audit(self) -> tuple[Any, ...]:
+        """The findings shown (empty before the first audit of a model arrives)."""
+        return self.audits.get(self.audit_fingerprint, ())
+
+    @property
+    def audit_is_current(self) -> bool:
+        """True when :attr:`audit` belongs to the current rule map."""
+        return self.rulemap is not None and self.audit_fingerprint == self.rulemap.fingerprint()
 
     def set_method_kind(self, kind: str) -> None:
         """Choose the method of the main view (a key of :data:`METHOD_TITLES`)."""

@@ -22,6 +22,7 @@ from lrp_desktop.rule_editing import (
 from lrp_desktop.rule_tree import RULE, RULE_PARAMS, RuleTreeModel, parse_params
 from lrp_desktop.session import ModelInfo, Session
 from lrp_desktop_core.models import load_model
+from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.rulemap import RULE_CHOICES, RuleChoice, RuleMap
 
 
@@ -30,7 +31,7 @@ def demo_info():
     loaded = load_model("demo")
     skeleton = copy.deepcopy(loaded.model).to("meta")
     return ModelInfo("demo#test", loaded.spec, "demo", loaded.weights_path,
-                     loaded.weights_sha256, skeleton, 0, "cpu")
+                     loaded.weights_sha256, skeleton, 0, "cpu", recommend(loaded.model))
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ def test_starts_on_the_demo_with_the_recommended_rules(viewer):
     session = viewer.session
     assert session.model.spec.name == "demo"
     assert session.current_image.name == session.images[0].name
-    assert session.rulemap.preset == session.model.spec.recommended_composite
+    assert session.rulemap.preset == session.model.recommendation.preset
     explanation = session.explanation
     assert explanation.relevance.shape == (1, 3, 64, 64)
     assert np.abs(explanation.relevance).sum() > 0
