@@ -2,6 +2,8 @@
 
 For every image it writes the heatmap overlay (PNG), the raw relevance (``.npy``) and a JSON
 record of all settings, the same files the desktop app exports, plus one ``summary.csv``.
+Where the heatmaps of LRP may be wrong (parts of the model no rule explains, operations on the
+relevance path outside any rule), it says so once per run on stderr, and in every record.
 With ``--evaluate`` it adds faithfulness scores (region perturbation AOPC) and, where an object
 mask ``<stem>_mask.png`` lies beside an image, localisation scores.
 """
@@ -23,18 +25,25 @@ import torch
 from .cmap import get_cmap
 from .composites import COMPOSITES
 from .evaluate import DEFAULT_FILL, FILLS, localisation_scores, object_mask, region_perturbation
-from .explain import METHOD_KINDS, Explanation, Method, explain
+from .explain import METHOD_KINDS, Explanation, Method, NotHookableError, explain
 from .export import EXPORT_FORMATS, explanation_record, save_explanation
 from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from .recommend import Recommendation, recommend
 from .rulemap import RuleMap
 
 EPILOG = """\
 outputs, per image: <stem>.png (overlay), <stem>.npy (relevance, C x H x W), <stem>.json (record);
 and summary.csv (summary-K-of-N.csv with --shard) with one row per image.
 
+warnings: with --method lrp, what may make the heatmaps wrong (operations on the relevance path
+outside any rule, parts of the model no rule explains) is printed once per run on stderr; each
+record lists it under "warnings" (and what suits the model, and why, under "recommendation"),
+and the summary counts it per image.
+
 exit codes: 0 all images explained; 1 some images failed (see the summary and stderr);
-2 bad arguments, model, weights or rules file, or a device that does not exist.
+2 bad arguments, model, weights or rules file, a device that does not exist, or LRP asked of a
+TorchScript model (use a gradient-based method or occlusion there).
 
 splitting a large data set over many machines: --shard K/N explains the K-th (1-based) of N
 disjoint parts of the sorted image list, e.g. in a Slurm job array:
@@ -54,12 +63,24 @@ SUMMARY_FIELDS = (
     "explained_name",
     "explained_logit",
     "relevance_sum",
+    "warnings",
 )
 EVALUATION_FIELDS = ("morf_aopc", "lerf_aopc", "random_aopc", "mass_accuracy", "rank_accuracy")
 
 
 class UsageError(Exception):
     """A problem with the arguments or the files they name; reported without a traceback."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every batch of one run shares: the model, the method and what suits the model."""
+
+    loaded: LoadedModel
+    method: Method
+    target: int | None
+    formats: tuple[str, ...]
+    recommendation: Recommendation | None
 
 
 @dataclass
@@ -164,7 +185,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = _device(args.device)
         loaded = _load_model(args)
         method = _method(args, loaded)
-        target = _target(args.target, loaded.spec.class_names)
+        job = Job(
+            loaded,
+            method,
+            _target(args.target, loaded.spec.class_names),
+            formats,
+            recommend(loaded.model) if method.kind == "lrp" else None,
+        )
         images = shard_paths(collect_images(args.inputs, args.recursive), *shard)
         _make_folder(args.out)
     except (UsageError, ValueError) as error:
@@ -172,7 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     loaded.model.to(device)
     start = time.perf_counter()
-    rows = _run(args, loaded, method, target, images, formats)
+    try:
+        rows = _run(args, job, images)
+    except NotHookableError as error:
+        print(f"lrp-explain: error: {error}", file=sys.stderr)
+        return 2
     summary = args.out / (
         "summary.csv" if shard == (1, 1) else f"summary-{shard[0]}-of-{shard[1]}.csv"
     )
@@ -330,6 +361,7 @@ class _ProgressBar:
     def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
         self.total, self.stream, self.enabled = total, stream, enabled
         self.interactive = stream.isatty()
+        self.line_open = False
 
     def show(self, done: int) -> None:
         if not self.enabled:
@@ -337,39 +369,75 @@ class _ProgressBar:
         filled = round(30 * done / max(self.total, 1))
         line = f"[{'#' * filled}{'.' * (30 - filled)}] {done}/{self.total} images"
         if self.interactive:
-            self.stream.write("\r" + line + ("\n" if done >= self.total else ""))
+            self.line_open = done < self.total
+            self.stream.write("\r" + line + ("" if self.line_open else "\n"))
         else:
             self.stream.write(line + "\n")
         self.stream.flush()
 
+    def print(self, text: str) -> None:
+        """Write ``text`` on lines of its own; the bar is redrawn below it by the next ``show``."""
+        if self.line_open:
+            self.stream.write("\n")
+            self.line_open = False
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
-def _run(
-    args: argparse.Namespace,
-    loaded: LoadedModel,
-    method: Method,
-    target: int | None,
-    images: Sequence[tuple[Path, str]],
-    formats: tuple[str, ...],
-) -> list[Row]:
+
+def _run(args: argparse.Namespace, job: Job, images: Sequence[tuple[Path, str]]) -> list[Row]:
+    """Explain all images batch by batch; the first explained batch reports the warnings."""
     rows = [Row(path, stem) for path, stem in images]
     bar = _ProgressBar(len(rows), sys.stderr, not args.quiet)
     bar.show(0)
+    reported = False
     for first in range(0, len(rows), args.batch_size):
         batch_rows = rows[first : first + args.batch_size]
-        _explain_batch(args, loaded, method, target, batch_rows, formats)
+        warnings = _explain_batch(args, job, batch_rows)
+        if warnings is not None and not reported:
+            reported = True
+            report = _warnings_report(job.loaded.spec.name, job.recommendation, warnings)
+            if report:
+                bar.print(report)
         bar.show(first + len(batch_rows))
     return rows
 
 
+def _warnings_report(
+    model_name: str, recommendation: Recommendation | None, warnings: Sequence[str]
+) -> str:
+    """Return why the heatmaps of a model may be wrong, for people; ``""`` when all is well.
+
+    Parameters
+    ----------
+    model_name : str
+        The model's name, for the header line.
+    recommendation : Recommendation or None
+        Its ``unsupported`` sentences come first (None for methods other than LRP).
+    warnings : sequence of str
+        The audit's warnings, from :attr:`~.explain.Explanation.warnings`.
+
+    Returns
+    -------
+    str
+        A header line naming the model, then one indented line per problem.
+    """
+    problems = [*(recommendation.unsupported if recommendation else ()), *warnings]
+    if not problems:
+        return ""
+    lines = [f"lrp-explain: the heatmaps of {model_name} may be wrong:"]
+    lines += [f"  - {problem}" for problem in problems]
+    return "\n".join(lines)
+
+
 def _explain_batch(
-    args: argparse.Namespace,
-    loaded: LoadedModel,
-    method: Method,
-    target: int | None,
-    rows: Sequence[Row],
-    formats: tuple[str, ...],
-) -> None:
-    """Load, explain, score and save one batch; failures are recorded in the rows."""
+    args: argparse.Namespace, job: Job, rows: Sequence[Row]
+) -> tuple[str, ...] | None:
+    """Load, explain, score and save one batch; failures are recorded in the rows.
+
+    Returns the explanation's warnings, or None where no explanation came about.  LRP on a model
+    that cannot be hooked raises :class:`~.explain.NotHookableError`, as every batch would fail.
+    """
+    loaded, method = job.loaded, job.method
     ready = []
     for row in rows:
         try:
@@ -378,16 +446,18 @@ def _explain_batch(
             row.failed(str(error))
             print(f"lrp-explain: skipped {row.image}: {error}", file=sys.stderr)
     if not ready:
-        return
+        return None
     inputs = torch.stack([image.tensor for _, image in ready])
     try:
-        explanation = explain(loaded.model, inputs, method, target)
+        explanation = explain(loaded.model, inputs, method, job.target)
         scores = _scores(args, loaded, inputs, explanation, [row.image for row, _ in ready])
+    except NotHookableError:
+        raise
     except (RuntimeError, ValueError) as error:
         for row, _ in ready:
             row.failed(f"explaining failed: {error}")
         print(f"lrp-explain: a batch failed: {error}", file=sys.stderr)
-        return
+        return None
     names = loaded.spec.class_names
     for index, (row, image) in enumerate(ready):
         record = explanation_record(
@@ -399,6 +469,7 @@ def _explain_batch(
             weights_path=loaded.weights_path,
             weights_sha256=loaded.weights_sha256,
             image_path=row.image,
+            recommendation=job.recommendation,
         )
         if args.evaluate:
             record["evaluation"] = {
@@ -408,12 +479,20 @@ def _explain_batch(
             }
         try:
             save_explanation(
-                args.out, row.stem, image.display, explanation, index, record, args.cmap, formats
+                args.out,
+                row.stem,
+                image.display,
+                explanation,
+                index,
+                record,
+                args.cmap,
+                job.formats,
             )
         except OSError as error:
             row.failed(f"writing the results failed: {error}")
             continue
         row.values.update(_summary_values(record), **scores[index] if args.evaluate else {})
+    return explanation.warnings
 
 
 def _summary_values(record: dict[str, Any]) -> dict[str, Any]:
@@ -428,6 +507,7 @@ def _summary_values(record: dict[str, Any]) -> dict[str, Any]:
         "explained_name": target["name"],
         "explained_logit": f"{record['explained_output']:.6g}",
         "relevance_sum": f"{record['relevance_sum']:.6g}",
+        "warnings": len(record["warnings"]),
     }
 
 

@@ -3,7 +3,8 @@
 Everything here needs only Pillow and numpy:
 
 * :func:`explanation_record` collects every setting that produced an explanation (model, weights
-  hash, rule map, method, class, device, versions, time) into a JSON-ready dict;
+  hash, rule map and why it was recommended, method, class, the audit's warnings, device,
+  versions, time) into a JSON-ready dict;
 * :func:`save_explanation` writes one sample's overlay PNG, raw relevance ``.npy`` and record;
 * :func:`save_figure` lays panels out in a captioned grid, as PNG, SVG or PDF;
 * :func:`save_report` writes a multi-page PDF: per image the input, the compared heatmaps, the
@@ -21,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -33,6 +34,9 @@ from PIL import Image, ImageDraw, ImageFont
 from . import __version__
 from .explain import Explanation, Method
 from .image import DEFAULT_CLIP_PERCENTILE, overlay
+
+if TYPE_CHECKING:
+    from .recommend import Recommendation
 
 EXPORT_FORMATS = ("png", "npy", "json")
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
@@ -54,6 +58,7 @@ def explanation_record(
     weights_path: str | Path | None = None,
     weights_sha256: str | None = None,
     image_path: str | Path | None = None,
+    recommendation: Recommendation | None = None,
 ) -> dict[str, Any]:
     """Return every setting behind one sample's explanation as a JSON-ready dict.
 
@@ -73,13 +78,17 @@ def explanation_record(
         The weights file and its SHA-256 hash, where weights were loaded from a file.
     image_path : str or Path, optional
         The explained image.
+    recommendation : Recommendation, optional
+        What :func:`~.recommend.recommend` decided for the model and why (for LRP).
 
     Returns
     -------
     dict
         Keys ``image``, ``model``, ``weights``, ``method``, ``canonizer``, ``rulemap``,
-        ``prediction``, ``target``, ``explained_output``, ``relevance_sum``, ``seconds``,
-        ``device``, ``versions`` and ``time`` (UTC, ISO 8601).
+        ``recommendation`` (None where not given), ``prediction``, ``target``,
+        ``explained_output``, ``relevance_sum``, ``warnings`` (the explanation's, a list that is
+        empty when all is well), ``seconds``, ``device``, ``versions`` and ``time`` (UTC,
+        ISO 8601).
     """
     predicted = int(np.argmax(explanation.logits[index]))
     rulemap = method.rulemap
@@ -93,6 +102,7 @@ def explanation_record(
         "method": {key: value for key, value in method.to_dict().items() if key != "rulemap"},
         "canonizer": None if rulemap is None else rulemap.canonizer,
         "rulemap": None if rulemap is None else rulemap.to_dict(),
+        "recommendation": None if recommendation is None else recommendation.to_dict(),
         "prediction": {
             **_class_entry(predicted, class_names),
             "logit": float(explanation.logits[index, predicted]),
@@ -101,6 +111,7 @@ def explanation_record(
         "target": _class_entry(int(explanation.target[index]), class_names),
         "explained_output": float(explanation.explained_output[index]),
         "relevance_sum": float(explanation.relevance_sum[index]),
+        "warnings": list(explanation.warnings),
         "seconds": float(explanation.seconds),
         "device": explanation.device,
         "versions": software_versions(),

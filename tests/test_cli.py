@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from lrp_desktop_core.cli import collect_images, main, parse_shard, shard_paths
 from lrp_desktop_core.models import demo_samples, load_model
@@ -53,12 +54,17 @@ def test_explains_a_folder_into_overlays_relevance_records_and_summary(samples, 
         assert record["canonizer"] == "merge_batchnorm"
         assert record["rulemap"]["preset"] == "epsilon_gamma_box"
         assert record["weights"]["sha256"] and record["target"]["name"]
+        assert record["warnings"] == []
+        assert record["recommendation"]["canonizer"] == "merge_batchnorm"
+        assert record["recommendation"]["preset"] == "epsilon_gamma_box"
     rows = read_summary(out / "summary.csv")
     assert [Path(row["image"]).stem for row in rows] == stems
     assert all(row["status"] == "ok" and row["predicted_name"] for row in rows)
+    assert all(row["warnings"] == "0" for row in rows)
     relevance = np.load(out / f"{stems[0]}.npy")
     assert float(rows[0]["relevance_sum"]) == pytest.approx(float(relevance.sum()), rel=1e-3)
-    assert "4/4 images" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "4/4 images" in err and "may be wrong" not in err
 
 
 def test_evaluate_adds_aopc_and_localisation_where_a_mask_exists(samples, tmp_path):
@@ -112,7 +118,9 @@ def test_target_by_name_and_other_methods(samples, tmp_path):
     assert main(args) == 0
     row = read_summary(out / "summary.csv")[0]
     assert row["explained_name"] == "square" and row["explained_class"] == "1"
-    assert json.loads((out / f"{image.stem}.json").read_text())["rulemap"] is None
+    record = json.loads((out / f"{image.stem}.json").read_text())
+    assert record["rulemap"] is None and record["recommendation"] is None
+    assert record["warnings"] == [] and row["warnings"] == "0"
 
 
 def test_an_edited_rule_map_file_is_used(samples, tmp_path):
@@ -222,3 +230,50 @@ def test_torchvision_models_use_pretrained_weights_unless_asked_otherwise(
                  "--out", str(tmp_path / "b"), "--quiet"])
     assert code == 0 and len(attempts) == 1
     assert (tmp_path / "b" / f"{Path(image).stem}.npy").is_file()
+
+
+class GatedNet(nn.Module):
+    """Gates its input by a convolution, with the product inline in ``forward``: no rule sees it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(x * torch.sigmoid(self.conv(x))), 1))
+
+
+def test_a_model_with_arithmetic_outside_its_rules_is_warned_about_once(samples, tmp_path, capsys):
+    path = tmp_path / "gated.pt"
+    torch.save(nn.Sequential(GatedNet()).eval(), path)
+    out = tmp_path / "out"
+    argv = [str(samples), "--model", str(path), "--trust", "--out", str(out), "--batch-size", "2"]
+    assert main(argv + ["--format", "json"]) == 0
+    records = [json.loads(record.read_text()) for record in sorted(out.glob("*.json"))]
+    assert len(records) == 4
+    warnings = records[0]["warnings"]
+    assert warnings and all(record["warnings"] == warnings for record in records)
+    assert any("mul" in warning for warning in warnings)
+    assert records[0]["recommendation"]["family"] == "custom model"
+    rows = read_summary(out / "summary.csv")
+    assert all(row["warnings"] == str(len(warnings)) for row in rows)
+    err = capsys.readouterr().err
+    assert err.count("lrp-explain: the heatmaps of gated may be wrong:") == 1
+    assert all(err.count(warning) == 1 for warning in warnings)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
+def test_lrp_on_torchscript_stops_with_a_message_and_gradients_work(samples, tmp_path, capsys):
+    network = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                            nn.Linear(2, 3))
+    path = tmp_path / "scripted.pt"
+    torch.jit.script(network.eval()).save(str(path))
+    argv = [str(first_image(samples)), "--model", str(path), "--trust", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "lrp")]) == 2
+    err = capsys.readouterr().err
+    assert "TorchScript" in err and "Gradient" in err and "Traceback" not in err
+    assert main(argv + ["--out", str(tmp_path / "gradient"), "--method", "gradient"]) == 0
+    row = read_summary(tmp_path / "gradient" / "summary.csv")[0]
+    assert row["status"] == "ok" and row["warnings"] == "0"
