@@ -30,6 +30,7 @@ Usage::
     python bench/zoo_table.py --out zoo.md                       # all 80 models
     python bench/zoo_table.py --models resnet18,vit_b_16 --float64
     python bench/zoo_table.py --skip-larger-than 300000000       # leave out the giants
+    python bench/zoo_table.py --float64 --size 96                # the rules' own conservation
 """
 
 from __future__ import annotations
@@ -162,15 +163,20 @@ def arrive_as_a_file(name: str, folder: Path, skip_larger_than: int | None) -> L
     return loaded
 
 
-def input_size(name: str) -> tuple[int, str]:
-    """The registry's input size of ``name`` (or the fallback, with a note saying so)."""
+def input_size(name: str, override: int | None = None) -> tuple[int, str]:
+    """The registry's input size of ``name`` (or the fallback, with a note saying so), unless
+    ``override`` gives one."""
+    if override is not None:
+        return override, f"input {override} (--size)"
     size = get_spec(name).input_size[0]
     if size > LARGEST_INPUT:
         return FALLBACK_INPUT, f"input {FALLBACK_INPUT} instead of {size} (memory)"
     return size, ""
 
 
-def measure(name: str, float64: bool, skip_larger_than: int | None) -> Result:
+def measure(
+    name: str, float64: bool, skip_larger_than: int | None, size: int | None = None
+) -> Result:
     """Everything in one row of the table for the model ``name`` (run in a process of its own)."""
     with tempfile.TemporaryDirectory() as folder:
         loaded = arrive_as_a_file(name, Path(folder), skip_larger_than)
@@ -178,7 +184,7 @@ def measure(name: str, float64: bool, skip_larger_than: int | None) -> Result:
         return Result(name, parameters=loaded, note="skipped: larger than --skip-larger-than")
     model = loaded.model
     recommendation = recommend(model)
-    size, note = input_size(name)
+    size, note = input_size(name, size)
     kwargs = {"epsilon": TINY, "stabilizer": TINY} if float64 else {}
     rulemap = RuleMap.recommended(model, loaded.spec, **kwargs)
     dtype = torch.float64 if float64 else torch.float32
@@ -244,6 +250,8 @@ def measure_in_child(name: str, args: argparse.Namespace) -> Result:
         command.append("--float64")
     if args.skip_larger_than is not None:
         command += ["--skip-larger-than", str(args.skip_larger_than)]
+    if args.size is not None:
+        command += ["--size", str(args.size)]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout)
     except subprocess.TimeoutExpired:
@@ -280,6 +288,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="N",
         help="skip models with more than N parameters (vit_h_14 and regnet_y_128gf have ~0.6e9)",
     )
+    parser.add_argument(
+        "--size", type=int, help="input height and width for every model (default: the registry's)"
+    )
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per model")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -289,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.one:
         try:
-            result = measure(args.one, args.float64, args.skip_larger_than)
+            result = measure(args.one, args.float64, args.skip_larger_than, args.size)
         except Exception as error:  # any failure of any model becomes its row
             result = Result(args.one, note=f"{type(error).__name__}: {error}")
         print(json.dumps(asdict(result)))

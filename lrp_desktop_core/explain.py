@@ -184,6 +184,12 @@ def model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def model_dtype(model: nn.Module) -> torch.dtype:
+    """Return the floating point type of the model's first floating parameter (else float32)."""
+    floating = (p.dtype for p in model.parameters() if p.is_floating_point())
+    return next(floating, torch.float32)
+
+
 def explain(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -201,7 +207,8 @@ def explain(
         Classifier returning logits of shape ``(N, K)``; it runs where its parameters are, in
         evaluation mode, and is returned unchanged (parameters, buffers, modes, hooks).
     inputs : torch.Tensor
-        Preprocessed inputs, shape ``(N, C, H, W)``; moved to the model's device as float32.
+        Preprocessed inputs, shape ``(N, C, H, W)``; moved to the model's device and floating
+        point type (float32 for a model without floating parameters).
     method : Method
         What to compute.
     target : int, sequence of int, or None
@@ -219,7 +226,7 @@ def explain(
     """
     start = time.perf_counter()
     device = model_device(model)
-    batch = torch.as_tensor(inputs).detach().to(device=device, dtype=torch.float32)
+    batch = torch.as_tensor(inputs).detach().to(device=device, dtype=model_dtype(model))
     if batch.ndim != 4:
         raise ValueError(f"inputs must have shape (N, C, H, W), got {tuple(batch.shape)}")
     raise_if_cancelled(cancel)

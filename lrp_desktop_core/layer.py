@@ -86,8 +86,10 @@ class ChannelAffine(nn.Module):
         super().__init__()
         if len(scale) != len(shift):
             raise ValueError(f"need one shift per scale, got {len(scale)} and {len(shift)}")
-        self.register_buffer("scale", torch.tensor(scale).view(1, -1, 1, 1), persistent=False)
-        self.register_buffer("shift", torch.tensor(shift).view(1, -1, 1, 1), persistent=False)
+        # kept in float64, so that the map is exact in float64 too
+        for name, values in (("scale", scale), ("shift", shift)):
+            constants = torch.tensor(values, dtype=torch.float64).view(1, -1, 1, 1)
+            self.register_buffer(name, constants, persistent=False)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
         """Return the transformed input."""

@@ -43,16 +43,18 @@ class SignalTakesAll(Hook):
 
 
 class UniformSplit(Hook):
-    """A module with several inputs gives each of them an equal share of its relevance."""
+    """A module with several inputs gives each input on the relevance path an equal share.
+
+    Inputs that do not depend on the model's input (constants) get none, so nothing is lost.
+    """
 
     uses_module_backward = False
 
     def backward(self, module: nn.Module, grad_input, grad_output):
-        """Return the output's relevance divided by the number of tensor inputs, per input."""
+        """Return the output's relevance divided by the number of hooked inputs, per input."""
         record = self.stored_tensors
         args = record["input"]
-        shares = sum(isinstance(arg, torch.Tensor) for arg in args)
-        share = grad_output[0] / shares
+        share = grad_output[0] / len(record["positions"])
         return tuple(_summed_to(share, args[index]) for index in record["positions"])
 
 

@@ -51,6 +51,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tv_functional
 
 from .demo_net import DEMO_SAMPLES_DIR, DEMO_WEIGHTS, build_demo_net
+from .explain import model_dtype
 from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
 
 __all__ = [
@@ -348,7 +349,8 @@ def _module_spec(path: Path, module: nn.Module) -> ModelSpec:
     crop = 224
     try:
         with torch.no_grad():
-            output = module.cpu().eval()(torch.zeros(1, 3, crop, crop))
+            probe = torch.zeros(1, 3, crop, crop, dtype=model_dtype(module))
+            output = module.cpu().eval()(probe)
     except Exception as error:  # the module's own code; any failure means it cannot be used here
         raise ModelLoadError(
             f"The model in {path} does not run on a 1x3x{crop}x{crop} image ({error}). Only image "
@@ -443,8 +445,9 @@ def load_model(
         get_spec(name)  # raises the unknown-name error, with suggestions
     content = read_weights(path, trust=trust)
     if content.module is not None:
-        return LoadedModel(_module_spec(path, content.module), content.module.cpu().eval(),
-                           path, content.sha256)
+        return LoadedModel(
+            _module_spec(path, content.module), content.module.cpu().eval(), path, content.sha256
+        )
     architecture = content.metadata.get("architecture")
     if architecture not in list_models():
         raise ModelLoadError(

@@ -26,3 +26,12 @@ def pytest_collection_modifyitems(config, items):
 def _seed():
     """Make every test start from the same random state."""
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def one_thread():
+    """Run the test on one thread; for tiny tensors, where thread start-up and waits dominate."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

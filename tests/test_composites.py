@@ -38,14 +38,8 @@ from lrp_desktop_core.rules import (
     ZPlus,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids thread start-up and waits that dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one thread avoids thread start-up and waits that dominate on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Residual(nn.Module):

@@ -48,13 +48,8 @@ BIAS_CASES = {"bias": (True, None), "no-bias": (False, None), "zero-bias": (True
 # ---------------------------------------------------------------- helpers
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread avoids thread start-up and waits that dominate on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# Tiny tensors: one thread avoids thread start-up and waits that dominate on a busy machine.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def attribute(rule, module: nn.Module, *inputs: torch.Tensor, relevance: torch.Tensor):
