@@ -21,9 +21,10 @@ memory is freed between models and a crash (e.g. out of memory) becomes a row; r
 as they come.
 
 ``--float64`` does the same in float64, with ``epsilon=1e-30`` and ``stabilizer=1e-30`` so that the
-stabilizers absorb no relevance. ``explain`` computes in float32, so in float64 the relevance comes
-from the same rule map through the composite and :class:`~lrp_desktop_core.attribution.Gradient`,
-and the warnings from :func:`~lrp_desktop_core.audit.audit_rulemap` (which ``explain`` also uses).
+stabilizers absorb no relevance. ``explain`` hands its results back in float32, so in float64 the
+relevance comes from the same rule map through the composite and
+:class:`~lrp_desktop_core.attribution.Gradient`, and the warnings from
+:func:`~lrp_desktop_core.audit.audit_rulemap` (which ``explain`` also uses).
 
 Usage::
 
