@@ -24,8 +24,6 @@ from dataclasses import dataclass
 import pytest
 import torch
 from torch import nn
-from torchvision.models import EfficientNet
-from torchvision.models.efficientnet import FusedMBConvConfig, MBConvConfig
 
 from lrp_desktop_core import rules
 from lrp_desktop_core.canonizers import get_canonizers
@@ -48,10 +46,7 @@ relevance; with 1e-30 the stabilizers take none of it, so the conservation test 
 # Left out as too slow for this suite, though each runs: vgg11_bn, whose 25088 x 4096 dense layer
 # takes about 20 s of float64 work here (test_oracle_networks.py checks VGG against zennit), and
 # wide_resnet50_2, whose blocks are ResNeXt's classes with more channels (its zennit oracle is
-# below). efficientnet_v2_s runs its depthwise convolutions group by group in float64 (torch has
-# no fast float64 depthwise kernel on the CPU: 34 000 calls per forward pass, about a minute for
-# these tests); "efficientnet_v2_mini" stands in for it: torchvision's EfficientNet class with
-# efficientnet_v2_s's first three stages (FusedMBConv, FusedMBConv, MBConv), two blocks each.
+# below).
 FAMILIES: dict[str, tuple[int, str, str]] = {
     "resnet18": (32, "ResNet", "resnet"),
     "resnext50_32x4d": (32, "ResNet", "resnet"),
@@ -64,7 +59,7 @@ FAMILIES: dict[str, tuple[int, str, str]] = {
     "mobilenet_v3_small": (32, "MobileNetV3", "torchvision"),
     "mnasnet0_5": (32, "MNASNet", "torchvision"),
     "efficientnet_b0": (32, "EfficientNet", "torchvision"),
-    "efficientnet_v2_mini": (32, "EfficientNet", "torchvision"),
+    "efficientnet_v2_s": (32, "EfficientNet", "torchvision"),
     "regnet_x_400mf": (32, "RegNet", "torchvision"),
     "regnet_y_400mf": (32, "RegNet", "torchvision"),
     "convnext_tiny": (32, "ConvNeXt", "torchvision"),
@@ -136,20 +131,8 @@ def _remove_additive_constants(model: nn.Module) -> None:
                 module.running_mean.zero_()
 
 
-def _efficientnet_v2_mini() -> nn.Module:
-    """efficientnet_v2_s's first three stages, two blocks each, as torchvision's EfficientNet."""
-    settings = [
-        FusedMBConvConfig(1, 3, 1, 24, 24, 2),
-        FusedMBConvConfig(4, 3, 2, 24, 48, 2),
-        MBConvConfig(4, 3, 2, 48, 64, 2),
-    ]
-    return EfficientNet(settings, dropout=0.2, last_channel=1280)
-
-
 def _build(name: str) -> tuple[ModelSpec, nn.Module]:
     """The spec and a fresh model, in eval mode."""
-    if name == "efficientnet_v2_mini":
-        return get_spec("efficientnet_v2_s"), _efficientnet_v2_mini().eval()
     spec = get_spec(name)
     return spec, spec.builder().eval()
 
