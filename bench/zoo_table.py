@@ -13,10 +13,11 @@ For every torchvision classifier in :func:`lrp_desktop_core.models.list_models` 
 
 A row reports the family and whether it is supported (from
 :func:`~lrp_desktop_core.recommend.recommend`), the explained logit, the relevance conservation
-``sum R / logit`` (1 for a sound preset on a bias-free model), the number of warnings of the audit
-(:func:`~lrp_desktop_core.audit.audit_rulemap`, the same as :attr:`Explanation.warnings`), the
-time of the audit (once per model and rule map, cached afterwards), of the LRP and of a plain
-gradient (``Method("gradient")``), and their ratio. Every model runs in a process of its own, so
+``sum R / logit`` (1 for a sound preset on a bias-free model), the number of warnings (the audit's,
+:func:`~lrp_desktop_core.audit.audit_rulemap`, and in float32 those of
+:attr:`Explanation.warnings` about outputs too small for the stabilizers), the time of the audit
+(once per model and rule map, cached afterwards), of the LRP and of a plain gradient
+(``Method("gradient")``), and their ratio. Every model runs in a process of its own, so
 memory is freed between models and a crash (e.g. out of memory) becomes a row; rows are written
 as they come.
 
@@ -199,7 +200,8 @@ def measure(
     warnings = audit_rulemap(model, rulemap, tuple(image.shape)).warnings
     audit_seconds = time.perf_counter() - start
     run = _run_float64 if float64 else _run_float32
-    logit, conservation, lrp_seconds, gradient_seconds = run(model, image, rulemap)
+    logit, conservation, lrp_seconds, gradient_seconds, more = run(model, image, rulemap)
+    warnings = (*warnings, *(warning for warning in more if warning not in warnings))
     return Result(
         name,
         family=recommendation.family,
@@ -216,20 +218,21 @@ def measure(
     )
 
 
-def _run_float32(
-    model: nn.Module, image: torch.Tensor, rulemap: RuleMap
-) -> tuple[float, float, float, float]:
-    """Logit, sum R / logit, LRP and gradient seconds, through :func:`explain`."""
+Run = tuple[float, float, float, float, tuple[str, ...]]
+"""Logit, sum R / logit, LRP seconds, gradient seconds and the explanation's warnings."""
+
+
+def _run_float32(model: nn.Module, image: torch.Tensor, rulemap: RuleMap) -> Run:
+    """Through :func:`explain`, whose warnings also say where stabilizers take the relevance."""
     gradient = explain(model, image, Method("gradient"))
     lrp = explain(model, image, Method("lrp", rulemap))
     conservation = float(relevance_conservation(lrp)[0])
-    return float(lrp.explained_output[0]), conservation, lrp.seconds, gradient.seconds
+    logit = float(lrp.explained_output[0])
+    return logit, conservation, lrp.seconds, gradient.seconds, lrp.warnings
 
 
-def _run_float64(
-    model: nn.Module, image: torch.Tensor, rulemap: RuleMap
-) -> tuple[float, float, float, float]:
-    """Logit, sum R / logit, LRP and gradient seconds, through the composite in float64."""
+def _run_float64(model: nn.Module, image: torch.Tensor, rulemap: RuleMap) -> Run:
+    """Through the composite in float64 (the audit's warnings are all there is to add)."""
 
     def top_logit(output: torch.Tensor) -> torch.Tensor:
         return output * nn.functional.one_hot(output.argmax(1), output.shape[1])
@@ -241,7 +244,7 @@ def _run_float64(
     output, relevance = Gradient(model, rulemap.to_composite())(image, attr_output=top_logit)
     lrp_seconds = time.perf_counter() - start
     logit = float(output.max())
-    return logit, float(relevance.sum()) / logit, lrp_seconds, gradient_seconds
+    return logit, float(relevance.sum()) / logit, lrp_seconds, gradient_seconds, ()
 
 
 def measure_in_child(name: str, args: argparse.Namespace) -> Result:

@@ -385,19 +385,22 @@ class _ProgressBar:
 
 
 def _run(args: argparse.Namespace, job: Job, images: Sequence[tuple[Path, str]]) -> list[Row]:
-    """Explain all images batch by batch; the first explained batch reports the warnings."""
+    """Explain all images batch by batch; each warning is reported once, where it first comes."""
     rows = [Row(path, stem) for path, stem in images]
     bar = _ProgressBar(len(rows), sys.stderr, not args.quiet)
     bar.show(0)
-    reported = False
+    reported: set[str] = set()
+    recommendation = job.recommendation
     for first in range(0, len(rows), args.batch_size):
         batch_rows = rows[first : first + args.batch_size]
         warnings = _explain_batch(args, job, batch_rows)
-        if warnings is not None and not reported:
-            reported = True
-            report = _warnings_report(job.loaded.spec.name, job.recommendation, warnings)
+        if warnings is not None:
+            new = [warning for warning in warnings if warning not in reported]
+            reported.update(new)
+            report = _warnings_report(job.loaded.spec.name, recommendation, new)
             if report:
                 bar.print(report)
+            recommendation = None  # its unsupported parts are said once
         bar.show(first + len(batch_rows))
     return rows
 

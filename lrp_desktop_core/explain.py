@@ -143,8 +143,9 @@ class Explanation:
     device : str
         The device it ran on, e.g. ``"cpu"`` or ``"cuda:0"``.
     warnings : tuple of str
-        Why the relevance may be wrong, one sentence each: what the audit of the relevance path
-        found for an "lrp" method (see :func:`~.audit.audit_rulemap`); empty when all is well.
+        Why the relevance may be wrong, one sentence each, for an "lrp" method: what the audit
+        of the relevance path found (see :func:`~.audit.audit_rulemap`), and explained outputs
+        so small that the rules' stabilizers take their relevance; empty when all is well.
     """
 
     relevance: np.ndarray
@@ -238,6 +239,9 @@ def explain(
         )
     logits = logits.detach().double()
     explained = logits.gather(1, targets[:, None])[:, 0]
+    if method.kind == "lrp":
+        assert method.rulemap is not None
+        warnings += _stabilizer_warnings(explained, method.rulemap.largest_stabilizer)
     relevance_np = relevance.detach().float().cpu().numpy()
     return Explanation(
         relevance=relevance_np,
@@ -267,6 +271,34 @@ def _lrp_warnings(model: nn.Module, batch: torch.Tensor, method: Method) -> tupl
 
     assert method.rulemap is not None
     return audit_rulemap(model, method.rulemap, (1, *batch.shape[1:])).warnings
+
+
+STABILIZER_MARGIN = 100.0
+"""An explained output smaller than this many times the rules' largest stabilizer is warned of:
+at an output layer with that stabilizer, more than 1 % of the relevance would reach no input."""
+
+
+def _stabilizer_warnings(explained: torch.Tensor, stabilizer: float) -> tuple[str, ...]:
+    """Warn where the explained outputs are so small that the stabilizers take their relevance.
+
+    Random weights give such outputs (an EfficientNet's logits are about 1e-14), and so do classes
+    the model all but rules out; the heatmap then comes out faint or empty, not wrong in shape.
+    """
+    small = (explained.abs() < STABILIZER_MARGIN * stabilizer).nonzero()[:, 0].tolist()
+    if not small:
+        return ()
+    smallest = float(explained.abs().min())
+    absorbed = stabilizer / (smallest + stabilizer)
+    which = "The explained output"
+    if len(explained) > 1:
+        numbers = ", ".join(str(index + 1) for index in small)
+        which += f" of {len(small)} of the {len(explained)} images in the batch ({numbers})"
+    return (
+        f"{which} is tiny ({smallest:.2g}) against the rules' epsilon or stabilizer "
+        f"({stabilizer:g}): a layer with that stabilizer keeps up to {absorbed:.0%} of the "
+        "relevance from reaching the input, so the heatmap comes out faint. Lower epsilon and "
+        "stabilizer well below that output, or explain a class with a larger output.",
+    )
 
 
 class _ProgressSteps:

@@ -562,6 +562,21 @@ class RuleMap(Mapping[str, RuleChoice]):
         guided backpropagation)."""
         return any(choice.rule in LRP_RULES for choice in self._rules.values())
 
+    @property
+    def largest_stabilizer(self) -> float:
+        """The largest ``epsilon`` or ``stabilizer`` of any layer's rule (0.0 where none has one).
+
+        Relevance a stabilizer takes reaches no input: at a layer whose output is ``z``, a
+        stabilizer ``e`` keeps ``e / (|z| + e)`` of the relevance arriving there.
+        """
+        values = (
+            value
+            for choice in self._rules.values()
+            for name, value in choice.params.items()
+            if name in ("epsilon", "stabilizer")
+        )
+        return max(values, default=0.0)
+
     def fingerprint(self) -> str:
         """Return a stable hash of the rules and canonizer (the preset label is left out)."""
         content = {"canonizer": self.canonizer, "layers": self.to_dict()["layers"]}

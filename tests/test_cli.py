@@ -226,8 +226,17 @@ def test_torchvision_models_use_pretrained_weights_unless_asked_otherwise(
     code = main([image, "--model", "squeezenet1_1", "--out", str(tmp_path / "a"), "--quiet"])
     assert code == 2 and len(attempts) == 1
     assert "squeezenet1_1" in attempts[0] and str(tmp_path / "hub") in capsys.readouterr().err
-    code = main([image, "--model", "squeezenet1_1", "--random-weights",
-                 "--out", str(tmp_path / "b"), "--quiet"])
+    code = main(
+        [
+            image,
+            "--model",
+            "squeezenet1_1",
+            "--random-weights",
+            "--out",
+            str(tmp_path / "b"),
+            "--quiet",
+        ]
+    )
     assert code == 0 and len(attempts) == 1
     assert (tmp_path / "b" / f"{Path(image).stem}.npy").is_file()
 
@@ -264,10 +273,47 @@ def test_a_model_with_arithmetic_outside_its_rules_is_warned_about_once(samples,
     assert all(err.count(warning) == 1 for warning in warnings)
 
 
+class FaintNet(nn.Module):
+    """A bias-free convolutional classifier whose outputs are about 1e-12: the default epsilon
+    of 1e-6 takes nearly all of their relevance."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.fc = nn.Linear(4, 3, bias=False)
+        with torch.no_grad():
+            self.conv.weight.mul_(1e-6)
+            self.fc.weight.mul_(1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = nn.functional.adaptive_avg_pool2d(torch.relu(self.conv(x)), 1)
+        return self.fc(torch.flatten(pooled, 1))
+
+
+def test_a_faint_model_is_warned_about_in_every_batch_it_shows_in(samples, tmp_path, capsys):
+    path = tmp_path / "faint.pt"
+    torch.save(FaintNet().eval(), path)
+    out = tmp_path / "out"
+    argv = [str(samples), "--model", str(path), "--trust", "--out", str(out), "--batch-size", "2"]
+    assert main(argv + ["--format", "json"]) == 0
+    records = [json.loads(record.read_text()) for record in sorted(out.glob("*.json"))]
+    assert all(
+        len(record["warnings"]) == 1 and "is tiny" in record["warnings"][0] for record in records
+    )
+    assert all(
+        abs(record["relevance_sum"]) < 0.01 * abs(record["explained_output"]) for record in records
+    )
+    assert all(row["warnings"] == "1" for row in read_summary(out / "summary.csv"))
+    err = capsys.readouterr().err
+    for warning in {record["warnings"][0] for record in records}:
+        assert err.count(warning) == 1  # each batch's own numbers, said once
+
+
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_lrp_on_torchscript_stops_with_a_message_and_gradients_work(samples, tmp_path, capsys):
-    network = nn.Sequential(nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                            nn.Linear(2, 3))
+    network = nn.Sequential(
+        nn.Conv2d(3, 2, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3)
+    )
     path = tmp_path / "scripted.pt"
     torch.jit.script(network.eval()).save(str(path))
     argv = [str(first_image(samples)), "--model", str(path), "--trust", "--quiet"]

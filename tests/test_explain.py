@@ -229,3 +229,24 @@ def test_lrp_leaves_the_model_untouched_also_when_failing_half_way():
     with pytest.raises(ExplainCancelled):
         explain(model, x, Method("lrp", rulemap), cancel=lambda: True)
     assert_untouched(model, before)
+
+
+def test_lrp_warns_where_the_stabilizer_takes_the_relevance_of_a_tiny_output():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 3, bias=False)).eval()
+    x = torch.rand(2, 3, 4, 4)
+    with torch.no_grad():
+        model[1].weight.abs_().mul_(1e-9)  # positive weights and inputs: outputs of about 1e-8
+        x[1] *= 1e6  # the second image's output is large enough
+    coarse = RuleMap({"1": RuleChoice("Epsilon", {"epsilon": 1e-6})}, preset="eps")
+    result = explain(model, x, Method("lrp", coarse), 0)
+    (warning,) = result.warnings
+    tiny = abs(float(result.explained_output[0]))
+    assert f"({tiny:.2g})" in warning and "(1e-06)" in warning
+    assert "1 of the 2 images in the batch (1)" in warning
+    ratio = relevance_conservation(result)
+    assert ratio[0] < 0.05 and abs(ratio[1] - 1) < 1e-3  # what the warning is about
+    fine = RuleMap({"1": RuleChoice("Epsilon", {"epsilon": 1e-20})}, preset="eps")
+    result = explain(model, x, Method("lrp", fine), 0)
+    assert result.warnings == ()
+    np.testing.assert_allclose(relevance_conservation(result), [1.0, 1.0], rtol=1e-4)
+    assert explain(model, x[:1], Method("gradient")).warnings == ()

@@ -178,6 +178,15 @@ def test_with_rule_returns_an_edited_copy(preset_map):
         edited.canonizer = "none"
 
 
+def test_largest_stabilizer_reads_epsilons_and_stabilizers(preset_map):
+    assert preset_map.largest_stabilizer == 1e-6
+    edited = preset_map.with_rule("head.fc", RuleChoice("Epsilon", {"epsilon": 0.25}))
+    assert edited.largest_stabilizer == 0.25
+    edited = preset_map.with_rule("features.stage1.conv", RuleChoice("ZPlus", {"stabilizer": 3.0}))
+    assert edited.largest_stabilizer == 3.0
+    assert RuleMap({"head.fc": RuleChoice("Pass")}).largest_stabilizer == 0.0
+
+
 def test_mismatches_name_missing_layers_and_type_conflicts(demo_net, preset_map):
     rules_ = dict(preset_map)
     del rules_["head.fc"]
