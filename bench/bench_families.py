@@ -39,7 +39,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from bench_lrp import _reset_peak_rss, _status_kib, inputs_for, time_engines
+from bench_lrp import (
+    _reset_peak_rss,
+    _status_kib,
+    add_timing_arguments,
+    inputs_for,
+    time_engines,
+)
 from torch import nn
 
 from lrp_desktop_core.explain import Method, explain
@@ -220,11 +226,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--models", default=",".join(FAMILIES), help="comma-separated names (default: all below)"
     )
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per engine (median)")
-    parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    parser.add_argument("--measure-one", help=argparse.SUPPRESS)
+    add_timing_arguments(parser, repeats=3, batch=1)
     return parser.parse_args(argv)
 
 

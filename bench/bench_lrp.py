@@ -231,14 +231,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="epsilon_plus_flat,epsilon_alpha2_beta1,epsilon_gamma_box",
         help="comma-separated preset names",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per engine")
-    parser.add_argument("--batch", type=int, default=4)
+    add_timing_arguments(parser, repeats=5, batch=4)
     parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--profile", action="store_true", help="profile ours once per row")
+    return parser.parse_args(argv)
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int, batch: int) -> None:
+    """The options every side-by-side benchmark takes (``--measure-one`` is for its children)."""
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help="timed runs per engine (median)"
+    )
+    parser.add_argument("--batch", type=int, default=batch)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
-    parser.add_argument("--profile", action="store_true", help="profile ours once per row")
     parser.add_argument("--measure-one", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
