@@ -46,7 +46,7 @@ import torchvision
 from PIL import Image
 from safetensors import safe_open
 from torch import nn
-from torchvision.models import get_model, get_model_weights
+from torchvision.models import WeightsEnum, get_model, get_model_weights
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tv_functional
 
@@ -196,6 +196,24 @@ def list_models() -> list[str]:
     return [DEFAULT_MODEL, *_torchvision_names()]
 
 
+def _builder_kwargs(name: str, weights: WeightsEnum) -> dict[str, object]:
+    """Return the builder arguments that give the architecture ``weights`` were trained for.
+
+    Besides :data:`_BUILDER_KWARGS`, this is the input size that vision transformers build their
+    position embedding (ViT) or attention grid (MaxViT) for, which torchvision's pretrained
+    builders take from the weights' metadata (ViT-H/14's default weights expect 518 x 518 pixels,
+    its plain builder 224 x 224). Random weights get the same architecture, so the preprocessing
+    of the spec fits every model it builds.
+    """
+    kwargs: dict[str, object] = dict(_BUILDER_KWARGS.get(name, {}))
+    min_size = tuple(weights.meta["min_size"])
+    if name.startswith("vit_"):
+        kwargs["image_size"] = min_size[0]
+    elif name.startswith("maxvit_"):
+        kwargs["input_size"] = min_size
+    return kwargs
+
+
 def _torchvision_spec(name: str) -> ModelSpec:
     """Build the spec of a torchvision classifier from its default weights' metadata."""
     weights = get_model_weights(name).DEFAULT
@@ -204,7 +222,7 @@ def _torchvision_spec(name: str) -> ModelSpec:
     return ModelSpec(
         name=name,
         title=f"{name} (torchvision, {weights.name})",
-        builder=functools.partial(get_model, name, weights=None, **_BUILDER_KWARGS.get(name, {})),
+        builder=functools.partial(get_model, name, weights=None, **_builder_kwargs(name, weights)),
         input_size=(crop, crop),
         resize=resize,
         crop=crop,
@@ -418,8 +436,9 @@ def load_model(
     Raises
     ------
     ModelLoadError
-        For an unknown name, a missing, damaged or unsuitable file, an untrusted code file, or a
-        failed download; the message says what to do.
+        For an unknown name, a missing, damaged or unsuitable file, weights holding NaN or inf
+        (naming the first such parameter or buffer), an untrusted code file, or a failed
+        download; the message says what to do.
     """
     if pretrained and weights is not None:
         raise ValueError("give either pretrained=True or a weights file, not both")

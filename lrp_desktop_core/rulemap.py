@@ -487,8 +487,10 @@ class RuleMap(Mapping[str, RuleChoice]):
                 entries[name] = RuleChoice(entry["rule"], params)
             except ValueError as error:
                 raise ValueError(f"layer {name!r}: {error}") from None
-        preset = data.get("preset")
-        return cls(entries, data.get("canonizer", "none"), None if preset is None else str(preset))
+        canonizer, preset = data.get("canonizer", "none"), data.get("preset")
+        if not isinstance(canonizer, str):
+            raise ValueError(f'"canonizer" must be the name of a canonizer set, not {canonizer!r}')
+        return cls(entries, canonizer, None if preset is None else str(preset))
 
     @classmethod
     def from_json(cls, text: str) -> RuleMap:
@@ -632,10 +634,14 @@ def _checked_number(rule: str, spec: ParamSpec, value: Any) -> float:
     kind = "a number or a list of numbers" if spec.per_channel else "a number"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValueError(f"{rule} {spec.name} must be {kind}, not {value!r}")
-    if not math.isfinite(value) or value < spec.minimum:
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range, as JSON allows
+        number = math.inf if value > 0 else -math.inf
+    if not math.isfinite(number) or number < spec.minimum:
         bound = f" >= {spec.minimum:g}" if math.isfinite(spec.minimum) else ""
-        raise ValueError(f"{rule} {spec.name} must be a finite number{bound}, not {value}")
-    return float(value)
+        raise ValueError(f"{rule} {spec.name} must be a finite number{bound}, not {number}")
+    return number
 
 
 def _plain_value(value: Any) -> Any:

@@ -4,19 +4,24 @@ Weights are data: safetensors files and state dicts saved with ``torch.save`` ar
 running any code from the file (``torch.load(..., weights_only=True)``). A file that holds a whole
 pickled module or a TorchScript archive can only be loaded by running code it names, so it is
 refused unless the caller says it trusts the file; the refusal lists what the file would import,
-found by scanning the pickle opcodes without unpickling anything.
+found by scanning the pickle opcodes without unpickling anything. Weights holding NaN or inf are
+refused too, naming the first tensor that does, since they would make every explanation NaN.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import itertools
 import json
+import lzma
 import pickle
 import pickletools
 import struct
 import zipfile
-from collections.abc import Iterator, Mapping
+import zlib
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +37,12 @@ _KEY_PREFIXES = ("module.", "_orig_mod.")
 _SHOWN_NAMES = 12  # how many keys an error message lists before "and N more"
 _SHOWN_IMPORTS = 40  # imports matter for a trust decision, so more of them are listed
 _STANDARD_MODULES = ("torch.", "collections.", "builtins.", "__builtin__.", "_codecs.")
+# What zipfile raises for a damaged archive: bad structure, checksum or compressed data, truncation,
+# an unknown compression method (NotImplementedError) or encryption (RuntimeError).
+_ZIP_DAMAGE = (
+    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError,
+    RuntimeError, ValueError,
+)
 
 
 class ModelLoadError(Exception):
@@ -134,9 +145,13 @@ def pickle_imports(data: bytes) -> list[str]:
 
 
 def archive_imports(path: Path) -> list[str]:
-    """Return what the pickles inside a ``torch.save`` or TorchScript zip archive would import."""
+    """Return what the pickles inside a ``torch.save`` or TorchScript zip archive would import.
+
+    A damaged archive ends the scan at the first member that cannot be read, as data that is no
+    pickle ends :func:`pickle_imports`.
+    """
     found: set[str] = set()
-    with zipfile.ZipFile(path) as archive:
+    with contextlib.suppress(*_ZIP_DAMAGE), zipfile.ZipFile(path) as archive:
         for member in archive.namelist():
             if member.endswith(".pkl"):
                 found.update(pickle_imports(archive.read(member)))
@@ -145,11 +160,12 @@ def archive_imports(path: Path) -> list[str]:
 
 def _is_torchscript(path: Path) -> bool:
     """Tell whether a zip archive is TorchScript (it carries code or a constants pickle)."""
-    with zipfile.ZipFile(path) as archive:
-        return any(
-            "/code/" in f"/{member}" or member.endswith("constants.pkl")
-            for member in archive.namelist()
-        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except _ZIP_DAMAGE:  # torch.load reports the damage
+        return False
+    return any("/code/" in f"/{member}" or member.endswith("constants.pkl") for member in names)
 
 
 def _untrusted_error(path: Path, kind: str, imports: list[str]) -> ModelLoadError:
@@ -232,12 +248,34 @@ def _unwrap(path: Path, content: object) -> tuple[dict[str, torch.Tensor], nn.Mo
         content = content[key]
     if isinstance(content, nn.Module):
         return {}, content
-    if isinstance(content, Mapping) and content:
+    if isinstance(content, Mapping) and content and all(isinstance(key, str) for key in content):
         return _strip_prefixes(content), None
     raise ModelLoadError(
         f"{path} holds {type(content).__name__ if content is not None else 'nothing'}, not model "
         "weights. Expected a state dict (name -> tensor) or a model."
     )
+
+
+def _check_finite(content: WeightsFile) -> None:
+    """Raise :class:`ModelLoadError` naming the first floating tensor that holds NaN or inf.
+
+    One pass of ``isfinite`` per tensor; the values are counted only once one is found.
+    """
+    tensors: Iterable[tuple[str, torch.Tensor]] = content.state_dict.items()
+    if content.module is not None:
+        tensors = itertools.chain(
+            content.module.named_parameters(), content.module.named_buffers()
+        )
+    for name, tensor in tensors:
+        if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
+            continue
+        nan, inf = int(torch.isnan(tensor).sum()), int(torch.isinf(tensor).sum())
+        raise ModelLoadError(
+            f"{content.path}: {name} holds {nan + inf} non-finite values ({nan} NaN, {inf} inf) "
+            f"among its {tensor.numel()}, which would make predictions and explanations NaN. The "
+            "weights were probably saved after training diverged, or the file is damaged: use an "
+            "earlier checkpoint or another copy of the file."
+        )
 
 
 def read_weights(path: Path, trust: bool = False) -> WeightsFile:
@@ -253,7 +291,8 @@ def read_weights(path: Path, trust: bool = False) -> WeightsFile:
     Raises
     ------
     ModelLoadError
-        For a missing, empty, damaged or unknown file, or a code-carrying file without ``trust``.
+        For a missing, empty, damaged or unknown file, a code-carrying file without ``trust``, or
+        weights holding NaN or inf (naming the first such tensor).
     """
     path = Path(path)
     if not path.exists():
@@ -262,6 +301,13 @@ def read_weights(path: Path, trust: bool = False) -> WeightsFile:
         raise ModelLoadError(f"{path} is a folder; choose the weights file inside it.")
     if path.stat().st_size == 0:
         raise ModelLoadError(f"The weights file {path} is empty (0 bytes); save it again.")
+    content = _read(path, trust)
+    _check_finite(content)
+    return content
+
+
+def _read(path: Path, trust: bool) -> WeightsFile:
+    """Read the contents of an existing, non-empty model file (see :func:`read_weights`)."""
     with open(path, "rb") as handle:
         head = handle.read(16)
     sha256 = file_sha256(path)
