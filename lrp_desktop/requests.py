@@ -23,7 +23,14 @@ import torch
 
 from lrp_desktop_core import evaluate
 from lrp_desktop_core.audit import AuditFinding, audit_rulemap
-from lrp_desktop_core.explain import Explanation, Method, NotHookableError, explain
+from lrp_desktop_core.explain import (
+    DeviceOutOfMemoryError,
+    Explanation,
+    Method,
+    NonFiniteError,
+    NotHookableError,
+    explain,
+)
 from lrp_desktop_core.images import ImageLoadError, LoadedImage, load_image
 from lrp_desktop_core.models import LoadedModel, load_model
 from lrp_desktop_core.recommend import recommend
@@ -266,7 +273,11 @@ class ExplainRequest:
     title: str = "Explaining"
 
     def run(self, context: WorkerContext, job: Job) -> ExplainResult:
-        """Run the explanation on the model's device; out of memory becomes a clear error."""
+        """Run the explanation on the model's device.
+
+        Out of memory (after which the core has emptied the device's cache) and NaN or inf in
+        the input, logits or relevance become errors that say what to do.
+        """
         loaded = context.require_model()
         image = context.image(self.path)
         job.check()
@@ -274,11 +285,12 @@ class ExplainRequest:
             explanation = explain(loaded.model, image.tensor[None], self.method, self.target,
                                   cancel=job.cancelled,
                                   progress=lambda share: job.progress(share, self.method.label()))
-        except torch.cuda.OutOfMemoryError as error:
-            _free_gpu_memory()
+        except DeviceOutOfMemoryError as error:
             raise UserFacingError(f"The GPU ran out of memory while explaining "
                                   f"{self.path.name} with {self.method.label()}.",
                                   OUT_OF_MEMORY_HINT) from error
+        except NonFiniteError as error:
+            raise UserFacingError(f"{self.path.name}: {error}") from error
         return ExplainResult(self.key, self.path, explanation, image.display,
                              threading.get_ident())
 
