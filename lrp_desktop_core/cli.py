@@ -14,6 +14,7 @@ import argparse
 import csv
 import math
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,9 +26,16 @@ import torch
 from .cmap import get_cmap
 from .composites import COMPOSITES
 from .evaluate import DEFAULT_FILL, FILLS, localisation_scores, object_mask, region_perturbation
-from .explain import METHOD_KINDS, Explanation, Method, NotHookableError, explain
+from .explain import (
+    METHOD_KINDS,
+    Explanation,
+    Method,
+    NonFiniteError,
+    NotHookableError,
+    explain,
+)
 from .export import EXPORT_FORMATS, explanation_record, save_explanation
-from .images import IMAGE_SUFFIXES, ImageLoadError, load_image
+from .images import IMAGE_SUFFIXES, ImageLoadError, LoadedImage, load_image
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from .recommend import Recommendation, recommend
 from .rulemap import RuleMap
@@ -41,8 +49,10 @@ outside any rule, parts of the model no rule explains) is printed once per run o
 record lists it under "warnings" (and what suits the model, and why, under "recommendation"),
 and the summary counts it per image.
 
-exit codes: 0 all images explained; 1 some images failed (see the summary and stderr);
-2 bad arguments, model, weights or rules file, a device that does not exist, or LRP asked of a
+exit codes: 0 all images explained; 1 some images failed (see the summary and stderr; an image
+whose numbers turn NaN or infinite fails on its own, the rest of its batch is explained again);
+2 bad arguments, model, weights or rules file, a device that does not exist, an output folder or
+summary that cannot be written (checked before any image is explained), or LRP asked of a
 TorchScript model (use a gradient-based method or occlusion there).
 
 splitting a large data set over many machines: --shard K/N explains the K-th (1-based) of N
@@ -193,7 +203,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             recommend(loaded.model) if method.kind == "lrp" else None,
         )
         images = shard_paths(collect_images(args.inputs, args.recursive), *shard)
-        _make_folder(args.out)
+        summary = args.out / (
+            "summary.csv" if shard == (1, 1) else f"summary-{shard[0]}-of-{shard[1]}.csv"
+        )
+        _check_output(args.out, summary)
     except (UsageError, ValueError) as error:
         print(f"lrp-explain: error: {error}", file=sys.stderr)
         return 2
@@ -204,10 +217,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NotHookableError as error:
         print(f"lrp-explain: error: {error}", file=sys.stderr)
         return 2
-    summary = args.out / (
-        "summary.csv" if shard == (1, 1) else f"summary-{shard[0]}-of-{shard[1]}.csv"
-    )
-    write_summary(summary, rows, args.evaluate)
+    try:
+        write_summary(summary, rows, args.evaluate)
+    except OSError as error:
+        print(f"lrp-explain: error: cannot write the summary {summary}: {error}", file=sys.stderr)
+        return 1
     failed = sum(row.values.get("status") != "ok" for row in rows)
     print(
         f"lrp-explain: {len(rows) - failed} of {len(rows)} images explained in "
@@ -272,11 +286,27 @@ def write_summary(path: Path, rows: Sequence[Row], evaluated: bool) -> None:
             writer.writerow({"image": str(row.image), **row.values})
 
 
-def _make_folder(folder: Path) -> None:
+def _check_output(folder: Path, summary: Path) -> None:
+    """Create the output folder and make sure it and the summary can be written, or say why not."""
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"the output folder {folder} is a file; give a folder with --out")
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise UsageError(f"cannot create the output folder {folder}: {error.strerror}") from None
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise UsageError(f"cannot write in the output folder {folder}: {error.strerror}") from None
+    if summary.is_dir():
+        raise UsageError(f"the summary {summary} is a folder; move it away or choose another --out")
+    if summary.exists():
+        try:
+            with summary.open("a", encoding="utf-8"):
+                pass
+        except OSError as error:
+            raise UsageError(f"cannot write the summary {summary}: {error.strerror}") from None
 
 
 def _is_image(path: Path) -> bool:
@@ -448,19 +478,19 @@ def _explain_batch(
         except ImageLoadError as error:
             row.failed(str(error))
             print(f"lrp-explain: skipped {row.image}: {error}", file=sys.stderr)
-    if not ready:
-        return None
-    inputs = torch.stack([image.tensor for _, image in ready])
     try:
-        explanation = explain(loaded.model, inputs, method, job.target)
-        scores = _scores(args, loaded, inputs, explanation, [row.image for row, _ in ready])
+        done = _explain_finite(args, job, ready)
     except NotHookableError:
         raise
     except (RuntimeError, ValueError) as error:
         for row, _ in ready:
-            row.failed(f"explaining failed: {error}")
+            if row.values.get("status") != "failed":
+                row.failed(f"explaining failed: {error}")
         print(f"lrp-explain: a batch failed: {error}", file=sys.stderr)
         return None
+    if done is None:
+        return None
+    ready, explanation, scores = done
     names = loaded.spec.class_names
     for index, (row, image) in enumerate(ready):
         record = explanation_record(
@@ -496,6 +526,32 @@ def _explain_batch(
             continue
         row.values.update(_summary_values(record), **scores[index] if args.evaluate else {})
     return explanation.warnings
+
+
+def _explain_finite(
+    args: argparse.Namespace, job: Job, ready: list[tuple[Row, LoadedImage]]
+) -> tuple[list[tuple[Row, LoadedImage]], Explanation, list[dict[str, float | str]]] | None:
+    """Explain and score loaded images; those whose numbers are not finite fail on their own.
+
+    When :func:`~.explain.explain` raises :class:`~.explain.NonFiniteError`, the images it names
+    fail (all of them where it names none) and the others are explained again.  Returns the images
+    explained, their explanation and scores, or None where none is left.
+    """
+    while ready:
+        inputs = torch.stack([image.tensor for _, image in ready])
+        try:
+            explanation = explain(job.loaded.model, inputs, job.method, job.target)
+            paths = [row.image for row, _ in ready]
+            return ready, explanation, _scores(args, job.loaded, inputs, explanation, paths)
+        except NonFiniteError as error:
+            bad = {index for index in error.samples if 0 <= index < len(ready)}
+            bad = bad or set(range(len(ready)))
+            for index in sorted(bad):
+                ready[index][0].failed(f"explaining failed: {error}")
+            names = ", ".join(str(ready[index][0].image) for index in sorted(bad))
+            print(f"lrp-explain: {names} failed: {error}", file=sys.stderr)
+            ready = [item for index, item in enumerate(ready) if index not in bad]
+    return None
 
 
 def _summary_values(record: dict[str, Any]) -> dict[str, Any]:

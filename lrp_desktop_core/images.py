@@ -3,12 +3,17 @@
 :func:`load_image` reads PNG, JPEG, BMP, TIFF and WebP files (anything Pillow decodes), applies the
 EXIF orientation, converts every colour mode to RGB (transparency is composited on white) and
 returns both the model input and a display image with the same geometry, so a heatmap computed for
-the input lies exactly over the picture. Bad files raise :class:`ImageLoadError` naming the file,
-the problem and what to do; no global Pillow setting is changed.
+the input lies exactly over the picture. An image much larger than the model's input is decoded at
+reduced size (JPEG's own scaled decoding, or Pillow's ``reduce`` for other formats), never below
+what the preprocessing needs. Bad files raise :class:`ImageLoadError` naming the file, the problem
+and what to do: also float images with NaN or infinite values, and images that would need more
+memory than is available once resized. No global Pillow setting is changed.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +31,15 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 
 MAX_IMAGE_PIXELS = 100_000_000
 """Largest image (width x height) that is decoded; bigger ones are refused as possible bombs."""
+
+
+REDUCING_GAP = 3.0
+"""How much larger than the resize target an image stays after the fast whole-factor reduction
+that precedes resampling (Pillow's ``reducing_gap``); 3 is indistinguishable from a full resize."""
+
+BYTES_PER_RESIZED_PIXEL = 8
+"""Memory the resize to the model's input needs per output pixel: Pillow keeps 4 bytes per RGB
+pixel, and its two-pass resampling holds an intermediate image up to that size as well."""
 
 
 class ImageLoadError(Exception):
@@ -54,18 +68,26 @@ class LoadedImage:
     original_size: tuple[int, int]
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
+def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
     """Return ``image`` as RGB: transparency composited on white, 16-bit and float scaled to 8 bits.
 
     Parameters
     ----------
     image : PIL.Image.Image
         An image in any Pillow mode.
+    name : str
+        What to call the image in an error message, e.g. its file.
+
+    Raises
+    ------
+    ImageLoadError
+        If a float image holds NaN or infinite values.
     """
     if image.mode == "RGB":
         return image
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         values = np.asarray(image, dtype=np.float64)
+        _check_finite(values, name)
         if image.mode.startswith("I;16") or values.max(initial=0) > 255:
             values = values / 257.0
         elif image.mode == "F" and values.max(initial=0) <= 1.0:
@@ -81,6 +103,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def available_memory() -> int | None:
+    """Return the bytes of memory available to a new allocation, or None where unknown.
+
+    On Linux this is ``MemAvailable`` from ``/proc/meminfo`` (free memory plus caches that can be
+    dropped); elsewhere the free physical pages that ``os.sysconf`` reports.
+    """
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
 def prepare_image(image: Image.Image, spec: ModelSpec, path: Path | None = None) -> LoadedImage:
     """Prepare an in-memory image (e.g. pasted) for ``spec``'s model, as :func:`load_image` does.
 
@@ -92,10 +133,71 @@ def prepare_image(image: Image.Image, spec: ModelSpec, path: Path | None = None)
         The model whose preprocessing to apply.
     path : Path, optional
         Where the image came from, for the record.
+
+    Raises
+    ------
+    ImageLoadError
+        If the image holds NaN or infinite values, or would need more memory than is available
+        once resized.
     """
-    rgb = to_rgb(image)
+    name = "the image" if path is None else str(path)
+    _check_memory(image.size, spec, name)
+    return _prepared(to_rgb(image, name), spec, path, image.size)
+
+
+def _prepared(
+    rgb: Image.Image, spec: ModelSpec, path: Path | None, original_size: tuple[int, int]
+) -> LoadedImage:
+    """Preprocess an RGB image; a large one is first shrunk to the resize target, fast.
+
+    Pillow's ``reducing_gap`` first reduces by a whole factor (``Image.reduce``) and then resamples
+    with the box kept exact, so the image keeps its geometry and the spec's resize becomes a copy.
+    """
+    if min(rgb.size) >= 2 * spec.resize:
+        resample = Image.Resampling[spec.interpolation.upper()]
+        rgb = rgb.resize(_resized_size(rgb.size, spec), resample, reducing_gap=REDUCING_GAP)
     display = np.asarray(spec.fit(rgb), dtype=np.uint8).copy()
-    return LoadedImage(path, spec.preprocess(rgb), display, rgb.size)
+    return LoadedImage(path, spec.preprocess(rgb), display, original_size)
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    """Raise :class:`ImageLoadError` if ``values`` holds NaN or infinite numbers."""
+    bad = values.size - int(np.count_nonzero(np.isfinite(values)))
+    if bad:
+        raise ImageLoadError(
+            f"{name} holds {bad:,} of {values.size:,} values that are not finite (NaN or "
+            "infinite), so those pixels have no brightness. Replace them (e.g. with 0) in the "
+            "program that wrote the image, then load it again."
+        )
+
+
+def _check_memory(size: tuple[int, int], spec: ModelSpec, name: str) -> None:
+    """Raise :class:`ImageLoadError` if resizing an image of ``size`` would exhaust memory."""
+    width, height = _resized_size(size, spec)
+    needed = width * height * BYTES_PER_RESIZED_PIXEL
+    available = available_memory()
+    if available is not None and needed > available:
+        raise ImageLoadError(
+            f"{name} ({size[0]} x {size[1]} pixels) needs about {needed / 2**30:.1f} GiB after "
+            f"resizing to {width} x {height} (shorter side {spec.resize}), more than the "
+            f"{available / 2**30:.1f} GiB available. Crop it to a less elongated shape first."
+        )
+
+
+def _resized_size(size: tuple[int, int], spec: ModelSpec) -> tuple[int, int]:
+    """Return the (width, height) an image of ``size`` has after ``spec``'s resize, before the crop.
+
+    Parameters
+    ----------
+    size : tuple of int
+        (width, height) of the image.
+    spec : ModelSpec
+        The model whose preprocessing resizes the shorter side to :attr:`~.ModelSpec.resize`.
+    """
+    width, height = size
+    short, long = min(size), max(size)
+    scaled = int(spec.resize * long / short)
+    return (spec.resize, scaled) if width <= height else (scaled, spec.resize)
 
 
 def _check_path(path: Path) -> None:
@@ -108,8 +210,12 @@ def _check_path(path: Path) -> None:
         raise ImageLoadError(f"{path} is empty (0 bytes). Save or copy the image again.")
 
 
-def _decode(path: Path) -> Image.Image:
-    """Open, size-check, orient and fully decode the image in ``path``."""
+def _decode(path: Path, spec: ModelSpec) -> tuple[Image.Image, tuple[int, int]]:
+    """Open, size-check, orient and decode the image in ``path``, reduced where ``spec`` allows.
+
+    Returns the decoded image and its full (width, height) after orientation.  JPEGs are decoded
+    at 1/2, 1/4 or 1/8 scale where the shorter side stays at least ``spec.resize``.
+    """
     with warnings.catch_warnings():
         # Pillow warns about big images against its own global limit; ours is MAX_IMAGE_PIXELS.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -121,10 +227,15 @@ def _decode(path: Path) -> Image.Image:
                     f"limit of {MAX_IMAGE_PIXELS:,} (it could exhaust memory). Scale it down "
                     "with an image editor first."
                 )
+            _check_memory(opened.size, spec, str(path))
+            scale = spec.resize / min(width, height)
+            if scale < 0.5:
+                opened.draft(None, (math.ceil(width * scale), math.ceil(height * scale)))
             opened.load()
             oriented = ImageOps.exif_transpose(opened)
             oriented.load()
-            return oriented
+            swapped = oriented.size != opened.size
+            return oriented, (height, width) if swapped else (width, height)
 
 
 def load_image(path: str | Path, spec: ModelSpec) -> LoadedImage:
@@ -146,12 +257,14 @@ def load_image(path: str | Path, spec: ModelSpec) -> LoadedImage:
     ------
     ImageLoadError
         If the path is missing, a folder or empty, or the file is not an image, is damaged or
-        truncated, or is too large.
+        truncated, is too large, holds NaN or infinite values, or would need more memory than is
+        available once resized.
     """
     path = Path(path)
     _check_path(path)
     try:
-        image = to_rgb(_decode(path))
+        decoded, original_size = _decode(path, spec)
+        image = to_rgb(decoded, str(path))
     except ImageLoadError:
         raise
     except UnidentifiedImageError as error:
@@ -170,4 +283,4 @@ def load_image(path: str | Path, spec: ModelSpec) -> LoadedImage:
             f"{path} is damaged, truncated or in an unsupported colour mode and cannot be decoded "
             f"({error}). Open it in an image editor and save it again as RGB, or use another copy."
         ) from error
-    return prepare_image(image, spec, path)
+    return _prepared(image, spec, path, original_size)
