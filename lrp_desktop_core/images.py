@@ -106,9 +106,20 @@ def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
 def available_memory() -> int | None:
     """Return the bytes of memory available to a new allocation, or None where unknown.
 
-    On Linux this is ``MemAvailable`` from ``/proc/meminfo`` (free memory plus caches that can be
-    dropped); elsewhere the free physical pages that ``os.sysconf`` reports.
+    The smallest of what the machine has free (``MemAvailable`` from ``/proc/meminfo`` on Linux:
+    free memory plus caches that can be dropped; elsewhere the free physical pages that
+    ``os.sysconf`` reports), what the process's cgroup (container) limit leaves, and what its
+    address-space limit (``ulimit -v``) leaves.
     """
+    known = [
+        value
+        for value in (_machine_available(), _cgroup_available(), _address_space_available())
+        if value is not None
+    ]
+    return min(known, default=None)
+
+
+def _machine_available() -> int | None:
     try:
         with open("/proc/meminfo", encoding="ascii") as meminfo:
             for line in meminfo:
@@ -120,6 +131,40 @@ def available_memory() -> int | None:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (AttributeError, OSError, ValueError):
         return None
+
+
+def _read_number(path: str) -> int | None:
+    """The integer in a one-line system file, None where missing or not a number ("max")."""
+    try:
+        with open(path, encoding="ascii") as file:
+            return int(file.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cgroup_available() -> int | None:
+    """What the cgroup v2 memory limit leaves (None without a limit)."""
+    limit = _read_number("/sys/fs/cgroup/memory.max")
+    used = _read_number("/sys/fs/cgroup/memory.current")
+    return None if limit is None or used is None else max(limit - used, 0)
+
+
+def _address_space_available() -> int | None:
+    """What the address-space limit leaves beyond the process's current size (None without, and
+    where the platform has no such limit)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return None
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    try:
+        with open("/proc/self/statm", encoding="ascii") as statm:
+            size = int(statm.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(limit - size, 0)
 
 
 def prepare_image(image: Image.Image, spec: ModelSpec, path: Path | None = None) -> LoadedImage:
@@ -153,11 +198,20 @@ def _prepared(
     Pillow's ``reducing_gap`` first reduces by a whole factor (``Image.reduce``) and then resamples
     with the box kept exact, so the image keeps its geometry and the spec's resize becomes a copy.
     """
-    if min(rgb.size) >= 2 * spec.resize:
-        resample = Image.Resampling[spec.interpolation.upper()]
-        rgb = rgb.resize(_resized_size(rgb.size, spec), resample, reducing_gap=REDUCING_GAP)
-    display = np.asarray(spec.fit(rgb), dtype=np.uint8).copy()
-    return LoadedImage(path, spec.preprocess(rgb), display, original_size)
+    try:
+        if min(rgb.size) >= 2 * spec.resize:
+            resample = Image.Resampling[spec.interpolation.upper()]
+            rgb = rgb.resize(_resized_size(rgb.size, spec), resample, reducing_gap=REDUCING_GAP)
+        display = np.asarray(spec.fit(rgb), dtype=np.uint8).copy()
+        tensor = spec.preprocess(rgb)
+    except MemoryError as error:  # the estimate of _check_memory fell short of the truth
+        width, height = _resized_size(original_size, spec)
+        raise ImageLoadError(
+            f"{path or 'the image'} ({original_size[0]} x {original_size[1]} pixels) ran out of "
+            f"memory while being resized to {width} x {height}. Crop it to a less elongated "
+            "shape, or scale it down, first."
+        ) from error
+    return LoadedImage(path, tensor, display, original_size)
 
 
 def _check_finite(values: np.ndarray, name: str) -> None:

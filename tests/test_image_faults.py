@@ -168,3 +168,39 @@ def test_elongated_images_load_where_memory_suffices(tmp_path, spec, monkeypatch
 def test_available_memory_is_known_here():
     available = images.available_memory()
     assert available is not None and 0 < available < 2**50
+
+
+def test_available_memory_is_the_least_of_machine_container_and_address_space(monkeypatch):
+    monkeypatch.setattr(images, "_machine_available", lambda: 20 * 2**30)
+    monkeypatch.setattr(images, "_cgroup_available", lambda: 6 * 2**30)
+    monkeypatch.setattr(images, "_address_space_available", lambda: None)
+    assert images.available_memory() == 6 * 2**30
+    monkeypatch.setattr(images, "_address_space_available", lambda: 2**30)
+    assert images.available_memory() == 2**30
+    for name in ("_machine_available", "_cgroup_available", "_address_space_available"):
+        monkeypatch.setattr(images, name, lambda: None)
+    assert images.available_memory() is None
+
+
+def test_an_address_space_limit_counts_from_the_process_size(monkeypatch):
+    resource = pytest.importorskip("resource")
+    with open("/proc/self/statm", encoding="ascii") as statm:
+        size = int(statm.read().split()[0]) * resource.getpagesize()
+    limit = size + 512 * 2**20
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (limit, limit))
+    left = images._address_space_available()
+    assert left is not None and 256 * 2**20 < left <= 512 * 2**20
+    monkeypatch.setattr(resource, "getrlimit", lambda kind: (resource.RLIM_INFINITY,) * 2)
+    assert images._address_space_available() is None
+
+
+def test_running_out_of_memory_while_resizing_is_an_image_load_error(tmp_path, spec, monkeypatch):
+    path = tmp_path / "picture.png"
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(path)
+
+    def exhausted(self, image):
+        raise MemoryError
+
+    monkeypatch.setattr(ModelSpec, "fit", exhausted)
+    with pytest.raises(ImageLoadError, match="ran out of memory while being resized to 96 x 64"):
+        load_image(path, spec)
