@@ -121,13 +121,30 @@ json_values = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=12)
     | st.sampled_from(["Epsilon", "Gamma", "ZBox", "AlphaBeta", "none", "resnet", "layers"]),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(
-        st.sampled_from(["layers", "rule", "params", "canonizer", "preset", "version", "epsilon",
-                         "gamma", "low", "high", "alpha", "beta", "features.0"])
-        | st.text(max_size=6),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "layers",
+                    "rule",
+                    "params",
+                    "canonizer",
+                    "preset",
+                    "version",
+                    "epsilon",
+                    "gamma",
+                    "low",
+                    "high",
+                    "alpha",
+                    "beta",
+                    "features.0",
+                ]
+            )
+            | st.text(max_size=6),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=20,
 )
@@ -221,8 +238,11 @@ def _small_state() -> dict[str, torch.Tensor]:
 def _weight_files(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
     """Return small valid files of each kind, and one that would run code when unpickled."""
     files = {}
-    for name, obj in [("state.pt", state), ("wrapped.pt", {"state_dict": state, "epoch": 3}),
-                      ("payload.pt", {"state_dict": state, "hook": _Payload()})]:
+    for name, obj in [
+        ("state.pt", state),
+        ("wrapped.pt", {"state_dict": state, "epoch": 3}),
+        ("payload.pt", {"state_dict": state, "hook": _Payload()}),
+    ]:
         buffer = io.BytesIO()
         torch.save(obj, buffer)
         files[name] = buffer.getvalue()
@@ -283,14 +303,20 @@ def test_damaged_weight_files_load_or_raise_model_load_error(tmp_path, data, nam
 
 
 state_like = st.recursive(
-    st.integers() | st.text(max_size=4) | st.none()
-    | st.builds(torch.zeros, st.integers(0, 3)) | st.just(torch.tensor([float("nan")])),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(["state_dict", "model", "module.conv.weight", "net"])
-        | st.integers(0, 3) | st.text(max_size=4),
-        children,
-        max_size=3,
+    st.integers()
+    | st.text(max_size=4)
+    | st.none()
+    | st.builds(torch.zeros, st.integers(0, 3))
+    | st.just(torch.tensor([float("nan")])),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["state_dict", "model", "module.conv.weight", "net"])
+            | st.integers(0, 3)
+            | st.text(max_size=4),
+            children,
+            max_size=3,
+        )
     ),
     max_leaves=8,
 )

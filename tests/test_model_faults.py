@@ -17,7 +17,11 @@ from lrp_desktop_core.weightfiles import read_weights
 
 def _small_module() -> nn.Module:
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        nn.Conv2d(3, 4, 3),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
         nn.Linear(4, 3),
     ).eval()
 
@@ -37,25 +41,22 @@ def _assert_names(error: pytest.ExceptionInfo, name: str, nan: int, inf: int) ->
     assert "earlier checkpoint" in message
 
 
-def test_whole_module_file_with_nan_weights_names_the_parameter(tmp_path):
+@pytest.mark.parametrize(
+    ("layer", "tensor", "nan", "inf"),
+    [(0, "weight", 2, 0), (1, "running_var", 0, 1)],
+    ids=["nan in a parameter", "inf in a buffer"],
+)
+def test_whole_module_file_with_non_finite_values_names_the_tensor(
+    tmp_path, layer, tensor, nan, inf
+):
     model = _small_module()
-    _poison(model[0].weight, nan=2, inf=0)
+    _poison(getattr(model[layer], tensor), nan=nan, inf=inf)
     path = tmp_path / "full.pt"
     torch.save(model, path)
     with pytest.raises(ModelLoadError) as error:
         load_model(path, trust=True)
-    _assert_names(error, "0.weight", nan=2, inf=0)
+    _assert_names(error, f"{layer}.{tensor}", nan=nan, inf=inf)
     assert str(path) in str(error.value)
-
-
-def test_whole_module_file_with_inf_in_a_buffer_names_the_buffer(tmp_path):
-    model = _small_module()
-    _poison(model[1].running_var, nan=0, inf=1)
-    path = tmp_path / "full.pt"
-    torch.save(model, path)
-    with pytest.raises(ModelLoadError) as error:
-        load_model(path, trust=True)
-    _assert_names(error, "1.running_var", nan=0, inf=1)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
