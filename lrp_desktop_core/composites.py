@@ -14,11 +14,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
+from torchvision.ops import MLP
 
+from .attention import AttentionCore
 from .core import Composite, Hook
-from .layer import ChannelAffine, Product, Scale, Sum
+from .layer import ChannelAffine, Prepend, Product, Scale, Sum
 from .rules import (
     AlphaBeta,
+    AttentionConservative,
     Epsilon,
     Flat,
     Gamma,
@@ -37,6 +40,7 @@ from .types import Activation, AvgPool, BatchNorm, Convolution, LayerNorm, Linea
 __all__ = [
     "COMPOSITES",
     "PRESET_DESCRIPTIONS",
+    "AttentionConservativeGammaBox",
     "BetaSmooth",
     "DeconvNet",
     "EpsilonAlpha2Beta1",
@@ -100,15 +104,17 @@ def layer_map_base(stabilizer: float | Callable = 1e-6) -> LayerMap:
     """Return the layer map shared by the LRP presets for layers without weights.
 
     Activations, batch normalisation, layer scales and input transforms pass relevance unchanged,
-    sums (residual additions) and average pooling distribute it in proportion to their inputs
-    (:class:`~.rules.Norm`), gated products give it to the signal
-    (:class:`~.rules.SignalTakesAll`) and layer norms are explained as the linear maps they are
-    with their standard deviation held constant (:class:`~.rules.LayerNormEpsilon`).
+    sums (residual additions, added constants), prepended tokens and average pooling distribute
+    it in proportion to their inputs (:class:`~.rules.Norm`), gated products give it to the signal
+    (:class:`~.rules.SignalTakesAll`), layer norms are explained as the linear maps they are
+    with their standard deviation held constant (:class:`~.rules.LayerNormEpsilon`) and attention
+    cores with their attention weights held constant (:class:`~.rules.AttentionConservative`).
 
     Parameters
     ----------
     stabilizer : float or callable, optional
-        The stabilizer of the :class:`~.rules.Norm` and :class:`~.rules.LayerNormEpsilon` rules.
+        The stabilizer of the :class:`~.rules.Norm`, :class:`~.rules.LayerNormEpsilon` and
+        :class:`~.rules.AttentionConservative` rules.
 
     Returns
     -------
@@ -117,12 +123,13 @@ def layer_map_base(stabilizer: float | Callable = 1e-6) -> LayerMap:
     """
     return [
         (Activation, Pass()),
-        (Sum, Norm(stabilizer=stabilizer)),
+        ((Sum, Prepend), Norm(stabilizer=stabilizer)),
         (AvgPool, Norm(stabilizer=stabilizer)),
         (BatchNorm, Pass()),
         (LayerNorm, LayerNormEpsilon(epsilon=stabilizer)),
         (Product, SignalTakesAll()),
         ((Scale, ChannelAffine), Pass()),
+        (AttentionCore, AttentionConservative(epsilon=stabilizer)),
     ]
 
 
@@ -318,6 +325,70 @@ class EpsilonGammaBox(SpecialFirstLayerMapComposite):
             (Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params))
         ]
         super().__init__(layer_map=layer_map, first_map=first_map, canonizers=canonizers)
+
+
+@register_composite("vit_cp")
+class AttentionConservativeGammaBox(SpecialFirstLayerMapComposite):
+    """For transformers: CP-LRP on attention, Gamma on MLPs and convolutions, ZBox on the first.
+
+    Attention cores get :class:`~.rules.AttentionConservative` (the attention weights held
+    constant), linear layers inside an MLP block (torchvision's ``MLP``, e.g. a Vision
+    Transformer's) get Gamma, the other linear layers (query, key, value and output projections,
+    the head) Epsilon, layer norms :class:`~.rules.LayerNormEpsilon`, activations pass relevance
+    on, and the first convolution (the patch embedding) gets ZBox.
+
+    Parameters
+    ----------
+    low, high : float or torch.Tensor
+        The lowest and highest possible input values (after preprocessing), for ZBox.
+    epsilon : float or callable, optional
+        The epsilon of the Epsilon and AttentionConservative rules.
+    gamma : float, optional
+        The gamma of the Gamma rule.
+    stabilizer : float or callable, optional
+        The stabilizer of all other rules.
+    layer_map, first_map : list of (type, Hook), optional
+        Entries placed before the preset's own, so they take priority.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero by the rules with weights (e.g. ``"bias"``).
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the rules are attached.
+    """
+
+    def __init__(
+        self,
+        low,
+        high,
+        epsilon: float | Callable = 1e-6,
+        gamma: float = 0.25,
+        stabilizer: float | Callable = 1e-6,
+        layer_map: LayerMap | None = None,
+        first_map: LayerMap | None = None,
+        zero_params: str | list[str] | None = None,
+        canonizers: list | None = None,
+    ) -> None:
+        self.mlp_rule = Gamma(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)
+        layer_map = (
+            (layer_map or [])
+            + [(AttentionCore, AttentionConservative(epsilon=epsilon))]
+            + _epsilon_conv_map(self.mlp_rule, epsilon, stabilizer, zero_params)
+        )
+        first_map = (first_map or []) + [
+            (Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params))
+        ]
+        super().__init__(layer_map=layer_map, first_map=first_map, canonizers=canonizers)
+
+    def mapping(self, ctx: dict, name: str, module: nn.Module) -> Hook | None:
+        """Return Gamma for the linear layers of an MLP block, else the layer-map rule.
+
+        Modules are visited in pre-order, so an MLP block is seen before its layers.
+        """
+        if isinstance(module, MLP):
+            layers = ctx.setdefault("mlp_linears", set())
+            layers.update(id(layer) for layer in module.modules() if isinstance(layer, nn.Linear))
+        if id(module) in ctx.get("mlp_linears", ()):
+            return self.mlp_rule
+        return super().mapping(ctx, name, module)
 
 
 @register_composite("epsilon_plus")
@@ -557,6 +628,12 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
         "The recommended LRP setting for image classifiers: the first convolution uses the input "
         "range (ZBox), further convolutions favour positive evidence (Gamma) and the dense "
         "layers use Epsilon. Produces sharp, readable heatmaps for VGG- and ResNet-style models."
+    ),
+    "vit_cp": (
+        "For Vision Transformers and other attention models: the attention weights are held "
+        "constant, so relevance flows through the values (CP-LRP); layer norms are explained "
+        "with their spread fixed, MLP layers favour positive evidence (Gamma), the patch "
+        "embedding uses the input range (ZBox) and the other dense layers use Epsilon."
     ),
     "epsilon_plus": (
         "Convolutions keep only positive contributions (ZPlus) and dense layers use Epsilon. "

@@ -16,8 +16,9 @@ import torch
 from torch import nn
 from torchvision.ops import StochasticDepth
 
+from .attention import AttentionCore
 from .core import BasicHook, Composite, Hook, Stabilizer
-from .layer import ChannelAffine, Product, Scale, Sum
+from .layer import ChannelAffine, Prepend, Product, Scale, Sum
 from .rules import (
     AlphaBeta,
     Epsilon,
@@ -203,11 +204,11 @@ def _reason_without_rule(module: nn.Module, lrp: bool) -> tuple[str, bool]:
         return f"no rule: {plain}, which for a ReLU passes relevance unchanged", False
     if isinstance(module, AvgPool):
         return f"no rule: {plain}, which spreads relevance evenly over each window", False
-    if isinstance(module, (Activation, Sum, Product, Scale, ChannelAffine)):
+    if isinstance(module, (Activation, Sum, Prepend, Product, Scale, ChannelAffine, AttentionCore)):
         return (
             f"no rule: {plain}, which changes the amount of relevance here — assign a rule "
-            "(Pass for activations, layer scales and input transforms, Norm for sums, "
-            "SignalTakesAll for products)",
+            "(Pass for activations, layer scales and input transforms, Norm for sums and "
+            "prepended tokens, SignalTakesAll for products, AttentionConservative for attention)",
             True,
         )
     return f"no rule: {module_type} is not covered by this composite; {plain}", False

@@ -101,3 +101,59 @@ class ChannelAffine(nn.Module):
         """Return the bounds ``(low, high)`` of the input as they are after this map."""
         ends = (self.forward(low), self.forward(high))
         return torch.minimum(*ends), torch.maximum(*ends)
+
+
+def _register_constant(module: nn.Module, constant: torch.Tensor) -> None:
+    """Register ``constant`` as ``module.constant``: the same Parameter object, or a buffer."""
+    if isinstance(constant, nn.Parameter):
+        module.constant = constant
+    else:
+        module.register_buffer("constant", constant, persistent=False)
+
+
+class ConstantSum(Sum):
+    """Add a fixed tensor that belongs to another module, e.g. a position embedding.
+
+    The constant is registered as this module's ``constant`` (the very same object, never a
+    copy) and broadcast to the input's shape; as a :class:`Sum` it shares relevance in proportion
+    to the summands, so the constant's share is absorbed, as a bias's is.
+
+    Parameters
+    ----------
+    constant : torch.Tensor
+        The summand, broadcast against the input.
+    """
+
+    def __init__(self, constant: torch.Tensor) -> None:
+        super().__init__(dim=-1)
+        _register_constant(self, constant)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+        """Return ``input + constant``."""
+        return super().forward(torch.stack([input, self.constant.expand_as(input)], dim=-1))
+
+
+class Prepend(nn.Module):
+    """Put a fixed tensor in front of every sample along one dimension, e.g. a class token.
+
+    The constant is registered as this module's ``constant`` (the very same object, never a
+    copy). The concatenation itself moves relevance without changing it; the constant's
+    positions are absorbed, as a bias is.
+
+    Parameters
+    ----------
+    constant : torch.Tensor
+        The tensor to prepend, with a batch dimension of size 1.
+    dim : int, optional
+        The dimension along which it is put in front (the tokens, 1, by default).
+    """
+
+    def __init__(self, constant: torch.Tensor, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = dim
+        _register_constant(self, constant)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+        """Return ``cat([constant, input], dim)``, the constant repeated over the batch."""
+        constant = self.constant.expand(input.shape[0], *self.constant.shape[1:])
+        return torch.cat([constant, input], dim=self.dim)

@@ -45,11 +45,15 @@ from .canonizers import Canonizer, MergeBatchNorm, get_canonizers
 from .layer import ChannelAffine
 from .torchvision import BlockCanonizer, TorchvisionCanonizer
 from .types import BatchNorm
+from .vit import attention_supported
 
-__all__ = ["DEFAULT_PRESET", "Recommendation", "recommend"]
+__all__ = ["ATTENTION_PRESET", "DEFAULT_PRESET", "Recommendation", "recommend"]
 
 DEFAULT_PRESET = "epsilon_gamma_box"
 """The preset recommended for image classifiers."""
+
+ATTENTION_PRESET = "vit_cp"
+"""The preset recommended for models with multi-head attention (e.g. Vision Transformers)."""
 
 _FAMILIES: tuple[tuple[type, str], ...] = (
     (ResNet, "ResNet"),
@@ -66,16 +70,17 @@ _FAMILIES: tuple[tuple[type, str], ...] = (
     (RegNet, "RegNet"),
     (ConvNeXt, "ConvNeXt"),
     (ShuffleNetV2, "ShuffleNetV2"),
+    (VisionTransformer, "Vision Transformer"),
 )
-"""The CNN families whose every operation on the relevance path has a module and a rule."""
+"""The families whose every operation on the relevance path has a module and a rule."""
 
 _UNSUPPORTED: tuple[tuple[type, str], ...] = (
-    (VisionTransformer, "Vision Transformer"),
     (SwinTransformer, "Swin Transformer"),
     (MaxVit, "MaxViT"),
-    (nn.MultiheadAttention, "multi-head attention"),
 )
-"""Architectures whose attention no rule explains yet: their heatmaps are wrong."""
+"""Architectures whose attention no canonizer makes modules of yet (windowed and relative-position
+attention): their heatmaps are wrong. ``nn.MultiheadAttention`` and Vision Transformers are
+canonized (see :mod:`.vit`)."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +93,15 @@ class Recommendation:
         The canonizer set (a name in ``canonizers.CANONIZERS``): the smallest that makes every
         change the structural canonizers would make.
     preset : str
-        The recommended preset (a name in ``composites.COMPOSITES``).
+        The recommended preset (a name in ``composites.COMPOSITES``): :data:`ATTENTION_PRESET`
+        for models with multi-head attention, else :data:`DEFAULT_PRESET`.
     family : str
         The recognised architecture, e.g. ``"EfficientNet"``, or ``"custom model"``.
     reasons : tuple of str
         What the canonizers change, one sentence each.
     unsupported : tuple of str
-        Parts of the model no rule explains correctly (e.g. transformer attention); empty when the
-        whole model is supported.
+        Parts of the model no rule explains correctly (e.g. Swin's windowed attention); empty
+        when the whole model is supported.
     affine_batch_norms : tuple of str
         Names of batch norms that cannot be merged into a layer (e.g. DenseNet's pre-activation
         ones); they get the Epsilon rule as the affine layers they are.
@@ -180,7 +186,7 @@ def recommend(model: nn.Module) -> Recommendation:
         )
     return Recommendation(
         canonizer=_smallest_canonizer(model, changes),
-        preset=DEFAULT_PRESET,
+        preset=ATTENTION_PRESET if _has_attention(model) else DEFAULT_PRESET,
         family=_family(model),
         reasons=tuple(reasons),
         unsupported=_unsupported(model),
@@ -221,7 +227,7 @@ def _smallest_canonizer(model: nn.Module, changes: set[int]) -> str:
 
 
 def _family(model: nn.Module) -> str:
-    for family_type, family in (*_UNSUPPORTED[:3], *_FAMILIES):
+    for family_type, family in (*_UNSUPPORTED, *_FAMILIES):
         if isinstance(model, family_type):
             return family
     return "custom model"
@@ -235,4 +241,16 @@ def _unsupported(model: nn.Module) -> tuple[str, ...]:
                 f"{what}: no rule explains its attention yet, so relevance there is scaled, "
                 "not redistributed; the heatmap is not reliable"
             )
+    if any(
+        isinstance(module, nn.MultiheadAttention) and not attention_supported(module)
+        for module in model.modules()
+    ):
+        found.append(
+            "multi-head attention with add_bias_kv or add_zero_attn: no canonizer makes its "
+            "operations modules, so relevance there is scaled, not redistributed"
+        )
     return tuple(found)
+
+
+def _has_attention(model: nn.Module) -> bool:
+    return any(isinstance(module, nn.MultiheadAttention) for module in model.modules())

@@ -29,10 +29,11 @@ import torch
 from torch import nn
 
 from . import rules, types
+from .attention import AttentionCore
 from .canonizers import CANONIZERS, get_canonizers
 from .composites import COMPOSITES, NameMapComposite
 from .core import Composite, Hook
-from .layer import ChannelAffine, Product, Scale, Sum
+from .layer import ChannelAffine, Prepend, Product, Scale, Sum
 
 FORMAT = "lrp-desktop rule map"
 FORMAT_VERSION = 1
@@ -124,8 +125,8 @@ def _param(name: str, default: float | None, minimum: float = 0.0) -> ParamSpec:
 _STABILIZER = _param("stabilizer", 1e-6)
 _WEIGHTED = ((types.Linear,), "a convolution or linear layer")
 _LINEAR_OPS = (
-    (types.Linear, types.AvgPool, types.BatchNorm, Sum),
-    "a convolution, linear, average pooling, batch norm or sum layer",
+    (types.Linear, types.AvgPool, types.BatchNorm, Sum, Prepend),
+    "a convolution, linear, average pooling, batch norm, sum or prepend layer",
 )
 _RELU = ((nn.ReLU,), "a ReLU")
 _ELEMENTWISE = (
@@ -142,6 +143,7 @@ _ELEMENTWISE = (
     "input transform",
 )
 _PRODUCT = ((Product,), "a product of a signal and a gate")
+_ATTENTION = ((AttentionCore,), "an attention core")
 _ANY = (None, "any layer")
 _NO_RULE_TEXT = "No rule: the plain gradient flows through this layer, as without LRP."
 
@@ -162,6 +164,8 @@ _RULE_TABLE: tuple[tuple[str, tuple[ParamSpec, ...], tuple[Any, str]], ...] = (
     ("LayerNormEpsilon", (_param("epsilon", 1e-6),), ((types.LayerNorm,), "a layer norm")),
     ("SignalTakesAll", (), _PRODUCT),
     ("UniformSplit", (), _PRODUCT),
+    ("AttentionConservative", (_param("epsilon", 1e-6),), _ATTENTION),
+    ("AttentionAttnLRP", (_param("epsilon", 1e-6),), _ATTENTION),
     ("ReLUDeconvNet", (), _RELU),
     ("ReLUGuidedBackprop", (), _RELU),
     ("ReLUBetaSmooth", (_param("beta_smooth", 10.0),), _RELU),

@@ -27,6 +27,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from .attention import AttentionAttnLRP, AttentionConservative
 from .core import Hook, ParamMod, expand, substituted_parameters
 from .fast_paths import (
     FastPathRule,
@@ -53,6 +54,8 @@ from .modifiers import (
 __all__ = [
     "RULE_DESCRIPTIONS",
     "AlphaBeta",
+    "AttentionAttnLRP",
+    "AttentionConservative",
     "ClampMod",
     "Epsilon",
     "Flat",
@@ -517,6 +520,16 @@ RULE_DESCRIPTIONS: dict[str, str] = {
     ),
     "UniformSplit": (
         "For a product of a signal and a gate: each factor gets half of the relevance."
+    ),
+    "AttentionConservative": (
+        "For the attention of a transformer (CP-LRP): the attention weights are held constant, "
+        "so all relevance flows to the values, shared like Epsilon; queries and keys get none. "
+        "Conserves relevance."
+    ),
+    "AttentionAttnLRP": (
+        "For the attention of a transformer (AttnLRP): half of the relevance goes to the values, "
+        "the rest through the softmax to queries and keys. The softmax absorbs part of it, so "
+        "relevance is not conserved."
     ),
     "ReLUDeconvNet": (
         "DeconvNet's ReLU: passes back only the positive part of the signal. Not an LRP rule; "

@@ -5,6 +5,7 @@ that a model gets the same treatment whether it was built by name, loaded from a
 unpickled from a user's file:
 
 * batch norms are merged into the convolution before them (:class:`TorchvisionMergeBatchNorm`);
+* multi-head attention and Vision Transformers get modules for every operation (see :mod:`.vit`);
 * residual additions become :class:`~lrp_desktop_core.layer.Sum` modules (``canonizer_sum``);
 * squeeze-and-excitation products become :class:`~lrp_desktop_core.layer.Product` modules
   (``canonizer_product``), ConvNeXt's layer scale a :class:`~lrp_desktop_core.layer.Scale`
@@ -46,6 +47,7 @@ from .canonizers import (
     SequentialMergeBatchNorm,
 )
 from .layer import ChannelAffine, Product, Scale, Sum
+from .vit import VIT_REWRITES
 
 __all__ = [
     "BlockCanonizer",
@@ -434,13 +436,15 @@ BLOCK_REWRITES: tuple[tuple[tuple[type, ...], BlockRewrite, str], ...] = (
         _inline_pool(_inception_e_forward),
         "Inception block: inline average pooling as AvgPool2d",
     ),
+    *VIT_REWRITES,
 )
 """Every block rewrite: ``(block classes, rewrite, what it does)``."""
 
 
 class TorchvisionCanonizer(CompositeCanonizer):
-    """Canonizer for every torchvision CNN classifier: merges batch norms and rewrites each known
-    block (see :data:`BLOCK_REWRITES`) so that every operation on the relevance path is a module.
+    """Canonizer for every torchvision CNN classifier and Vision Transformer: merges batch norms
+    and rewrites each known block (see :data:`BLOCK_REWRITES`) so that every operation on the
+    relevance path is a module.
 
     Blocks are recognised by class, subclasses included; a model without such blocks is left as
     it is apart from Sequential batch-norm merging.

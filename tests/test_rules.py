@@ -329,6 +329,8 @@ def test_every_rule_has_a_description():
         "LayerNormEpsilon",
         "SignalTakesAll",
         "UniformSplit",
+        "AttentionConservative",
+        "AttentionAttnLRP",
         "ReLUDeconvNet",
         "ReLUGuidedBackprop",
         "ReLUBetaSmooth",
