@@ -16,12 +16,11 @@ which gets one of two rules:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .core import Hook, Stabilizer
+from .layer_rules import OutputRatioRule
 
 __all__ = ["AttentionAttnLRP", "AttentionConservative", "AttentionCore"]
 
@@ -67,19 +66,8 @@ class AttentionCore(nn.Module):
         return self.attention(q, k, mask) @ v
 
 
-class _AttentionRule(Hook):
+class _AttentionRule(OutputRatioRule):
     """What both attention rules share: the stored call, the stabilized ratio ``g = R / s(o)``."""
-
-    uses_module_backward = False
-
-    def __init__(self, epsilon: float | Callable = 1e-6) -> None:
-        super().__init__()
-        self.epsilon = epsilon
-        self.stabilizer = Stabilizer.ensure(epsilon)
-
-    def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-        """Keep the call's output for the backward pass."""
-        self.stored_tensors["output"] = output
 
     def backward(self, module: nn.Module, grad_input, grad_output):
         """Return the relevance of each hooked input among ``(q, k, v)``."""

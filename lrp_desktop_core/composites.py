@@ -328,31 +328,16 @@ class EpsilonGammaBox(SpecialFirstLayerMapComposite):
 
 
 @register_composite("vit_cp")
-class AttentionConservativeGammaBox(SpecialFirstLayerMapComposite):
+class AttentionConservativeGammaBox(EpsilonGammaBox):
     """For transformers: CP-LRP on attention, Gamma on MLPs and convolutions, ZBox on the first.
 
-    Attention cores get :class:`~.rules.AttentionConservative` (the attention weights held
-    constant), linear layers inside an MLP block (torchvision's ``MLP``, e.g. a Vision
-    Transformer's) get Gamma, the other linear layers (query, key, value and output projections,
-    the head) Epsilon, layer norms :class:`~.rules.LayerNormEpsilon`, activations pass relevance
-    on, and the first convolution (the patch embedding) gets ZBox.
-
-    Parameters
-    ----------
-    low, high : float or torch.Tensor
-        The lowest and highest possible input values (after preprocessing), for ZBox.
-    epsilon : float or callable, optional
-        The epsilon of the Epsilon and AttentionConservative rules.
-    gamma : float, optional
-        The gamma of the Gamma rule.
-    stabilizer : float or callable, optional
-        The stabilizer of all other rules.
-    layer_map, first_map : list of (type, Hook), optional
-        Entries placed before the preset's own, so they take priority.
-    zero_params : str or list of str, optional
-        Parameter names treated as zero by the rules with weights (e.g. ``"bias"``).
-    canonizers : list of Canonizer, optional
-        Canonizers applied before the rules are attached.
+    :class:`EpsilonGammaBox` with two changes: attention cores get
+    :class:`~.rules.AttentionConservative` (the attention weights held constant) with
+    ``epsilon``, and the linear layers inside an MLP block (torchvision's ``MLP``, e.g. a Vision
+    Transformer's) get Gamma like the convolutions. The other linear layers (query, key, value
+    and output projections, the head) keep Epsilon, layer norms get
+    :class:`~.rules.LayerNormEpsilon`, activations pass relevance on, and the first convolution
+    (the patch embedding) gets ZBox. The parameters are :class:`EpsilonGammaBox`'s.
     """
 
     def __init__(
@@ -368,15 +353,18 @@ class AttentionConservativeGammaBox(SpecialFirstLayerMapComposite):
         canonizers: list | None = None,
     ) -> None:
         self.mlp_rule = Gamma(gamma=gamma, stabilizer=stabilizer, zero_params=zero_params)
-        layer_map = (
-            (layer_map or [])
-            + [(AttentionCore, AttentionConservative(epsilon=epsilon))]
-            + _epsilon_conv_map(self.mlp_rule, epsilon, stabilizer, zero_params)
+        attention = [(AttentionCore, AttentionConservative(epsilon=epsilon))]
+        super().__init__(
+            low,
+            high,
+            epsilon,
+            gamma,
+            stabilizer,
+            (layer_map or []) + attention,
+            first_map,
+            zero_params,
+            canonizers,
         )
-        first_map = (first_map or []) + [
-            (Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero_params))
-        ]
-        super().__init__(layer_map=layer_map, first_map=first_map, canonizers=canonizers)
 
     def mapping(self, ctx: dict, name: str, module: nn.Module) -> Hook | None:
         """Return Gamma for the linear layers of an MLP block, else the layer-map rule.

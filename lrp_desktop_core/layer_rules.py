@@ -15,7 +15,7 @@ from torch import nn
 
 from .core import Hook, Stabilizer
 
-__all__ = ["LayerNormEpsilon", "SignalTakesAll", "UniformSplit"]
+__all__ = ["LayerNormEpsilon", "OutputRatioRule", "SignalTakesAll", "UniformSplit"]
 
 
 def _summed_to(relevance: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -72,14 +72,11 @@ def _is_channels_first(module: nn.Module) -> bool:
     return isinstance(module, LayerNorm2d)
 
 
-class LayerNormEpsilon(Hook):
-    """The epsilon rule for a layer norm whose standard deviation is held constant.
+class OutputRatioRule(Hook):
+    """A closed-form rule that divides the arriving relevance by its stabilized output ``s(y)``.
 
-    With ``sigma`` fixed, ``y = w (x - mean(x)) / sigma + b`` is linear in ``x``; the epsilon rule
-    on that map has the closed form ``R_x = x (h - mean(h)) / sigma`` with ``h = w R / s(y)``, the
-    means taken over the normalised dimensions. Relevance is conserved up to the bias and the
-    stabilizer. For ``torch.nn.LayerNorm`` (the last dimensions) and torchvision's ``LayerNorm2d``
-    (the channels of an image tensor).
+    It keeps the call's output for the backward pass; subclasses compute the inputs' relevance
+    from ``R / s(y)`` in :meth:`backward`.
 
     Parameters
     ----------
@@ -97,6 +94,22 @@ class LayerNormEpsilon(Hook):
     def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
         """Keep the call's output for the backward pass."""
         self.stored_tensors["output"] = output
+
+
+class LayerNormEpsilon(OutputRatioRule):
+    """The epsilon rule for a layer norm whose standard deviation is held constant.
+
+    With ``sigma`` fixed, ``y = w (x - mean(x)) / sigma + b`` is linear in ``x``; the epsilon rule
+    on that map has the closed form ``R_x = x (h - mean(h)) / sigma`` with ``h = w R / s(y)``, the
+    means taken over the normalised dimensions. Relevance is conserved up to the bias and the
+    stabilizer. For ``torch.nn.LayerNorm`` (the last dimensions) and torchvision's ``LayerNorm2d``
+    (the channels of an image tensor).
+
+    Parameters
+    ----------
+    epsilon : float or callable, optional
+        The stabilizer of the denominator ``s(y)``.
+    """
 
     def backward(self, module: nn.Module, grad_input, grad_output):
         """Return the relevance of the input in closed form."""
