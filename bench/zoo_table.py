@@ -129,11 +129,15 @@ def _number(value: float | int | None, spec: str) -> str:
 
 
 def make_bias_free(model: nn.Module, generator: torch.Generator) -> None:
-    """Zero every ``bias`` and batch-norm mean; give batch norms random scales and variances."""
+    """Zero every ``bias`` and batch-norm mean; give batch norms random scales and variances, and
+    weights that are zero everywhere (torchvision's Vision Transformer head) random values."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.rsplit(".", 1)[-1] == "bias":
                 parameter.zero_()
+            elif name.rsplit(".", 1)[-1] == "weight" and not parameter.any():
+                scale = parameter.shape[-1] ** -0.5
+                parameter.copy_(_uniform(parameter, -scale, scale, generator))
         for module in model.modules():
             if isinstance(module, BatchNorm) and module.running_var is not None:
                 module.running_mean.zero_()
