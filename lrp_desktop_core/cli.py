@@ -420,17 +420,18 @@ def _run(args: argparse.Namespace, job: Job, images: Sequence[tuple[Path, str]])
     bar = _ProgressBar(len(rows), sys.stderr, not args.quiet)
     bar.show(0)
     reported: set[str] = set()
-    recommendation = job.recommendation
+    unsupported = _warnings_report(job.loaded.spec.name, job.recommendation, ())
+    if unsupported:  # said before any image, since no image of such a model may come out
+        bar.print(unsupported)
     for first in range(0, len(rows), args.batch_size):
         batch_rows = rows[first : first + args.batch_size]
         warnings = _explain_batch(args, job, batch_rows)
         if warnings is not None:
             new = [warning for warning in warnings if warning not in reported]
             reported.update(new)
-            report = _warnings_report(job.loaded.spec.name, recommendation, new)
+            report = _warnings_report(job.loaded.spec.name, None, new)
             if report:
                 bar.print(report)
-            recommendation = None  # its unsupported parts are said once
         bar.show(first + len(batch_rows))
     return rows
 

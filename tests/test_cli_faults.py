@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import errno
 import os
 import shutil
@@ -205,3 +206,23 @@ def test_a_writable_output_folder_is_left_as_it_was_by_the_check(samples, tmp_pa
     monkeypatch.setattr(cli, "_run", lambda *args: [])
     assert main([str(samples), "--out", str(out), "--quiet"]) == 0
     assert [path.name for path in out.iterdir()] == ["summary.csv"]
+
+
+def test_an_unsupported_model_is_said_before_any_image_even_when_every_image_fails(
+    samples, tmp_path, monkeypatch, capsys
+):
+    real_recommend = cli.recommend
+
+    def unsupported(model):
+        found = real_recommend(model)
+        return dataclasses.replace(found, unsupported=("the attention here has no rule yet",))
+
+    def failing(model, inputs, method, target=None, **kwargs):
+        raise NonFiniteError("The relevance holds NaN or inf.", "relevance", ())
+
+    monkeypatch.setattr(cli, "recommend", unsupported)
+    monkeypatch.setattr(cli, "explain", failing)
+    assert main([str(samples), "--out", str(tmp_path / "out"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "may be wrong:\n  - the attention here has no rule yet" in err
+    assert err.index("the attention here has no rule yet") < err.index("NaN or inf")
