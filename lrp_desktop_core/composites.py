@@ -21,6 +21,7 @@ from .core import Composite, Hook
 from .layer import ChannelAffine, Prepend, Product, Scale, Sum
 from .rules import (
     AlphaBeta,
+    AttentionAttnLRP,
     AttentionConservative,
     Epsilon,
     Flat,
@@ -379,6 +380,45 @@ class AttentionConservativeGammaBox(EpsilonGammaBox):
         return super().mapping(ctx, name, module)
 
 
+@register_composite("vit_attnlrp")
+class AttentionEpsilon(LayerMapComposite):
+    """For transformers, as AttnLRP: its attention rule and Epsilon on every layer with weights.
+
+    Attention cores get :class:`~.rules.AttentionAttnLRP` (relevance to queries, keys and values;
+    the softmax absorbs some, so relevance is not conserved), convolutions and linear layers
+    Epsilon, layer norms :class:`~.rules.LayerNormEpsilon`, and activations pass relevance on.
+
+    Parameters
+    ----------
+    epsilon : float or callable, optional
+        The epsilon of the Epsilon and attention rules.
+    stabilizer : float or callable, optional
+        The stabilizer of all other rules.
+    layer_map : list of (type, Hook), optional
+        Entries placed before the preset's own, so they take priority.
+    zero_params : str or list of str, optional
+        Parameter names treated as zero by the rules with weights (e.g. ``"bias"``).
+    canonizers : list of Canonizer, optional
+        Canonizers applied before the rules are attached.
+    """
+
+    def __init__(
+        self,
+        epsilon: float | Callable = 1e-6,
+        stabilizer: float | Callable = 1e-6,
+        layer_map: LayerMap | None = None,
+        zero_params: str | list[str] | None = None,
+        canonizers: list | None = None,
+    ) -> None:
+        weighted = Epsilon(epsilon=epsilon, zero_params=zero_params)
+        layer_map = (
+            (layer_map or [])
+            + [(AttentionCore, AttentionAttnLRP(epsilon=epsilon))]
+            + _epsilon_conv_map(weighted, epsilon, stabilizer, zero_params)
+        )
+        super().__init__(layer_map=layer_map, canonizers=canonizers)
+
+
 @register_composite("epsilon_plus")
 class EpsilonPlus(LayerMapComposite):
     """ZPlus for convolutions and Epsilon for dense layers.
@@ -622,6 +662,11 @@ PRESET_DESCRIPTIONS: dict[str, str] = {
         "constant, so relevance flows through the values (CP-LRP); layer norms are explained "
         "with their spread fixed, MLP layers favour positive evidence (Gamma), the patch "
         "embedding uses the input range (ZBox) and the other dense layers use Epsilon."
+    ),
+    "vit_attnlrp": (
+        "AttnLRP for Vision Transformers and other attention models: relevance reaches queries, "
+        "keys and values of every attention, and all layers with weights use Epsilon. The "
+        "softmax absorbs part of the relevance, so the heatmap does not sum to the logit."
     ),
     "epsilon_plus": (
         "Convolutions keep only positive contributions (ZPlus) and dense layers use Epsilon. "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -26,7 +27,8 @@ def models(request) -> tuple[nn.Module, nn.Module, str]:
 
 
 def _relevance(model: nn.Module, preset: str, canonizer: str, images: torch.Tensor):
-    kwargs = {"low": -4.0, "high": 4.0} if preset == "epsilon_gamma_box" else {}
+    takes_bounds = "low" in inspect.signature(COMPOSITES[preset]).parameters
+    kwargs = {"low": -4.0, "high": 4.0} if takes_bounds else {}
     composite = COMPOSITES[preset](canonizers=get_canonizers(canonizer), **kwargs)
     with Gradient(model, composite) as attributor:
         output, relevance = attributor(images, attr_output=[3, 5])

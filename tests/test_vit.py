@@ -275,11 +275,16 @@ def test_bias_free_vit_b_16_conserves_relevance():
 
 
 def test_attnlrp_runs_on_the_vit_and_does_not_conserve():
-    """AttnLRP runs in a whole model; its softmax absorbs relevance, so it is not conserved."""
+    """The AttnLRP preset runs in a whole model; its softmax absorbs relevance, so it is not
+    conserved."""
     model = _small_vit(bias_free=True)
-    layer_map = [(AttentionCore, AttentionAttnLRP(TINY)), *layer_map_base(TINY)]
-    layer_map.append((Linear, Epsilon(epsilon=TINY)))
-    composite = LayerMapComposite(layer_map, canonizers=get_canonizers("torchvision"))
+    composite = COMPOSITES["vit_attnlrp"](
+        epsilon=TINY, stabilizer=TINY, canonizers=get_canonizers("torchvision")
+    )
+    rules = {layer.name: layer.rule for layer in rule_coverage(model, composite)}
+    block = "encoder.layers.encoder_layer_0"
+    assert rules[f"{block}.self_attention.canonizer_core"] == "AttentionAttnLRP"
+    assert rules["conv_proj"] == rules[f"{block}.mlp.0"] == rules["heads.head"] == "Epsilon"
     relevance, logit = _explain(model, composite, _images())
     print(f"AttnLRP on the small ViT: sum R / logit = {relevance.sum().item() / logit:.3f}")
     assert torch.isfinite(relevance).all()
