@@ -86,7 +86,6 @@ def _as_additive(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def _additive_mask(
-    module: nn.MultiheadAttention,
     q: torch.Tensor,
     key_padding_mask: torch.Tensor | None,
     attn_mask: torch.Tensor | None,
@@ -130,7 +129,7 @@ def _attention_forward(
         query, key, value = (tensor.transpose(0, 1) for tensor in (query, key, value))
     projections = (self.canonizer_q, self.canonizer_k, self.canonizer_v)
     q, k, v = (_split_heads(self, p(x)) for p, x in zip(projections, (query, key, value)))
-    mask = _additive_mask(self, q, key_padding_mask, attn_mask, is_causal)
+    mask = _additive_mask(q, key_padding_mask, attn_mask, is_causal)
     heads = self.canonizer_core(q, k, v, mask=mask)
     output = self.out_proj(heads.transpose(1, 2).flatten(2))
     if not self.batch_first:
