@@ -123,10 +123,21 @@ class SignSplitRule(FastPathRule):
 
     def _branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor | None]:
         """Each branch's modified input, None where it is zero everywhere."""
-        nonnegative = not bool((x < 0).any())
-        known = {unchanged_input: x, positive_part: x, negative_part: None} if nonnegative else {}
+        low, high = (float(bound) for bound in torch.aminmax(x))
+        one_sign = low >= 0 or high <= 0  # then a sign's part is x itself or zero
+        nonzero = {
+            unchanged_input: low < 0 or high > 0,
+            positive_part: high > 0,
+            negative_part: low < 0,
+        }
+        known: dict = {}
         for modifier in self.input_modifiers:
-            if modifier not in known:
+            if modifier in known:
+                continue
+            if modifier in nonzero:
+                part = x if one_sign else modifier(x)
+                known[modifier] = part if nonzero[modifier] else None
+            else:
                 modified = modifier(x)
                 known[modifier] = modified if bool(modified.any()) else None
         return [known[modifier] for modifier in self.input_modifiers]

@@ -56,7 +56,6 @@ def stabilize(
     torch.Tensor
         A new tensor with every entry moved away from zero.
     """
-    sign = input.sign().add_(0.5).sign_()  # +1 for 0 and -0.0
     if norm_scale:
         if dim is None:
             dim = tuple(range(1, input.ndim))
@@ -64,9 +63,15 @@ def stabilize(
             epsilon = epsilon * input.abs()
         else:
             epsilon = epsilon * input.pow(2).mean(dim=tuple(dim), keepdim=True).sqrt()
+    if isinstance(epsilon, torch.Tensor):
+        epsilon = epsilon.to(dtype=input.dtype, device=input.device)
+    else:
+        epsilon = input.new_full((), epsilon)
+    negative = input < 0  # 0 and -0.0 count as positive
     if clip:
-        return sign.mul_(torch.clamp(input.abs(), min=epsilon))
-    return sign.mul_(epsilon).add_(input)
+        magnitude = torch.clamp(input.abs(), min=epsilon)
+        return torch.where(negative, -magnitude, magnitude)
+    return torch.where(negative, -epsilon, epsilon).add_(input)
 
 
 class Stabilizer:

@@ -267,10 +267,13 @@ class Gamma(SignSplitRule):
     def _modified_parts(self, inputs: list, gradients: list) -> torch.Tensor:
         return sum(x * gradient for x, gradient in zip(inputs[:4], gradients[:4]))
 
-    # Fast path for nonnegative input x on a linear layer y = W x + b: with c = W+ x, the two
-    # modified outputs are y0 + gamma c and (1 + gamma) y0 - gamma c (y0 = y - b), and
-    # (W + gamma W+)^T g+ + (W + gamma W-)^T g- = W^T (g+ + (1 + gamma) g-) + gamma W+^T (g+ - g-):
-    # the module's own backward pass computes the first term, one extra layer evaluation the rest.
+    # Fast path on a linear layer y = W x + b, with x+ and x- the parts of x by sign and
+    # y0 = y - b = W x: the two sign-matched products P = W+ x+ + W- x- and W- x+ + W+ x- add up
+    # to y0 and differ by A = |W| |x|, so P = (y0 + A) / 2 and the modified outputs are
+    # y0 + gamma P (where y > 0) and (1 + gamma) y0 - gamma P (where y < 0). In the same way the
+    # relevance x+ (W + gamma W+)^T g+ + x- (W + gamma W-)^T g+ + (mirrored for g-) is
+    # (1 + gamma / 2) x W^T (g+ + g-) + (gamma / 2) |x| |W|^T (g+ - g-): the module's own backward
+    # pass computes the first term, one evaluation of the layer with |W| on |x| the second.
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
         """Give the module's own backward pass its share of the relevance, or skip it."""
@@ -282,16 +285,15 @@ class Gamma(SignSplitRule):
             grad_output[0] is None
             or not self._fast_path_applies(module)
             or set(zeroed) != {"bias"}
-            or bool((record["input"][record["positions"][0]] < 0).any())
         ):
             return tuple(None for _ in grad_output)  # the module's own gradient is not used
         index = record["positions"][0]
         args = list(record["input"])
         with torch.enable_grad():
-            leaf = args[index] = args[index].detach().requires_grad_()
-            positive_weight = {"weight": module.weight.detach().clamp(min=0), "bias": None}
-            with substituted_parameters(module, positive_weight):
-                positive = module.forward(*args, **record["kwargs"])
+            leaf = args[index] = args[index].detach().abs().requires_grad_()
+            absolute_weight = {"weight": module.weight.detach().abs(), "bias": None}
+            with substituted_parameters(module, absolute_weight):
+                absolute = module.forward(*args, **record["kwargs"])
         output, gamma, out_grad = record["output"].detach(), self.gamma, grad_output[0]
         plain = output
         bias = getattr(module, "bias", None)
@@ -301,22 +303,25 @@ class Gamma(SignSplitRule):
             if not self.zero_params:
                 positive_bias = bias_like(module, bias + gamma * bias.clamp(min=0), output)
                 negative_bias = bias_like(module, bias + gamma * bias.clamp(max=0), output)
-        c = positive.detach()
-        denominator = self.stabilizer(plain + gamma * c + positive_bias)
+        matched = (plain + absolute.detach()) / 2
+        denominator = self.stabilizer(plain + gamma * matched + positive_bias)
         for_positive = (output > 0) * out_grad / denominator
-        denominator = self.stabilizer((1 + gamma) * plain - gamma * c + negative_bias)
+        denominator = self.stabilizer((1 + gamma) * plain - gamma * matched + negative_bias)
         for_negative = (output < 0) * out_grad / denominator
-        record["positive_weight_part"] = (leaf, positive, gamma * (for_positive - for_negative))
-        return (for_positive + (1 + gamma) * for_negative,)
+        share = gamma / 2 * (for_positive - for_negative)
+        record["absolute_part"] = (leaf, absolute, share)
+        return ((1 + gamma / 2) * (for_positive + for_negative),)
 
     def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
-        part = self.stored_tensors.pop("positive_weight_part", None)
+        part = self.stored_tensors.pop("absolute_part", None)
         if part is None:
             return super()._fast_relevance(module, grad_input, grad_output)
-        leaf, positive, share = part
-        (through_positive,) = torch.autograd.grad(positive, leaf, share)
+        leaf, absolute, share = part
+        (through_absolute,) = torch.autograd.grad(absolute, leaf, share)
+        x = self.stored_tensors["input"][self.stored_tensors["positions"][0]].detach()
         own = grad_input[0]
-        return (leaf.detach() * (through_positive if own is None else own + through_positive),)
+        relevance = leaf.detach() * through_absolute
+        return (relevance if own is None else relevance + x * own,)
 
 
 class ZBox(FastPathRule):

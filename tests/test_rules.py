@@ -385,6 +385,17 @@ def test_fast_paths_evaluate_the_layer_few_times_for_nonnegative_input(
     monkeypatch, rule, evaluations
 ):
     layer, x = make_layer("conv2d", bias=True)
+    assert _evaluations(monkeypatch, rule, layer, x.clamp(min=0)) == evaluations
+
+
+def test_gamma_evaluates_the_layer_once_also_for_inputs_of_both_signs(monkeypatch):
+    layer, x = make_layer("conv2d", bias=True)
+    assert bool((x < 0).any()) and bool((x > 0).any())
+    assert _evaluations(monkeypatch, Gamma(), layer, x) == 1
+
+
+def _evaluations(monkeypatch, rule, layer: nn.Module, x: torch.Tensor) -> int:
+    """How often ``rule`` evaluates ``layer`` besides the model's own forward pass."""
     calls = []
     forward = type(layer).forward
 
@@ -393,8 +404,8 @@ def test_fast_paths_evaluate_the_layer_few_times_for_nonnegative_input(
         return forward(self, *args)
 
     monkeypatch.setattr(type(layer), "forward", counting_forward)
-    attribute(rule, layer, x.clamp(min=0), relevance=torch.randn(2, 3, 3, 3, dtype=torch.float64))
-    assert len(calls) == 1 + evaluations  # the model's own forward and the rule's evaluations
+    attribute(rule, layer, x, relevance=torch.randn(2, 3, 3, 3, dtype=torch.float64))
+    return len(calls) - 1
 
 
 def test_epsilon_fast_path_on_a_module_with_two_inputs_and_used_twice():
