@@ -32,6 +32,8 @@ class AttentionCore(nn.Module):
     ----------
     head_dim : int
         The size ``d`` of one head's queries and keys; the scale is ``1 / sqrt(d)``.
+    scale : float, optional
+        A scale to use instead of ``1 / sqrt(d)`` (MaxViT's is ``1 / sqrt(heads * d)``).
 
     Examples
     --------
@@ -39,9 +41,9 @@ class AttentionCore(nn.Module):
     >>> output = core(q, k, v)  # each (batch, heads, tokens, 64)
     """
 
-    def __init__(self, head_dim: int) -> None:
+    def __init__(self, head_dim: int, scale: float | None = None) -> None:
         super().__init__()
-        self.scale = 1.0 / math.sqrt(head_dim)
+        self.scale = 1.0 / math.sqrt(head_dim) if scale is None else scale
 
     def attention(
         self, q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None

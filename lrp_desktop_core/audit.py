@@ -92,7 +92,8 @@ class AuditReport:
 
 _NEUTRAL_OPS = frozenset(
     """view view_as reshape reshape_as permute flatten unflatten cat concat concatenate stack
-    split split_with_sizes chunk unbind __getitem__ narrow select transpose t movedim squeeze
+    split split_with_sizes chunk unbind __getitem__ narrow select transpose t movedim moveaxis
+    swapaxes swapdims squeeze
     unsqueeze expand expand_as contiguous clone detach to type type_as float double half bfloat16
     roll flip relu max_pool1d max_pool2d max_pool3d max_pool1d_with_indices
     max_pool2d_with_indices max_pool3d_with_indices adaptive_max_pool1d adaptive_max_pool2d

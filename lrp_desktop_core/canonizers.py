@@ -289,9 +289,13 @@ class MergeBatchNorm(Canonizer):
             offsets = shift.to(device=weight.device, dtype=weight.dtype)
             merged_weight = _output_channel_scaled(weight.detach(), factors, layer)
             merged_bias = offsets if bias is None else bias.detach() * factors + offsets
+        self._set_merged(layer, merged_weight, merged_bias)
+
+    def _set_merged(self, layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Put ``weight`` and ``bias`` in place of the layer's parameters until removal."""
         override = _AttributeOverride(layer)
         self._overrides.append(override)
-        for name, value in (("weight", merged_weight), ("bias", merged_bias)):
+        for name, value in (("weight", weight), ("bias", bias)):
             override.set(name, nn.Parameter(value, requires_grad=False), store="_parameters")
 
     def _restore(self) -> None:

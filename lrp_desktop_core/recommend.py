@@ -40,9 +40,12 @@ from torchvision.models import (
     SwinTransformer,
     VisionTransformer,
 )
+from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
+from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 
 from .canonizers import Canonizer, MergeBatchNorm, get_canonizers
 from .layer import ChannelAffine
+from .swin import window_attention_supported
 from .torchvision import BlockCanonizer, TorchvisionCanonizer
 from .types import BatchNorm
 from .vit import attention_supported
@@ -71,16 +74,17 @@ _FAMILIES: tuple[tuple[type, str], ...] = (
     (ConvNeXt, "ConvNeXt"),
     (ShuffleNetV2, "ShuffleNetV2"),
     (VisionTransformer, "Vision Transformer"),
+    (SwinTransformer, "Swin Transformer"),
+    (MaxVit, "MaxViT"),
 )
 """The families whose every operation on the relevance path has a module and a rule."""
 
 _UNSUPPORTED: tuple[tuple[type, str], ...] = (
-    (SwinTransformer, "Swin Transformer"),
-    (MaxVit, "MaxViT"),
+    (ShiftedWindowAttentionV2, "Swin Transformer V2 (cosine attention with a learned scale)"),
 )
-"""Architectures whose attention no canonizer makes modules of yet (windowed and relative-position
-attention): their heatmaps are wrong. ``nn.MultiheadAttention`` and Vision Transformers are
-canonized (see :mod:`.vit`)."""
+"""Architectures, or their blocks, whose attention no canonizer makes modules of yet (Swin V2's
+cosine attention): their heatmaps are wrong. ``nn.MultiheadAttention``, Vision Transformers,
+Swin Transformer V1 and MaxViT are canonized (see :mod:`.vit`, :mod:`.swin` and :mod:`.maxvit`)."""
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,7 @@ class Recommendation:
     reasons : tuple of str
         What the canonizers change, one sentence each.
     unsupported : tuple of str
-        Parts of the model no rule explains correctly (e.g. Swin's windowed attention); empty
+        Parts of the model no rule explains correctly (e.g. Swin V2's cosine attention); empty
         when the whole model is supported.
     affine_batch_norms : tuple of str
         Names of batch norms that cannot be merged into a layer (e.g. DenseNet's pre-activation
@@ -197,7 +201,7 @@ def recommend(model: nn.Module) -> Recommendation:
 
 def _reasons(applied: list[Canonizer]) -> list[str]:
     merged = sum(isinstance(instance, MergeBatchNorm) for instance in applied)
-    reasons = [f"{merged} batch norm(s) merged into the layers before them"] if merged else []
+    reasons = [f"{merged} batch norm(s) merged into the layers next to them"] if merged else []
     blocks = Counter(
         instance.description for instance in applied if isinstance(instance, BlockCanonizer)
     )
@@ -253,4 +257,8 @@ def _unsupported(model: nn.Module) -> tuple[str, ...]:
 
 
 def _has_attention(model: nn.Module) -> bool:
-    return any(isinstance(module, nn.MultiheadAttention) for module in model.modules())
+    return any(
+        isinstance(module, nn.MultiheadAttention | RelativePositionalMultiHeadAttention)
+        or window_attention_supported(module)
+        for module in model.modules()
+    )

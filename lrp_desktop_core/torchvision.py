@@ -4,8 +4,10 @@ Each canonizer recognises building blocks by their class (torchvision's, or a su
 that a model gets the same treatment whether it was built by name, loaded from a weights file or
 unpickled from a user's file:
 
-* batch norms are merged into the convolution before them (:class:`TorchvisionMergeBatchNorm`);
-* multi-head attention and Vision Transformers get modules for every operation (see :mod:`.vit`);
+* batch norms are merged into the convolution before them (:class:`TorchvisionMergeBatchNorm`),
+  MaxViT's pre-norms into the convolution after them (see :mod:`.maxvit`);
+* multi-head attention, Vision Transformers and Swin Transformers (V1) get modules for every
+  operation (see :mod:`.vit` and :mod:`.swin`);
 * residual additions become :class:`~lrp_desktop_core.layer.Sum` modules (``canonizer_sum``);
 * squeeze-and-excitation products become :class:`~lrp_desktop_core.layer.Product` modules
   (``canonizer_product``), ConvNeXt's layer scale a :class:`~lrp_desktop_core.layer.Scale`
@@ -47,6 +49,8 @@ from .canonizers import (
     SequentialMergeBatchNorm,
 )
 from .layer import ChannelAffine, Product, Scale, Sum
+from .maxvit import MAXVIT_REWRITES, MaxVitMergePreNorm
+from .swin import SWIN_REWRITES
 from .vit import VIT_REWRITES
 
 __all__ = [
@@ -437,6 +441,8 @@ BLOCK_REWRITES: tuple[tuple[tuple[type, ...], BlockRewrite, str], ...] = (
         "Inception block: inline average pooling as AvgPool2d",
     ),
     *VIT_REWRITES,
+    *MAXVIT_REWRITES,
+    *SWIN_REWRITES,
 )
 """Every block rewrite: ``(block classes, rewrite, what it does)``."""
 
@@ -454,6 +460,7 @@ class TorchvisionCanonizer(CompositeCanonizer):
         super().__init__(
             [
                 TorchvisionMergeBatchNorm(),
+                MaxVitMergePreNorm(),
                 *(BlockCanonizer(*entry) for entry in BLOCK_REWRITES),
             ]
         )

@@ -138,9 +138,9 @@ def test_model_dialog_marks_what_is_fully_supported(qtbot, tmp_path):
         assert icon == dialog.supported_icon.cacheKey()
         assert "ResNet (fully supported)" in tooltip
         assert dialog.support_note.text().endswith("fully supported")
-        combo.setCurrentText("swin_t")  # checked next, before the rest of the list
-        qtbot.waitUntil(lambda: marked("swin_t")[1] != "", timeout=10_000)
-        icon, tooltip = marked("swin_t")
+        combo.setCurrentText("swin_v2_t")  # checked next, before the rest of the list
+        qtbot.waitUntil(lambda: marked("swin_v2_t")[1] != "", timeout=10_000)
+        icon, tooltip = marked("swin_v2_t")
         assert icon == dialog.unsupported_icon.cacheKey()
         assert "not fully supported" in tooltip
         assert "not fully supported" in dialog.support_note.text()

@@ -123,14 +123,15 @@ def _on_meta(name: str) -> nn.Module:
      ("wide_resnet50_2", "resnet", True), ("mobilenet_v3_small", "torchvision", True),
      ("densenet121", "torchvision", True), ("regnet_x_400mf", "torchvision", True),
      ("squeezenet1_0", "none", True), ("alexnet", "none", True), ("vit_b_16", "torchvision", True),
-     ("convnext_tiny", "torchvision", True), ("swin_t", "none", False),
-     ("maxvit_t", "torchvision", False)],
+     ("convnext_tiny", "torchvision", True), ("swin_t", "torchvision", True),
+     ("swin_v2_t", "none", False), ("maxvit_t", "torchvision", True)],
 )
 def test_recommendation_follows_the_structure(name, canonizer, supported):
     model = get_spec(name).builder() if name.startswith("regnet") else _on_meta(name)
     recommendation = recommend(model)
     assert (recommendation.canonizer, recommendation.supported) == (canonizer, supported)
-    assert recommendation.preset == ("vit_cp" if name.startswith("vit") else "epsilon_gamma_box")
+    attention = name.startswith(("vit", "swin_t", "maxvit"))
+    assert recommendation.preset == ("vit_cp" if attention else "epsilon_gamma_box")
     assert bool(recommendation.unsupported) == (not supported)
 
 
