@@ -21,6 +21,7 @@ from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistent
 from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QApplication, QStyle
 
+from lrp_desktop_core.parts import describe_part
 from lrp_desktop_core.rulemap import NO_RULE, RULE_CHOICES, RuleChoice, canonized_leaves
 
 from .reporter import Reporter
@@ -356,8 +357,10 @@ class RuleTreeModel(QAbstractItemModel):
 
     def _tooltip(self, node: Node, column: int) -> str:
         if column == NAME:
-            return "\n\n".join(part for part in (node.name or "(model)", self.warning(node))
-                                 if part)
+            added = describe_part(node.name) if node.is_layer else None
+            parts = (node.name or "(model)", added and f"Added by the canonizer. {added}",
+                     self.warning(node))
+            return "\n\n".join(part for part in parts if part)
         if column == RULE:
             parts = [self.warning(node)]
             entry = self.session.coverage.get(node.name)
