@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -24,8 +26,16 @@ class Sum(nn.Module):
         self.dim = dim
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
-        """Return the sum of ``input`` along ``self.dim``."""
-        return torch.sum(input, dim=self.dim)
+        """Return the sum of ``input`` along ``self.dim``.
+
+        The terms are added one after the other, as the addition this module stands for does (so
+        the result is bit-identical to it); that is also several times faster than a reduction
+        over a dimension of two or three entries.
+        """
+        terms = input.unbind(self.dim)
+        if len(terms) < 2:
+            return torch.sum(input, dim=self.dim)
+        return functools.reduce(torch.add, terms)
 
 
 class Product(nn.Module):
