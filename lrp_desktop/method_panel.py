@@ -36,6 +36,9 @@ METHOD_TIPS = {
     "integrated_gradients": "Input times the gradient averaged along the path from a black "
                             "image to the input",
     "occlusion": "How much the explained logit drops when a square of the image is blacked out",
+    "rollout": "Attention rollout (Abnar and Zuidema 2020): how much each patch flows into the "
+               "class token through all attention layers. Vision Transformers with a class token "
+               "only; class-agnostic: the same map for every class",
 }
 
 

@@ -28,7 +28,7 @@ from lrp_desktop_core.explain import (
     Explanation,
     Method,
     NonFiniteError,
-    NotHookableError,
+    UnsupportedModelError,
     explain,
 )
 from lrp_desktop_core.images import ImageLoadError, LoadedImage, load_image
@@ -80,7 +80,7 @@ def describe_error(error: Exception) -> str:
         return "Choose a readable image file (PNG, JPEG, BMP, TIFF, WebP, ...)."
     if isinstance(error, FileNotFoundError):
         return "Check the path; the file may have been moved or deleted."
-    if isinstance(error, NotHookableError):
+    if isinstance(error, UnsupportedModelError):
         return 'Choose another method under "Method and device".'
     return ""
 

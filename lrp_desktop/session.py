@@ -34,6 +34,7 @@ METHOD_TITLES = {
     "smoothgrad": "SmoothGrad",
     "integrated_gradients": "Integrated Gradients",
     "occlusion": "Occlusion",
+    "rollout": "Attention rollout",
 }
 
 

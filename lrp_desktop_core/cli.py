@@ -31,7 +31,7 @@ from .explain import (
     Explanation,
     Method,
     NonFiniteError,
-    NotHookableError,
+    UnsupportedModelError,
     explain,
 )
 from .export import EXPORT_FORMATS, explanation_record, save_explanation
@@ -52,8 +52,9 @@ and the summary counts it per image.
 exit codes: 0 all images explained; 1 some images failed (see the summary and stderr; an image
 whose numbers turn NaN or infinite fails on its own, the rest of its batch is explained again);
 2 bad arguments, model, weights or rules file, a device that does not exist, an output folder or
-summary that cannot be written (checked before any image is explained), or LRP asked of a
-TorchScript model (use a gradient-based method or occlusion there).
+summary that cannot be written (checked before any image is explained), or a method the model
+does not allow: LRP of a TorchScript model (use a gradient-based method or occlusion there),
+attention rollout of a model that is not a Vision Transformer with a class token.
 
 splitting a large data set over many machines: --shard K/N explains the K-th (1-based) of N
 disjoint parts of the sorted image list, e.g. in a Slurm job array:
@@ -110,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lrp-explain",
         description="Explain image classifications with Layer-wise Relevance Propagation "
-        "(or a gradient or occlusion baseline) and write heatmaps, raw relevance and records.",
+        "(or a gradient, occlusion or attention rollout baseline) and write heatmaps, raw "
+        "relevance and records.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -136,7 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
         "files from a source you trust",
     )
     method = parser.add_argument_group("method")
-    method.add_argument("--method", choices=METHOD_KINDS, default="lrp")
+    method.add_argument(
+        "--method",
+        choices=METHOD_KINDS,
+        default="lrp",
+        help="lrp (default), a gradient or occlusion baseline, or rollout: attention rollout "
+        "(Abnar and Zuidema 2020), for Vision Transformers with a class token only and the same "
+        "map for every class",
+    )
     rules = method.add_mutually_exclusive_group()
     rules.add_argument(
         "--composite",
@@ -214,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.perf_counter()
     try:
         rows = _run(args, job, images)
-    except NotHookableError as error:
+    except UnsupportedModelError as error:
         print(f"lrp-explain: error: {error}", file=sys.stderr)
         return 2
     try:
@@ -468,8 +477,9 @@ def _explain_batch(
 ) -> tuple[str, ...] | None:
     """Load, explain, score and save one batch; failures are recorded in the rows.
 
-    Returns the explanation's warnings, or None where no explanation came about.  LRP on a model
-    that cannot be hooked raises :class:`~.explain.NotHookableError`, as every batch would fail.
+    Returns the explanation's warnings, or None where no explanation came about.  A method the
+    model does not allow (LRP of a TorchScript model, attention rollout of a model that is not a
+    Vision Transformer) raises :class:`~.explain.UnsupportedModelError`, as every batch would fail.
     """
     loaded, method = job.loaded, job.method
     ready = []
@@ -481,7 +491,7 @@ def _explain_batch(
             print(f"lrp-explain: skipped {row.image}: {error}", file=sys.stderr)
     try:
         done = _explain_finite(args, job, ready)
-    except NotHookableError:
+    except UnsupportedModelError:
         raise
     except (RuntimeError, ValueError) as error:
         for row, _ in ready:

@@ -1,9 +1,10 @@
 """One call from (model, input, method, target) to an explanation.
 
-:func:`explain` runs a :class:`Method` (LRP with a rule map, or one of the gradient-based and
-perturbation baselines) on a batch and returns an :class:`Explanation` of plain numpy arrays, ready
-for drawing, exporting and scoring.  It is cancellable between steps, reports its progress, and
-leaves the model exactly as it found it, also when it fails half-way.
+:func:`explain` runs a :class:`Method` (LRP with a rule map, one of the gradient-based and
+perturbation baselines, or attention rollout for Vision Transformers) on a batch and returns an
+:class:`Explanation` of plain numpy arrays, ready for drawing, exporting and scoring.  It is
+cancellable between steps, reports its progress, and leaves the model exactly as it found it, also
+when it fails half-way.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .input_check import check_input
 if TYPE_CHECKING:
     from .rulemap import RuleMap
 
-METHOD_KINDS = ("lrp", "gradient", "smoothgrad", "integrated_gradients", "occlusion")
+METHOD_KINDS = ("lrp", "gradient", "smoothgrad", "integrated_gradients", "occlusion", "rollout")
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "lrp": {},
@@ -37,13 +38,23 @@ DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
     "smoothgrad": {"noise_level": 0.1, "n_iter": 20, "seed": 0},
     "integrated_gradients": {"n_iter": 20},
     "occlusion": {"window": 8, "stride": 8, "batch_size": 64},
+    "rollout": {},
 }
 """Every parameter each method kind accepts, with its default."""
+
+CLASS_AGNOSTIC_KINDS = frozenset({"rollout"})
+"""Method kinds whose map is the same for every class and no share of the explained logit, so no
+conservation figure applies to it (see :func:`relevance_conservation`)."""
 
 Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
 
-class NotHookableError(ValueError):
+class UnsupportedModelError(ValueError):
+    """Raised before any computation when a method cannot explain a model at all, whatever the
+    input; the message says which methods can."""
+
+
+class NotHookableError(UnsupportedModelError):
     """Raised when LRP is asked of a model that cannot be hooked (a TorchScript model)."""
 
 
@@ -71,6 +82,9 @@ class Method:
         (input times mean gradient, summing to ``f(x) - f(0)``), and "occlusion" the drop of the
         logit when a sliding window is set to zero.  A rule map of modified-gradient rules only
         (e.g. the "guided_backprop" preset) runs as "lrp" too; its label then omits "LRP".
+        "rollout" is attention rollout (Abnar and Zuidema 2020, see :mod:`.rollout`), for
+        Vision Transformers with a class token only: how much each patch flows into the class
+        token through all attention layers; it is class-agnostic, the same for every target.
     rulemap : RuleMap, optional
         The rules for "lrp" (required there); must be None for the other kinds.
     params : dict, optional
@@ -116,7 +130,14 @@ class Method:
             return f"SmoothGrad ({settings['n_iter']} x {settings['noise_level']:g})"
         if self.kind == "integrated_gradients":
             return f"Integrated Gradients ({settings['n_iter']} steps)"
+        if self.kind == "rollout":
+            return "Attention rollout"
         return f"Occlusion ({settings['window']} px, stride {settings['stride']})"
+
+    @property
+    def class_agnostic(self) -> bool:
+        """Whether the map is the same for every class (see :data:`CLASS_AGNOSTIC_KINDS`)."""
+        return self.kind in CLASS_AGNOSTIC_KINDS
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready description (kind, settings, and the rule map for "lrp")."""
@@ -174,9 +195,12 @@ class Explanation:
 def relevance_conservation(explanation: Explanation) -> np.ndarray:
     """Return the total relevance divided by the explained logit, per sample.
 
-    Close to 1 for LRP rules that conserve relevance; NaN where the explained logit is zero.
+    Close to 1 for LRP rules that conserve relevance; NaN where the explained logit is zero, and
+    everywhere for a class-agnostic method (attention rollout), whose map is no share of the logit.
     """
     out = np.full(explanation.relevance_sum.shape, np.nan)
+    if explanation.method is not None and explanation.method.class_agnostic:
+        return out
     np.divide(
         explanation.relevance_sum.astype(np.float64),
         explanation.explained_output.astype(np.float64),
@@ -237,6 +261,9 @@ def explain(
     ------
     ValueError
         When the inputs do not fit the model (see :func:`~.attribution.check_input`).
+    UnsupportedModelError
+        When the method cannot explain this model at all (LRP of a TorchScript model, attention
+        rollout of a model without a Vision Transformer), before any computation.
     NonFiniteError
         When the inputs, the logits or the relevance hold NaN or inf.
     DeviceOutOfMemoryError
@@ -499,10 +526,21 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
     return starts
 
 
+def _rollout(model, batch, target, method, cancel, step):
+    from .rollout import attention_rollout  # imports this module
+
+    logits, heat = attention_rollout(model, batch)
+    channels = batch.shape[1]
+    per_pixel = heat[:, None] / channels  # spread over the channels, as occlusion's drops are
+    step.done(1, 1)
+    return logits, _resolve_target(target, logits), per_pixel.repeat(1, channels, 1, 1)
+
+
 _METHODS = {
     "lrp": _lrp,
     "gradient": _gradient,
     "smoothgrad": _smoothgrad,
     "integrated_gradients": _integrated_gradients,
     "occlusion": _occlusion,
+    "rollout": _rollout,
 }
