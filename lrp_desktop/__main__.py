@@ -10,6 +10,8 @@ from pathlib import Path
 
 from PySide6.QtWidgets import QApplication
 
+from lrp_desktop_core.demos import DEMOS
+
 DEFAULT_SCREENSHOT_TIMEOUT = 120.0
 
 
@@ -22,8 +24,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                         help="image files or folders to open")
     parser.add_argument("--model", metavar="NAME|PATH",
-                        help="'demo', a torchvision classifier (ImageNet weights, from the cache "
-                             "or downloaded) or a model file")
+                        help=f"a bundled demo ({', '.join(DEMOS)}; works offline), a torchvision "
+                             "classifier (ImageNet weights, from the cache or downloaded) or a "
+                             "model file")
     parser.add_argument("--weights", type=Path, metavar="PATH",
                         help="weights file (.safetensors, .pt) for the --model architecture")
     parser.add_argument("--device", metavar="cpu|cuda|cuda:N", help="where the model computes")
@@ -31,7 +34,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="preset rules to start with (default: the model's recommended one)")
     parser.add_argument("--compare", nargs="+", metavar="NAME", default=(),
                         help="show these side by side: presets, 'current', or methods "
-                             "(gradient, smoothgrad, integrated_gradients, occlusion)")
+                             "(gradient, smoothgrad, integrated_gradients, occlusion, rollout)")
     parser.add_argument("--screenshot", type=Path, metavar="PATH",
                         help="wait until every explanation is shown, save the window as PNG "
                              "and exit (works with QT_QPA_PLATFORM=offscreen)")

@@ -45,7 +45,7 @@ class Actions:
         self.open_folder = make("Open &folder...", "Open every image in a folder as a list",
                                 "Ctrl+Shift+O", pixmap.SP_DirOpenIcon)
         self.choose_model = make("Choose &model...",
-                                 "Load the demo, a torchvision classifier or a weights file",
+                                 "Load a bundled demo, a torchvision classifier or a weights file",
                                  "Ctrl+M", pixmap.SP_ComputerIcon)
         self.save_rules = make("&Save rules...", "Save the rule of every layer as JSON",
                                QKeySequence.StandardKey.Save, pixmap.SP_DialogSaveButton)

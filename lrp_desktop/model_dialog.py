@@ -1,4 +1,4 @@
-"""The dialog that chooses a model: the demo, a torchvision classifier, or a file.
+"""The dialog that chooses a model: a bundled demo, a torchvision classifier, or a file.
 
 Architectures LRP explains fully carry a check mark, the others a warning sign; the marks come from
 each architecture's structure (see :mod:`.support`) and fill in as a background thread finds them.
@@ -30,13 +30,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lrp_desktop_core.models import DEFAULT_MODEL, get_spec, list_models, pretrained_cache_path
+from lrp_desktop_core.demos import DEMOS
+from lrp_desktop_core.models import get_spec, list_models, pretrained_cache_path
 
 from .support import Support, SupportChecker, known_support
 
 WEIGHT_FILTER = "Weights (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
 FROM_FILE = "(named in the file)"
-DEMO_SUPPORT = "fully supported: every operation of the demo runs in a layer with a rule"
+DEMO_SUPPORT = "fully supported: every operation of the demos runs in a layer with a rule"
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,8 @@ def pretrained_status(name: str) -> str:
 
 
 class ModelDialog(QDialog):
-    """Choose the demo, a torchvision classifier (pretrained, random or from a weights file), or
-    a model file whose architecture is named in it or chosen here.
+    """Choose a bundled demo, a torchvision classifier (pretrained, random or from a weights
+    file), or a model file whose architecture is named in it or chosen here.
 
     Parameters
     ----------
@@ -75,15 +76,18 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.start_folder = start_folder
         self.checker = checker
-        names = [name for name in list_models() if name != DEFAULT_MODEL]
+        names = [name for name in list_models() if name not in DEMOS]
         self.names = names
         style = QApplication.style()
         self.supported_icon = style.standardIcon(QStyle.StandardPixmap.SP_DialogApplyButton)
         self.unsupported_icon = style.standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
 
-        self.demo = QRadioButton("The bundled demo (small CNN on synthetic shapes)")
+        self.demo = QRadioButton("A bundled demo (works offline)")
         self.demo.setIcon(self.supported_icon)
         self.demo.setToolTip(DEMO_SUPPORT)
+        self.demo_name = QComboBox()
+        for name, demo in DEMOS.items():
+            self.demo_name.addItem(f"{name}: {demo.description}", name)
         self.torchvision = QRadioButton("A torchvision classifier")
         self.file = QRadioButton("A model or weights file")
         self.kind = QButtonGroup(self)
@@ -134,20 +138,25 @@ class ModelDialog(QDialog):
         file_form.addRow(QLabel("A file holding a whole pickled model runs code when loaded; "
                                 "you will be asked before that happens."))
 
+        demo_box = QGroupBox()
+        QFormLayout(demo_box).addRow("Model:", self.demo_name)
+
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
                                    | QDialogButtonBox.StandardButton.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
         layout.addWidget(self.demo)
+        layout.addWidget(demo_box)
         layout.addWidget(self.torchvision)
         layout.addWidget(tv_box)
         layout.addWidget(self.file)
         layout.addWidget(file_box)
         layout.addWidget(buttons)
         self.architecture.currentTextChanged.connect(self._update_note)
-        self.kind.buttonToggled.connect(lambda *_: self._update_enabled(tv_box, file_box))
-        self._update_enabled(tv_box, file_box)
+        boxes = {self.demo: demo_box, self.torchvision: tv_box, self.file: file_box}
+        self.kind.buttonToggled.connect(lambda *_: self._update_enabled(boxes))
+        self._update_enabled(boxes)
         self._update_note()
         if checker is not None:
             checker.checked.connect(self._show_support)
@@ -172,9 +181,11 @@ class ModelDialog(QDialog):
         if path:
             edit.setText(path)
 
-    def _update_enabled(self, tv_box: QGroupBox, file_box: QGroupBox) -> None:
-        tv_box.setEnabled(self.torchvision.isChecked())
-        file_box.setEnabled(self.file.isChecked())
+    @staticmethod
+    def _update_enabled(boxes: dict[QRadioButton, QGroupBox]) -> None:
+        """Enable the group box of the checked kind of model only."""
+        for button, box in boxes.items():
+            box.setEnabled(button.isChecked())
 
     def _update_note(self) -> None:
         name = self.architecture.currentText()
@@ -220,7 +231,7 @@ class ModelDialog(QDialog):
     def choice(self) -> ModelChoice:
         """Return the chosen model, or raise ValueError saying what is missing."""
         if self.demo.isChecked():
-            return ModelChoice(DEFAULT_MODEL)
+            return ModelChoice(self.demo_name.currentData())
         if self.torchvision.isChecked():
             name = self.architecture.currentText().strip()
             if name not in list_models():

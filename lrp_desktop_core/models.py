@@ -1,4 +1,4 @@
-"""Model registry and loading: torchvision classifiers by name, weight files, the bundled demo.
+"""Model registry and loading: torchvision classifiers by name, weight files, the bundled demos.
 
 A :class:`ModelSpec` carries everything a caller needs besides the weights: how to build the
 network, how to preprocess an image for it and its class names. Which LRP set-up suits a model is
@@ -7,8 +7,9 @@ decided from its structure by :func:`~.recommend.recommend`, never from its name
 
 Accepted forms of :func:`load_model`
 ------------------------------------
-``load_model("demo")``
-    The bundled demo classifier with its bundled weights (works offline).
+``load_model("demo")``, ``load_model("demo_vit")``
+    A bundled demo classifier (a CNN, a Vision Transformer; see :mod:`.demos`) with its bundled
+    weights (works offline).
 ``load_model("resnet18", pretrained=True, progress=callback)``
     A torchvision classifier with its ImageNet weights, taken from the torch hub cache when they
     are there and downloaded into it otherwise. Without ``pretrained`` the weights stay random.
@@ -17,7 +18,7 @@ Accepted forms of :func:`load_model`
     ``.pt``/``.pth`` state dict, also wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` or
     with a ``module.`` prefix.
 ``load_model("weights.safetensors")``
-    A safetensors file whose metadata names its registry architecture (as the demo's does).
+    A safetensors file whose metadata names its registry architecture (as the demos' do).
 ``load_model("resnet18", weights="full.pt", trust=True)`` or ``load_model("full.pt", trust=True)``
     A fully pickled module or a TorchScript archive. Loading one runs code from the file, so it is
     refused unless ``trust=True``; the refusal lists what the file would import. Without a name
@@ -50,7 +51,8 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tv_functional
 
-from .demo_net import DEMO_SAMPLES_DIR, DEMO_WEIGHTS, build_demo_net
+from .demo_net import DEMO_SAMPLES_DIR
+from .demos import DEMOS, BundledDemo
 from .explain import model_dtype
 from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
 
@@ -95,7 +97,7 @@ class ModelSpec:
     Attributes
     ----------
     name : str
-        Registry name, e.g. ``"demo"`` or ``"resnet18"``.
+        Registry name, e.g. ``"demo"``, ``"demo_vit"`` or ``"resnet18"``.
     title : str
         Human-readable name for menus.
     builder : callable
@@ -115,7 +117,7 @@ class ModelSpec:
     weights_url : str or None
         Where the pretrained weights are downloaded from (torchvision models).
     default_weights : Path or None
-        Weights file that is always loaded when no other is given (the bundled demo's).
+        Weights file that is always loaded when no other is given (a bundled demo's).
     """
 
     name: str
@@ -192,8 +194,8 @@ def _torchvision_names() -> list[str]:
 
 
 def list_models() -> list[str]:
-    """Return every registry name: the demo first, then torchvision's image classifiers."""
-    return [DEFAULT_MODEL, *_torchvision_names()]
+    """Return every registry name: the bundled demos first, then torchvision's image classifiers."""
+    return [*DEMOS, *_torchvision_names()]
 
 
 def _builder_kwargs(name: str, weights: WeightsEnum) -> dict[str, object]:
@@ -234,28 +236,29 @@ def _torchvision_spec(name: str) -> ModelSpec:
     )
 
 
-def _demo_spec() -> ModelSpec:
-    """Build the demo's spec from the metadata stored in its weights file."""
-    if not DEMO_WEIGHTS.is_file():
+def _demo_spec(demo: BundledDemo) -> ModelSpec:
+    """Build a bundled demo's spec from the metadata stored in its weights file."""
+    if not demo.weights.is_file():
         raise ModelLoadError(
-            f"The bundled demo weights are missing ({DEMO_WEIGHTS}). Reinstall the package or "
-            "recreate them with: python -m lrp_desktop_core.train_demo"
+            f"The bundled weights of {demo.name!r} are missing ({demo.weights}). Reinstall the "
+            f"package or recreate them with: python -m lrp_desktop_core.train_demo --model "
+            f"{demo.name}"
         )
-    with safe_open(str(DEMO_WEIGHTS), framework="pt") as handle:
+    with safe_open(str(demo.weights), framework="pt") as handle:
         metadata = handle.metadata() or {}
     class_names = tuple(json.loads(metadata["class_names"]))
     size = int(metadata["input_size"])
     return ModelSpec(
-        name="demo",
-        title="Shapes demo (bundled, works offline)",
-        builder=functools.partial(build_demo_net, len(class_names)),
+        name=demo.name,
+        title=demo.title,
+        builder=functools.partial(demo.build, len(class_names), metadata),
         input_size=(size, size),
         resize=size,
         crop=size,
         mean=tuple(json.loads(metadata["mean"])),
         std=tuple(json.loads(metadata["std"])),
         class_names=class_names,
-        default_weights=DEMO_WEIGHTS,
+        default_weights=demo.weights,
     )
 
 
@@ -268,8 +271,8 @@ def get_spec(name: str) -> ModelSpec:
     ModelLoadError
         If no model has that name.
     """
-    if name == DEFAULT_MODEL:
-        return _demo_spec()
+    if name in DEMOS:
+        return _demo_spec(DEMOS[name])
     names = _torchvision_names()
     if name not in names:
         close = difflib.get_close_matches(name, list_models(), n=3)
@@ -420,8 +423,8 @@ def load_model(
     weights : str or Path, optional
         A weights file for the registry architecture ``source``.
     pretrained : bool
-        Load the torchvision ImageNet weights (from the hub cache, or downloaded). The demo always
-        comes with its bundled weights.
+        Load the torchvision ImageNet weights (from the hub cache, or downloaded). The demos always
+        come with their bundled weights.
     progress : callable, optional
         ``progress(done_bytes, total_bytes)`` while downloading.
     trust : bool
@@ -477,7 +480,7 @@ def load_model(
 
 
 def demo_samples() -> list[Path]:
-    """Return the bundled sample images of the demo (their masks excluded), sorted by name."""
+    """Return the bundled sample images of the demos (their masks excluded), sorted by name."""
     return sorted(p for p in DEMO_SAMPLES_DIR.glob("*.png") if not p.stem.endswith("_mask"))
 
 

@@ -1,17 +1,23 @@
-"""Train the bundled demo classifier on the synthetic shapes and write it to ``resources/demo``.
+"""Train a bundled demo model on the synthetic shapes and write it to ``resources/demo``.
 
-Run ``python -m lrp_desktop_core.train_demo`` (a few minutes on two CPU cores). Everything is
-seeded, so a rerun on the same software versions gives the same weights. The script writes
+Run ``python -m lrp_desktop_core.train_demo`` for the CNN demo or
+``python -m lrp_desktop_core.train_demo --model demo_vit`` for the ViT demo (each a few minutes on
+two CPU cores). Both use the same data-set seeds, training loop and file format; :data:`TRAINING`
+holds each one's settings (the ViT trains on more images, augmented). Everything is seeded, so a
+rerun on the same software versions gives the same weights. The script writes
 
-* ``demo_net.safetensors``: the weights, with the class names, the input normalisation (mean and
-  std), the seeds and the measured held-out accuracy in the file's metadata;
+* the demo's weights file (``demo_net.safetensors``, ``demo_vit.safetensors``), with the class
+  names, the input normalisation (mean and std), the seeds, the training settings, the
+  architecture's hyperparameters and the measured held-out accuracy in the file's metadata;
 * ``samples/<shape>_<nn>.png`` and ``samples/<shape>_<nn>_mask.png``: sample images and their object
   masks, and ``samples/samples.json`` recording the data-set seed and index each sample came from.
+  They do not depend on the model, so every demo shares them.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -25,7 +31,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from . import shapes
-from .demo_net import DEMO_DIR, build_demo_net
+from .demo_net import DEMO_DIR
+from .demos import DEMOS, BundledDemo
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +48,25 @@ SAMPLES_SEED = 2
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Settings of one training run (the defaults are the ones the bundled weights used)."""
+    """Settings of one training run (the defaults are the ones the bundled CNN's weights used).
+
+    Attributes
+    ----------
+    train_count, held_out_count : int
+        Images of the training and of the held-out data set.
+    epochs, batch_size : int
+        Passes over the training images, and images per optimiser step.
+    learning_rate, weight_decay : float
+        Peak learning rate of the one-cycle schedule (warm-up, then cosine decay) and AdamW's
+        weight decay.
+    augment : bool
+        Flip training images left-right and shift them by up to :data:`MAX_SHIFT` pixels, each
+        at random.
+    samples_per_class : int
+        Sample images written per shape.
+    torch_seed : int
+        Seed of the initial weights, the batch order and the augmentation.
+    """
 
     train_count: int = 5000
     held_out_count: int = 1000
@@ -49,8 +74,21 @@ class TrainingSettings:
     batch_size: int = 32
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    augment: bool = False
     samples_per_class: int = 2
     torch_seed: int = 0
+
+
+TRAINING: dict[str, TrainingSettings] = {
+    "demo": TrainingSettings(),
+    "demo_vit": TrainingSettings(
+        train_count=10000, epochs=6, learning_rate=1e-3, weight_decay=0.05, augment=True
+    ),
+}
+"""The settings each bundled demo (by registry name) was trained with."""
+
+MAX_SHIFT = 4
+"""Largest shift in pixels, either way along each axis, of the augmentation."""
 
 
 def to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -67,6 +105,22 @@ def channel_statistics(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     return mean, std
 
 
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Return a batch (N, C, H, W) with each image flipped left-right (or not) and shifted.
+
+    The shift moves an image by up to :data:`MAX_SHIFT` pixels along each axis; the border pixels
+    are repeated into the space it leaves. Shapes stay upright, as in the data set.
+    """
+    count, _, height, width = images.shape
+    flip = torch.rand(count, generator=generator) < 0.5
+    images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images)
+    padded = nn.functional.pad(images, [MAX_SHIFT] * 4, mode="replicate")
+    offsets = torch.randint(0, 2 * MAX_SHIFT + 1, (count, 2), generator=generator).tolist()
+    return torch.stack(
+        [image[:, y : y + height, x : x + width] for image, (y, x) in zip(padded, offsets)]
+    )
+
+
 def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> float:
     """Return the fraction of ``inputs`` that ``model`` (put into eval mode) classifies right."""
     model.eval()
@@ -75,9 +129,30 @@ def accuracy(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor) -> fl
     return float((predictions == labels).float().mean())
 
 
-def train(settings: TrainingSettings) -> tuple[nn.Module, dict[str, str]]:
-    """Train the demo network and return it (eval mode) with the metadata to store beside it."""
+def initial_model(demo: BundledDemo, settings: TrainingSettings) -> nn.Module:
+    """Return the network that training of ``demo`` starts from, seeded by ``settings``."""
     torch.manual_seed(settings.torch_seed)
+    return demo.build(len(shapes.SHAPES), demo.architecture)
+
+
+def train(demo: BundledDemo, settings: TrainingSettings) -> tuple[nn.Module, dict[str, str]]:
+    """Train a demo network and return it (eval mode) with the metadata to store beside it.
+
+    Parameters
+    ----------
+    demo : BundledDemo
+        Which demo to train.
+    settings : TrainingSettings
+        How to train it.
+
+    Returns
+    -------
+    model : nn.Module
+        The trained network, in eval mode.
+    metadata : dict of str to str
+        Class names, normalisation, seeds, settings, architecture and held-out accuracy.
+    """
+    model = initial_model(demo, settings)
     started = time.perf_counter()
     data = shapes.generate(settings.train_count, seed=TRAIN_SEED)
     held_out = shapes.generate(settings.held_out_count, seed=HELD_OUT_SEED)
@@ -87,7 +162,6 @@ def train(settings: TrainingSettings) -> tuple[nn.Module, dict[str, str]]:
     held_out_labels = torch.from_numpy(held_out.labels)
     logger.info("generated %d images in %.1f s", len(labels), time.perf_counter() - started)
 
-    model = build_demo_net(num_classes=len(shapes.SHAPES))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
     )
@@ -104,8 +178,11 @@ def train(settings: TrainingSettings) -> tuple[nn.Module, dict[str, str]]:
         model.train()
         total_loss = 0.0
         for batch in torch.randperm(len(labels), generator=generator).split(settings.batch_size):
+            batch_inputs = inputs[batch]
+            if settings.augment:
+                batch_inputs = augment(batch_inputs, generator)
             optimizer.zero_grad()
-            loss = loss_function(model(inputs[batch]), labels[batch])
+            loss = loss_function(model(batch_inputs), labels[batch])
             loss.backward()
             optimizer.step()
             schedule.step()
@@ -120,7 +197,7 @@ def train(settings: TrainingSettings) -> tuple[nn.Module, dict[str, str]]:
     seconds = time.perf_counter() - started
     logger.info("held-out accuracy %.4f after %.0f s", held_out_accuracy, seconds)
     metadata = {
-        "architecture": "demo",
+        "architecture": demo.name,
         "class_names": json.dumps(list(shapes.SHAPES)),
         "mean": json.dumps(mean.tolist()),
         "std": json.dumps(std.tolist()),
@@ -132,7 +209,13 @@ def train(settings: TrainingSettings) -> tuple[nn.Module, dict[str, str]]:
         "held_out_count": str(settings.held_out_count),
         "held_out_accuracy": f"{held_out_accuracy:.4f}",
         "training_seconds": f"{seconds:.0f}",
+        "torch_seed": str(settings.torch_seed),
+        "batch_size": str(settings.batch_size),
+        "learning_rate": str(settings.learning_rate),
+        "weight_decay": str(settings.weight_decay),
+        "augment": str(settings.augment),
         "torch_version": torch.__version__,
+        **demo.architecture,
     }
     return model.eval(), metadata
 
@@ -155,12 +238,13 @@ def write_samples(out_dir: Path, per_class: int) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train, save the weights and write the samples; return the exit status."""
+    """Train a demo, save its weights and write the samples; return the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=list(DEMOS), default="demo", help="demo to train")
     parser.add_argument("--out", type=Path, default=DEMO_DIR, help="folder to write to")
-    parser.add_argument("--epochs", type=int, default=TrainingSettings.epochs)
-    parser.add_argument("--train-count", type=int, default=TrainingSettings.train_count)
-    parser.add_argument("--lr", type=float, default=TrainingSettings.learning_rate)
+    parser.add_argument("--epochs", type=int, help="passes over the data (default: the demo's)")
+    parser.add_argument("--train-count", type=int, help="training images (default: the demo's)")
+    parser.add_argument("--lr", type=float, help="peak learning rate (default: the demo's)")
     parser.add_argument(
         "--threads", type=int, default=1,
         help="CPU threads for torch (1 is reproducible and copes best with a busy machine)",
@@ -169,12 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     torch.set_num_threads(args.threads)
 
-    settings = TrainingSettings(
-        epochs=args.epochs, train_count=args.train_count, learning_rate=args.lr
+    demo, settings = DEMOS[args.model], TRAINING[args.model]
+    overrides = {"epochs": args.epochs, "train_count": args.train_count,
+                 "learning_rate": args.lr}
+    settings = dataclasses.replace(
+        settings, **{key: value for key, value in overrides.items() if value is not None}
     )
-    model, metadata = train(settings)
+    model, metadata = train(demo, settings)
     args.out.mkdir(parents=True, exist_ok=True)
-    weights = args.out / "demo_net.safetensors"
+    weights = args.out / demo.weights.name
     state = {key: value.contiguous() for key, value in model.state_dict().items()}
     save_file(state, str(weights), metadata=metadata)
     logger.info("wrote %s (%d bytes)", weights, weights.stat().st_size)

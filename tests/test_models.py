@@ -21,6 +21,7 @@ from torchvision.models import get_model_weights
 
 from lrp_desktop_core import models
 from lrp_desktop_core.demo_net import DEMO_WEIGHTS, build_demo_net
+from lrp_desktop_core.demos import DEMOS
 from lrp_desktop_core.models import ModelLoadError, get_spec, list_models, load_model
 from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.weightfiles import pickle_imports
@@ -69,11 +70,12 @@ def _assert_state_equal(model: nn.Module, state: dict[str, torch.Tensor]) -> Non
 # --- registry -------------------------------------------------------------------------------------
 
 
-def test_registry_lists_demo_first_and_every_torchvision_classifier():
+def test_registry_lists_the_demos_first_and_every_torchvision_classifier():
     names = list_models()
     assert names[0] == models.DEFAULT_MODEL == "demo"
+    assert names[: len(DEMOS)] == ["demo", "demo_vit"] == list(DEMOS)
     assert set(TORCHVISION_NAMES) <= set(names)
-    assert len(names) == len(set(names)) == len(TORCHVISION_NAMES) + 1
+    assert len(names) == len(set(names)) == len(TORCHVISION_NAMES) + len(DEMOS)
 
 
 def test_every_torchvision_spec_builds_without_downloading(no_network, hub_dir):
