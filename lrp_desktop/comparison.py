@@ -41,12 +41,24 @@ def grid_columns(count: int) -> int:
 
 
 def conservation_note(explanation) -> str:
-    """Return "sum R = a of logit b (c %)" for a one-image explanation."""
+    """Return "sum R = a of logit b (c %)" for a one-image explanation, or, for a class-agnostic
+    method (attention rollout), that its map is the same for every class."""
+    if explanation.method is not None and explanation.method.class_agnostic:
+        return "class-agnostic: the same map for every class, no share of the logit"
     total = float(explanation.relevance_sum[0])
     output = float(explanation.explained_output[0])
     share = float(relevance_conservation(explanation)[0])
     percent = "n/a" if math.isnan(share) else f"{share * 100:.0f} %"
-    return f"sum R = {total:.3g} of logit {output:.3g} ({percent} conserved)"
+    note = f"sum R = {total:.3g} of logit {output:.3g} ({percent} conserved)"
+    if _uses_attnlrp(explanation.method):
+        note += "; AttnLRP's attention softmax absorbs a share by design"
+    return note
+
+
+def _uses_attnlrp(method) -> bool:
+    """Whether an LRP method gives some attention core the AttnLRP rule."""
+    rules = None if method is None else method.rulemap
+    return rules is not None and any(choice.rule == "AttentionAttnLRP" for choice in rules.values())
 
 
 def scores_note(curves) -> str:
