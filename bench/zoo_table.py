@@ -3,7 +3,8 @@
 For every torchvision classifier in :func:`lrp_desktop_core.models.list_models` (all but the demo):
 
 1. build it with seeded random weights and make it bias-free with lively batch norms: every
-   parameter named ``bias`` and every batch norm's ``running_mean`` zero, the batch norms'
+   parameter named ``bias`` (a Vision Transformer's ``class_token`` and ``pos_embedding`` too)
+   and every batch norm's ``running_mean`` zero, the batch norms'
    ``running_var`` uniform in (0.5, 2) and ``weight`` uniform in (0.5, 1.5) (seeded);
 2. ``torch.save`` the whole module and load it back with ``load_model(path, trust=True)``, as a
    user's own model arrives: from here on, only its structure says what it is;
@@ -128,12 +129,19 @@ def _number(value: float | int | None, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+ADDITIVE_CONSTANTS = ("bias", "class_token", "pos_embedding")
+"""Parameters that are added to the signal (Vision Transformers add a class token and a position
+embedding to their tokens), zeroed to make a model bias-free. Relative position bias tables stay:
+they only shift attention scores inside the softmax, whose weights the attention rules hold."""
+
+
 def make_bias_free(model: nn.Module, generator: torch.Generator) -> None:
-    """Zero every ``bias`` and batch-norm mean; give batch norms random scales and variances, and
-    weights that are zero everywhere (torchvision's Vision Transformer head) random values."""
+    """Zero every additive constant (:data:`ADDITIVE_CONSTANTS`) and batch-norm mean; give batch
+    norms random scales and variances, and weights that are zero everywhere (torchvision's Vision
+    Transformer head) random values."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            if name.rsplit(".", 1)[-1] == "bias":
+            if name.rsplit(".", 1)[-1] in ADDITIVE_CONSTANTS:
                 parameter.zero_()
             elif name.rsplit(".", 1)[-1] == "weight" and not parameter.any():
                 scale = parameter.shape[-1] ** -0.5

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
+from torchvision.models.maxvit import PartitionAttentionLayer
 from torchvision.ops import MLP
 
 from .attention import AttentionCore
@@ -334,8 +335,8 @@ class AttentionConservativeGammaBox(EpsilonGammaBox):
 
     :class:`EpsilonGammaBox` with two changes: attention cores get
     :class:`~.rules.AttentionConservative` (the attention weights held constant) with
-    ``epsilon``, and the linear layers inside an MLP block (torchvision's ``MLP``, e.g. a Vision
-    Transformer's) get Gamma like the convolutions. The other linear layers (query, key, value
+    ``epsilon``, and the linear layers inside an MLP block (torchvision's ``MLP`` of Vision and Swin
+    Transformers, MaxViT's ``mlp_layer``) get Gamma like the convolutions. The other linear layers (query, key, value
     and output projections, the head) keep Epsilon, layer norms get
     :class:`~.rules.LayerNormEpsilon`, activations pass relevance on, and the first convolution
     (the patch embedding) gets ZBox. The parameters are :class:`EpsilonGammaBox`'s.
@@ -372,12 +373,23 @@ class AttentionConservativeGammaBox(EpsilonGammaBox):
 
         Modules are visited in pre-order, so an MLP block is seen before its layers.
         """
-        if isinstance(module, MLP):
+        block = _mlp_block(module)
+        if block is not None:
             layers = ctx.setdefault("mlp_linears", set())
-            layers.update(id(layer) for layer in module.modules() if isinstance(layer, nn.Linear))
+            layers.update(id(layer) for layer in block.modules() if isinstance(layer, nn.Linear))
         if id(module) in ctx.get("mlp_linears", ()):
             return self.mlp_rule
         return super().mapping(ctx, name, module)
+
+
+def _mlp_block(module: nn.Module) -> nn.Module | None:
+    """The MLP block ``module`` is or holds as its MLP: torchvision's ``MLP`` (ViT, Swin), or the
+    ``mlp_layer`` of MaxViT's attention layers; else None."""
+    if isinstance(module, MLP):
+        return module
+    if isinstance(module, PartitionAttentionLayer):
+        return module.mlp_layer
+    return None
 
 
 @register_composite("vit_attnlrp")

@@ -254,6 +254,7 @@ def test_preset_gives_each_layer_its_rule():
     assert rules[f"{attention}.attn_layer.1.to_qkv"] == "Epsilon"
     assert rules[f"{attention}.attn_layer.1.merge"] == "Epsilon"
     assert rules[f"{attention}.canonizer_mlp_sum"] == "Norm"
+    assert rules[f"{attention}.mlp_layer.1"] == rules[f"{attention}.mlp_layer.3"] == "Gamma"
     assert rules[f"{attention}.mlp_layer.2"] == rules["classifier.4"] == "Pass"  # GELU, Tanh
     assert rules["classifier.0"] == "Norm"
     assert rules["classifier.5"] == "Epsilon"
