@@ -85,11 +85,6 @@ def attribution_functions(
     from zennit.attribution import Gradient as ZennitGradient
     from zennit.composites import COMPOSITES as ZENNIT_COMPOSITES
 
-    def gradient(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
-        images = images.detach().requires_grad_()
-        (grad,) = torch.autograd.grad(model(images), images, one_hot)
-        return grad
-
     def zennit(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         theirs = ZENNIT_COMPOSITES[composite](
             canonizers=_zennit_canonizers(model_name), **_kwargs(composite)
@@ -104,7 +99,18 @@ def attribution_functions(
         with Gradient(model, mine) as attributor:
             return attributor(images, attr_output=one_hot)[1]
 
-    return {"gradient": gradient, "zennit": zennit, "ours": ours}
+    return {"gradient": gradient_function(model), "zennit": zennit, "ours": ours}
+
+
+def gradient_function(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The plain gradient of ``model``'s seeded output with respect to the input."""
+
+    def gradient(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        images = images.detach().requires_grad_()
+        (grad,) = torch.autograd.grad(model(images), images, one_hot)
+        return grad
+
+    return gradient
 
 
 def inputs_for(model: nn.Module, batch: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
