@@ -27,7 +27,15 @@ from collections.abc import Callable
 import pytest
 import torch
 from test_families import TINY, _assert_unchanged, _canonized, _snapshot
-from test_vit import BOUND, SPEC, _explain, _images, _layer_norm
+from test_vit import (
+    BOUND,
+    SPEC,
+    _explain,
+    _images,
+    _layer_norm,
+    assert_lrp_is_modified_gradient_times_input,
+    epsilon_composite,
+)
 from torch import nn
 from torchvision.models.maxvit import (
     MaxVit,
@@ -39,13 +47,11 @@ from torchvision.models.maxvit import (
 from lrp_desktop_core.attention import AttentionAttnLRP, AttentionConservative, AttentionCore
 from lrp_desktop_core.audit import audit_rulemap
 from lrp_desktop_core.canonizers import get_canonizers
-from lrp_desktop_core.composites import COMPOSITES, LayerMapComposite, layer_map_base
+from lrp_desktop_core.composites import COMPOSITES
 from lrp_desktop_core.coverage import rule_coverage
 from lrp_desktop_core.maxvit import MaxVitMergePreNorm
 from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.rulemap import RuleMap
-from lrp_desktop_core.rules import Epsilon
-from lrp_desktop_core.types import Linear
 
 RULE_TOLERANCE = 1e-10
 FORWARD_TOLERANCE = 1e-12
@@ -351,23 +357,12 @@ def _reference_forward(model: MaxVit, images: torch.Tensor, treat: Treat) -> tor
 )
 def test_epsilon_rules_equal_the_modified_gradient_times_input(attention_rule, treat):
     model = _maxvit(SMALL, bias_free=False)
-    images = _images()
-    with torch.no_grad():
-        expected = model(images)
-        ours = _reference_forward(model, images, treat)
-        assert (ours - expected).abs().max() <= FORWARD_TOLERANCE * expected.abs().max()
-    inputs = images.clone().requires_grad_()
-    output = _reference_forward(model, inputs, treat)
-    target = int(output[0].argmax())
-    (gradient,) = torch.autograd.grad(output[0, target], inputs)
-    reference = (inputs * gradient).detach()
-    attention = [] if attention_rule is None else [(AttentionCore, attention_rule)]
-    layer_map = [*attention, *layer_map_base(TINY), (Linear, Epsilon(epsilon=TINY))]
-    composite = LayerMapComposite(layer_map, canonizers=get_canonizers("torchvision"))
-    relevance, _ = _explain(model, composite, images)
-    difference = (relevance - reference).abs().max().item()
-    print(f"LRP vs modified gradient x input: {difference / reference.abs().max():.2e} of max|R|")
-    assert difference <= RELEVANCE_TOLERANCE * reference.abs().max().item()
+    assert_lrp_is_modified_gradient_times_input(
+        model,
+        epsilon_composite(attention_rule),
+        _images(),
+        lambda images: _reference_forward(model, images, treat),
+    )
 
 
 # ---------------------------------------------------------------- the audit

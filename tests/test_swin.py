@@ -23,7 +23,15 @@ import pytest
 import torch
 import torchvision
 from test_families import TINY, _assert_unchanged, _canonized, _snapshot
-from test_vit import SPEC, _explain, _gelu, _images, _layer_norm
+from test_vit import (
+    SPEC,
+    _explain,
+    _gelu,
+    _images,
+    _layer_norm,
+    assert_lrp_is_modified_gradient_times_input,
+    epsilon_composite,
+)
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 - torch's own spelling
 from torchvision.models.swin_transformer import (
@@ -37,12 +45,9 @@ from torchvision.models.swin_transformer import (
 from lrp_desktop_core.attention import AttentionAttnLRP, AttentionConservative
 from lrp_desktop_core.audit import audit_rulemap
 from lrp_desktop_core.canonizers import get_canonizers
-from lrp_desktop_core.composites import COMPOSITES, LayerMapComposite, layer_map_base
 from lrp_desktop_core.coverage import rule_coverage
 from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.rulemap import RuleMap
-from lrp_desktop_core.rules import Epsilon
-from lrp_desktop_core.types import Linear
 
 FORWARD_TOLERANCE = 1e-12
 RULE_TOLERANCE = 1e-10
@@ -317,31 +322,20 @@ def _reference_forward(model: SwinTransformer, images: torch.Tensor, core: Core)
     return model.head(_layer_norm(model.norm, x).mean(dim=(1, 2)))
 
 
-def _composite(attention: str):
-    canonizers = get_canonizers("torchvision")
-    if attention == "cp":
-        layer_map = [*layer_map_base(TINY), (Linear, Epsilon(epsilon=TINY))]
-        return LayerMapComposite(layer_map, canonizers=canonizers)
-    return COMPOSITES["vit_attnlrp"](epsilon=TINY, stabilizer=TINY, canonizers=canonizers)
-
-
-@pytest.mark.parametrize(("attention", "core"), [("cp", _cp_core), ("attnlrp", _attnlrp_core)])
+@pytest.mark.parametrize(
+    ("attention_rule", "core"),
+    [(None, _cp_core), (AttentionAttnLRP(epsilon=TINY), _attnlrp_core)],
+    ids=["cp", "attnlrp"],
+)
 @pytest.mark.parametrize("size", SIZES, ids=["square", "rows_shifted_only"])
-def test_epsilon_rules_equal_the_modified_gradient_times_input(attention, core, size):
+def test_epsilon_rules_equal_the_modified_gradient_times_input(attention_rule, core, size):
     model = _small_swin(bias_free=False)
-    images = _inputs(size, count=1)
-    with torch.no_grad():
-        error = _relative_error(_reference_forward(model, images, core), model(images))
-        assert error <= FORWARD_TOLERANCE
-    inputs = images.clone().requires_grad_()
-    output = _reference_forward(model, inputs, core)
-    target = int(output[0].argmax())
-    (gradient,) = torch.autograd.grad(output[0, target], inputs)
-    reference = (inputs * gradient).detach()
-    relevance, _ = _explain(model, _composite(attention), images)
-    difference = (relevance - reference).abs().max().item() / reference.abs().max().item()
-    print(f"{attention}: LRP vs modified gradient x input: {difference:.2e} of max|R|")
-    assert difference <= RELEVANCE_TOLERANCE
+    assert_lrp_is_modified_gradient_times_input(
+        model,
+        epsilon_composite(attention_rule),
+        _inputs(size, count=1),
+        lambda images: _reference_forward(model, images, core),
+    )
 
 
 # ---------------------------------------------------------------- conservation

@@ -326,22 +326,40 @@ def _reference_forward(model: VisionTransformer, images: torch.Tensor) -> torch.
     return model.heads(_layer_norm(model.encoder.ln, x)[:, 0])
 
 
-def test_epsilon_rules_equal_the_modified_gradient_times_input():
-    model = _small_vit(bias_free=False)
-    images = _images()
+def epsilon_composite(attention_rule=None) -> LayerMapComposite:
+    """Epsilon-type rules with tiny stabilizers everywhere; CP-LRP on attention cores unless
+    ``attention_rule`` is given."""
+    attention = [] if attention_rule is None else [(AttentionCore, attention_rule)]
+    layer_map = [*attention, *layer_map_base(TINY), (Linear, Epsilon(epsilon=TINY))]
+    return LayerMapComposite(layer_map, canonizers=get_canonizers("torchvision"))
+
+
+def assert_lrp_is_modified_gradient_times_input(
+    model: nn.Module, composite, images: torch.Tensor, reference_forward
+) -> None:
+    """LRP of the top class with ``composite`` equals gradient times input through
+    ``reference_forward`` (a hand-made forward whose gradient is the rules' one), which must
+    compute the model's own output."""
     with torch.no_grad():
-        assert torch.allclose(_reference_forward(model, images), model(images), rtol=1e-12)
+        expected = model(images)
+        error = (reference_forward(images) - expected).abs().max()
+        assert error <= FORWARD_TOLERANCE * expected.abs().max()
     inputs = images.clone().requires_grad_()
-    output = _reference_forward(model, inputs)
+    output = reference_forward(inputs)
     target = int(output[0].argmax())
     (gradient,) = torch.autograd.grad(output[0, target], inputs)
     reference = (inputs * gradient).detach()
-    layer_map = [*layer_map_base(TINY), (Linear, Epsilon(epsilon=TINY))]  # attention: CP-LRP
-    composite = LayerMapComposite(layer_map, canonizers=get_canonizers("torchvision"))
     relevance, _ = _explain(model, composite, images)
-    difference = (relevance - reference).abs().max().item()
-    print(f"LRP vs modified gradient x input: {difference / reference.abs().max():.2e} of max|R|")
-    assert difference <= RELEVANCE_TOLERANCE * reference.abs().max().item()
+    difference = (relevance - reference).abs().max().item() / reference.abs().max().item()
+    print(f"LRP vs modified gradient x input: {difference:.2e} of max|R|")
+    assert difference <= RELEVANCE_TOLERANCE
+
+
+def test_epsilon_rules_equal_the_modified_gradient_times_input():
+    model = _small_vit(bias_free=False)
+    assert_lrp_is_modified_gradient_times_input(
+        model, epsilon_composite(), _images(), lambda images: _reference_forward(model, images)
+    )
 
 
 # ---------------------------------------------------------------- the audit
