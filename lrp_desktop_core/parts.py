@@ -25,7 +25,7 @@ CANONIZER_PARTS: dict[str, str] = {
     "canonizer_core": (
         "Attention core: softmax(q k^T / sqrt(d) + bias + mask) v per head. CP-LRP holds the "
         "attention weights constant and passes relevance to the values (conserved); AttnLRP also "
-        "gives queries and keys a share, and its softmax absorbs part of the relevance."
+        "gives queries and keys a share, and its softmax does not conserve relevance."
     ),
     "canonizer_attention_sum": (
         "Residual addition after the attention branch: under the presets' Norm rule, relevance goes"

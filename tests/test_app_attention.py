@@ -64,7 +64,7 @@ def test_the_model_own_layers_say_nothing_of_a_canonizer(tree):
     assert "canonizer" not in tooltip
 
 
-def test_conservation_caption_says_where_attnlrp_absorbs_relevance(vit_demo):
+def test_conservation_caption_says_that_attnlrp_does_not_conserve_relevance(vit_demo):
     model, spec = vit_demo.model, vit_demo.spec
     image = load_image(demo_samples()[0], spec).tensor.unsqueeze(0).to(torch.float32)
     notes = {
@@ -73,6 +73,6 @@ def test_conservation_caption_says_where_attnlrp_absorbs_relevance(vit_demo):
         )
         for preset in ("vit_cp", "vit_attnlrp")
     }
-    assert "absorbs" in notes["vit_attnlrp"] and "softmax" in notes["vit_attnlrp"]
-    assert "absorbs" not in notes["vit_cp"]
+    assert "softmax does not conserve" in notes["vit_attnlrp"]
+    assert "softmax" not in notes["vit_cp"]
     assert all("conserved" in note for note in notes.values())
