@@ -1,3 +1,5 @@
 """lrp-desktop: a PySide6 viewer for Layer-wise Relevance Propagation."""
 
-__version__ = "0.1.0"
+from lrp_desktop_core import __version__
+
+__all__ = ["__version__"]

@@ -19,8 +19,9 @@ from torch import nn
 
 from .layer import Sum
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "resources" / "demo"
-"""Folder of the bundled demo: weights, class names (in the weights' metadata) and samples."""
+DEMO_DIR = Path(__file__).resolve().parent / "demo_data"
+"""Folder of the bundled demos (package data): weights, class names (in the weights' metadata) and
+samples."""
 
 DEMO_WEIGHTS = DEMO_DIR / "demo_net.safetensors"
 """The trained weights, written by ``python -m lrp_desktop_core.train_demo``."""

@@ -1,4 +1,4 @@
-"""Train a bundled demo model on the synthetic shapes and write it to ``resources/demo``.
+"""Train a bundled demo model on the synthetic shapes and write it to ``demo_data`` (package data).
 
 Run ``python -m lrp_desktop_core.train_demo`` for the CNN demo or
 ``python -m lrp_desktop_core.train_demo --model demo_vit`` for the ViT demo (each a few minutes on
