@@ -21,7 +21,7 @@ from PySide6.QtCore import QObject, QTimer
 from lrp_desktop_core.composites import COMPOSITES
 from lrp_desktop_core.evaluate import DEFAULT_REGION_SIZE
 from lrp_desktop_core.explain import METHOD_KINDS, Method
-from lrp_desktop_core.images import IMAGE_SUFFIXES
+from lrp_desktop_core.images import IMAGE_SUFFIXES, image_files
 
 from .auditing import Auditor
 from .cache import ExplainKey
@@ -56,12 +56,6 @@ class _Pending:
     on_result: Callable[[Any], None]
     on_failure: Callable[[Failure], None] | None = None
     on_cancel: Callable[[], None] | None = None
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Return the image files directly inside ``folder``, sorted by name."""
-    return sorted(path for path in folder.iterdir()
-                  if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class Controller(QObject):
@@ -119,11 +113,13 @@ class Controller(QObject):
 
     # -- commands -----------------------------------------------------------------------
     def load_model(self, source: str, weights: Path | None = None, pretrained: bool = False,
-                   trust: bool = False) -> int:
-        """Ask the worker to load a model; the session switches once it is loaded."""
+                   trust: bool = False, seed: int | None = None) -> int:
+        """Ask the worker to load a model; the session switches once it is loaded.
+
+        ``seed`` draws random weights reproducibly (a torchvision name without weights)."""
         self.host.cancel_all()
         request = LoadModelRequest(str(source), None if weights is None else Path(weights),
-                                   pretrained, trust)
+                                   pretrained, trust, seed=seed)
         self.session.set_status("running", f"Loading {source}")
         return self._submit(request, _Pending(self._on_model_loaded, self._on_model_failed))
 
@@ -187,8 +183,10 @@ class Controller(QObject):
         self.host.cancel_all()
 
     def explain_again(self) -> None:
-        """Compute what is shown again if it is missing (after a cancel or a failure)."""
+        """Compute what is shown again if it is missing (after a cancel or a failure), the main
+        view and every comparison panel."""
         self._main = None
+        self.session.panel_states.clear()
         self.refresh()
 
     def add_panel(self, method: Method, image: Path | None = None) -> bool:
@@ -323,9 +321,16 @@ class Controller(QObject):
             if key not in wanted:
                 self.host.cancel(self._panels.pop(key))
         for key, panel in wanted.items():
-            if key not in self._panels:
+            if key not in self._panels and key not in session.panel_states:
                 request = ExplainRequest(key, panel.image, panel.method, session.target)
-                self._panels[key] = self._submit(request, _Pending(self._on_panel_result))
+                self._panels[key] = self._submit(request, _Pending(
+                    self._on_panel_result,
+                    lambda failure, key=key: self._on_panel_failed(key, failure),
+                    lambda key=key: session.set_panel_state(key, "cancelled")))
+
+    def _on_panel_failed(self, key: ExplainKey, failure: Failure) -> None:
+        self.session.set_panel_state(key, f"failed: {failure.title}")
+        self.reporter.error(failure.title, failure.text, failure.hint)
 
     # -- answers ------------------------------------------------------------------------
     def _submit(self, request: Any, pending: _Pending) -> int:
@@ -387,7 +392,7 @@ class Controller(QObject):
             self._preset = None
         self.structure.submit(SkeletonRequest(copy.deepcopy(result.skeleton)))
         self.session.set_model(result, rulemap)
-        self.reporter.info(f"Loaded {result.spec.title}",
+        self.reporter.info(f"Loaded {result.title}",
                            f"{result.n_parameters:,} parameters on {result.device}")
 
     def _on_model_failed(self, failure: Failure) -> None:
@@ -405,7 +410,8 @@ class Controller(QObject):
                 f"{listing}\n\nLoad it only if it comes from a source you trust. Load it?")
         if self.reporter.confirm("Run code from this model file?", text):
             request = needed.request
-            self.load_model(request.source, request.weights, request.pretrained, trust=True)
+            self.load_model(request.source, request.weights, request.pretrained, trust=True,
+                            seed=request.seed)
         else:
             self.reporter.warning("The model file was not loaded", needed.text)
 

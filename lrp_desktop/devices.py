@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lrp_desktop_core.devices import parse_device
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -38,25 +40,11 @@ def available_devices() -> list[DeviceInfo]:
 def check_device(name: str) -> torch.device:
     """Turn ``name`` into a device that exists here, or raise ValueError saying what is wrong.
 
+    The engine's :func:`~lrp_desktop_core.devices.parse_device`, which the command line uses too.
+
     Parameters
     ----------
     name
         "cpu", "cuda" (the first CUDA device) or "cuda:N".
     """
-    try:
-        device = torch.device(name)
-    except RuntimeError as error:
-        raise ValueError(f"{name!r} is not a device name; use cpu, cuda or cuda:N") from error
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise ValueError(f"device {name!r} is not supported; use cpu, cuda or cuda:N")
-    if not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for, but no CUDA device is available here "
-                         "(torch sees none); the model stays on the CPU")
-    index = 0 if device.index is None else device.index
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise ValueError(f"device {name!r} does not exist: this machine has {count} CUDA "
-                         f"device(s), cuda:0 to cuda:{count - 1}")
-    return torch.device("cuda", index)
+    return parse_device(name)

@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from itertools import product
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -39,15 +40,32 @@ __all__ = [
     "Occlusion",
     "SmoothGrad",
     "check_input",
+    "constant",
+    "expand_targets",
+    "identity",
     "occlude_independent",
+    "resolve_target",
 ]
 
 OutputFunction = Callable[[torch.Tensor], torch.Tensor]
 AttrOutput = torch.Tensor | OutputFunction | int | Sequence[int] | None
+StepCallback = Callable[[int, int], None]
+"""``(done, total) -> None``, called after each step (a model pass or a gradient) of an
+attributor; raise in it to stop the computation (e.g. to cancel it)."""
 
 
-def _identity(output: torch.Tensor) -> torch.Tensor:
-    return output
+def identity(obj: Any) -> Any:
+    """Return ``obj`` unchanged: the default output attribution (the model output itself)."""
+    return obj
+
+
+def constant(obj: Any) -> Callable[..., Any]:
+    """Return a function that returns ``obj`` whatever it is called with."""
+
+    def wrapped_constant(*args: Any, **kwargs: Any) -> Any:
+        return obj
+
+    return wrapped_constant
 
 
 class _Constant:
@@ -64,6 +82,70 @@ def _is_index(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def expand_targets(target: Any, count: int, classes: int | None = None) -> torch.Tensor:
+    """Return one class index per sample (int64, shape ``(count,)``) from a target.
+
+    Parameters
+    ----------
+    target : int, sequence of int, numpy array or tensor
+        One class for every sample (a scalar), or one per sample (a sequence).
+    count : int
+        The number of samples.
+    classes : int, optional
+        The number of classes, to check the indices against.
+
+    Raises
+    ------
+    ValueError
+        When the number of indices is neither 1 nor ``count``, or an index is out of range.
+    """
+    if isinstance(target, torch.Tensor):
+        given = target.detach().to(device="cpu", dtype=torch.long)
+    else:
+        given = torch.as_tensor(np.asarray(target), dtype=torch.long)
+    targets = given.reshape(-1).repeat(count) if given.ndim == 0 else given.reshape(-1)
+    if targets.numel() != count:
+        raise ValueError(
+            f"need one target per sample ({count}), got {targets.numel()}: give one index per "
+            "sample, or a single int for all"
+        )
+    if classes is not None:
+        wrong = targets[(targets < 0) | (targets >= classes)].tolist()
+        if wrong:
+            raise ValueError(
+                f"target class {wrong[0]} is out of range: the model has {classes} outputs "
+                f"(0 to {classes - 1})"
+            )
+    return targets
+
+
+def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:
+    """Return the explained class of every sample, on the logits' device.
+
+    Parameters
+    ----------
+    target : None, int, sequence of int, numpy array or tensor
+        None for the top-1 class of each sample, one index for all samples, or one per sample.
+    logits : torch.Tensor
+        Model outputs of shape ``(N, K)``.
+
+    Raises
+    ------
+    ValueError
+        When the logits are not of shape ``(N, K)``, or the target does not fit them (see
+        :func:`expand_targets`).
+    """
+    if logits.ndim != 2:
+        raise ValueError(
+            f"A class index needs a model output of shape (batch, classes), not "
+            f"{tuple(logits.shape)}; pass attr_output as a tensor or callable instead."
+        )
+    if target is None:
+        return logits.detach().argmax(dim=1)
+    count, classes = logits.shape
+    return expand_targets(target, count, classes).to(logits.device)
+
+
 class _OneHot:
     """Output function returning a one-hot seed for the given class index or indices."""
 
@@ -71,30 +153,8 @@ class _OneHot:
         self.classes = classes
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        if output.ndim != 2:
-            raise ValueError(
-                f"A class index needs a model output of shape (batch, classes), not "
-                f"{tuple(output.shape)}; pass attr_output as a tensor or callable instead."
-            )
-        batch, count = output.shape
-        if _is_index(self.classes):
-            indices = [int(self.classes)] * batch
-        else:
-            indices = [int(index) for index in self.classes]
-            if len(indices) != batch:
-                raise ValueError(
-                    f"Got {len(indices)} class indices for a batch of {batch} samples; "
-                    "give one index per sample, or a single int for all."
-                )
-        wrong = [index for index in indices if not 0 <= index < count]
-        if wrong:
-            raise ValueError(
-                f"Class index {wrong[0]} is out of range: the model has {count} outputs "
-                f"(0 to {count - 1})."
-            )
-        seed = torch.zeros_like(output)
-        seed[torch.arange(batch, device=output.device), indices] = 1
-        return seed
+        indices = resolve_target(self.classes, output)
+        return torch.zeros_like(output).scatter_(1, indices[:, None], 1)
 
 
 class _SelectedOutput(_OneHot):
@@ -115,6 +175,9 @@ class Attributor(ABC):
         The composite registered to the model while attributing; None for the plain model.
     attr_output : torch.Tensor, callable, int or list[int], optional
         The default output attribution (see the module documentation).
+    callback : callable, optional
+        ``(done, total) -> None``, called after each step (a model pass or a gradient); raise in
+        it to stop (see :data:`StepCallback`). Keyword only; not in zennit.
     """
 
     def __init__(
@@ -122,11 +185,26 @@ class Attributor(ABC):
         model: nn.Module,
         composite: Composite | None = None,
         attr_output: AttrOutput = None,
+        *,
+        callback: StepCallback | None = None,
     ) -> None:
         self.model = model
         self.composite = composite
         self.attr_output = attr_output
+        self.callback = callback
         self._entered = False
+
+    @property
+    def attr_output_fn(self) -> OutputFunction:
+        """The default output attribution as a function of the model output."""
+        return self._output_function(self.attr_output)
+
+    @property
+    def inactive(self):
+        """The composite's :meth:`~.core.Composite.inactive` context: the plain gradient flows."""
+        if self.composite is None:
+            raise AttributeError("an attributor without a composite has no inactive context")
+        return self.composite.inactive
 
     def __enter__(self) -> Attributor:
         if self.composite is not None:
@@ -150,7 +228,8 @@ class Attributor(ABC):
         Parameters
         ----------
         input : torch.Tensor
-            The input, batch first.
+            The input, batch first. If it requires a gradient and ``create_graph`` is set, the
+            attribution is differentiable with respect to it.
         attr_output : torch.Tensor, callable, int or list[int], optional
             The output attribution for this call; the instance's default if None.
 
@@ -169,14 +248,14 @@ class Attributor(ABC):
         check_input(self.model, input)
         chosen = self.attr_output if attr_output is None else attr_output
         output_fn = self._output_function(chosen)
-        if self.composite is None or self._entered:
+        if self.composite is None or self._entered or self.composite.handles:
             return self.forward(input, output_fn)
         with self:
             return self.forward(input, output_fn)
 
     def _output_function(self, attr_output: AttrOutput) -> OutputFunction:
         if attr_output is None:
-            return _identity
+            return identity
         if isinstance(attr_output, torch.Tensor):
             return _Constant(attr_output)
         if callable(attr_output):
@@ -195,6 +274,11 @@ class Attributor(ABC):
     def _class_function(self, classes: int | Sequence[int]) -> OutputFunction:
         """Return the output function explaining the given classes (a one-hot seed)."""
         return _OneHot(classes)
+
+    def _step(self, done: int, total: int) -> None:
+        """Report a finished step to the callback, if any."""
+        if self.callback is not None:
+            self.callback(done, total)
 
     @abstractmethod
     def forward(
@@ -222,6 +306,12 @@ def _seed_for(output: torch.Tensor, attr_output_fn: OutputFunction) -> torch.Ten
         ) from None
 
 
+def _check_iterations(n_iter: Any) -> int:
+    if not _is_index(n_iter) or n_iter < 1:
+        raise ValueError(f"n_iter must be an int of at least 1, not {n_iter!r}.")
+    return int(n_iter)
+
+
 class Gradient(Attributor):
     """The gradient of the output attribution with respect to the input.
 
@@ -229,10 +319,11 @@ class Gradient(Attributor):
 
     Parameters
     ----------
-    model, composite, attr_output
+    model, composite, attr_output, callback
         See :class:`Attributor`.
     create_graph : bool, optional
-        Build a graph of the gradient computation, so the attribution can be differentiated.
+        Build a graph of the gradient computation, so the attribution can be differentiated
+        (with respect to the parameters, and to the input where that requires a gradient).
     retain_graph : bool, optional
         Keep the forward graph after the gradient (default: ``create_graph``).
     """
@@ -244,8 +335,12 @@ class Gradient(Attributor):
         attr_output: AttrOutput = None,
         create_graph: bool = False,
         retain_graph: bool | None = None,
+        *,
+        callback: StepCallback | None = None,
     ) -> None:
-        super().__init__(model=model, composite=composite, attr_output=attr_output)
+        super().__init__(
+            model=model, composite=composite, attr_output=attr_output, callback=callback
+        )
         self.create_graph = create_graph
         self.retain_graph = retain_graph
 
@@ -254,13 +349,20 @@ class Gradient(Attributor):
         input: torch.Tensor,  # noqa: A002
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the model output at ``input`` and the gradient of the output attribution."""
+        """Return the model output at ``input`` and the gradient of the output attribution.
+
+        An input that requires a gradient stays in its graph (so that, with ``create_graph``,
+        the gradient is differentiable with respect to it); any other is a fresh leaf.
+        """
         with torch.enable_grad():
-            input = input.detach().requires_grad_(True)  # noqa: A001
-            output = self.model(input)
+            if input.requires_grad:
+                point = input.view_as(input)
+            else:
+                point = input.detach().requires_grad_(True)
+            output = self.model(point)
             (gradient,) = torch.autograd.grad(
                 (output,),
-                (input,),
+                (point,),
                 grad_outputs=(_seed_for(output, attr_output_fn),),
                 create_graph=self.create_graph,
                 retain_graph=self.retain_graph,
@@ -273,7 +375,9 @@ class Gradient(Attributor):
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute the output and the gradient at ``input``."""
-        return self.grad(input, attr_output_fn)
+        result = self.grad(input, attr_output_fn)
+        self._step(1, 1)
+        return result
 
 
 class SmoothGrad(Gradient):
@@ -285,12 +389,16 @@ class SmoothGrad(Gradient):
 
     Parameters
     ----------
-    model, composite, attr_output, create_graph, retain_graph
+    model, composite, attr_output, create_graph, retain_graph, callback
         See :class:`Gradient`.
     noise_level : float, optional
         Standard deviation of the noise relative to each sample's value range.
     n_iter : int, optional
         The number of gradients averaged.
+    seed : int, optional
+        Keyword only (not in zennit): draw the noise from a generator seeded with this on the
+        input's device, so that every call gives the same result; None draws from torch's global
+        generator, as zennit does.
     """
 
     def __init__(
@@ -302,12 +410,16 @@ class SmoothGrad(Gradient):
         retain_graph: bool | None = None,
         noise_level: float = 0.1,
         n_iter: int = 20,
+        *,
+        seed: int | None = None,
+        callback: StepCallback | None = None,
     ) -> None:
-        super().__init__(model, composite, attr_output, create_graph, retain_graph)
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be at least 1, not {n_iter}.")
+        super().__init__(
+            model, composite, attr_output, create_graph, retain_graph, callback=callback
+        )
         self.noise_level = noise_level
-        self.n_iter = n_iter
+        self.n_iter = _check_iterations(n_iter)
+        self.seed = seed
 
     def forward(
         self,
@@ -315,31 +427,38 @@ class SmoothGrad(Gradient):
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Average the gradients at ``n_iter - 1`` noisy inputs and at the input itself."""
-        input = input.detach()  # noqa: A001
         dims = tuple(range(1, input.ndim))
-        spread = input.amax(dims, keepdim=True) - input.amin(dims, keepdim=True)
-        std = self.noise_level * spread
+        std = self.noise_level * (input.amax(dims, keepdim=True) - input.amin(dims, keepdim=True))
+        generator = None
+        if self.seed is not None:
+            generator = torch.Generator(device=input.device).manual_seed(int(self.seed))
         result = torch.zeros_like(input)
         for step in range(self.n_iter):
-            if step < self.n_iter - 1:
-                noisy = input + torch.randn_like(input) * std
+            if step == self.n_iter - 1:
+                noise = torch.zeros_like(input)
+            elif generator is None:
+                noise = torch.randn_like(input) * std
             else:
-                noisy = input + torch.zeros_like(input)
-            output, gradient = self.grad(noisy, attr_output_fn)
+                noise = torch.randn(
+                    input.shape, generator=generator, dtype=input.dtype, device=input.device
+                )
+                noise = noise * std
+            output, gradient = self.grad(input + noise, attr_output_fn)
             result += gradient / self.n_iter
+            self._step(step + 1, self.n_iter)
         return output, result
 
 
 class IntegratedGradients(Gradient):
     """Integrated gradients along the straight path from a baseline to the input.
 
-    The gradient is taken at ``baseline + k / n_iter * (input - baseline)`` for
-    ``k = 1, ..., n_iter``; their mean times ``input - baseline`` is the attribution. The returned
-    output is the one at the input (``k = n_iter``).
+    The gradient is taken at ``baseline + alpha * (input - baseline)`` for ``n_iter`` values of
+    ``alpha`` evenly spaced from ``1 / n_iter`` to 1; their mean times ``input - baseline`` is
+    the attribution. The returned output is the one at the input (``alpha = 1``).
 
     Parameters
     ----------
-    model, composite, attr_output, create_graph, retain_graph
+    model, composite, attr_output, create_graph, retain_graph, callback
         See :class:`Gradient`.
     baseline_fn : callable, optional
         ``input -> baseline``; zeros by default.
@@ -356,12 +475,14 @@ class IntegratedGradients(Gradient):
         retain_graph: bool | None = None,
         baseline_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
         n_iter: int = 20,
+        *,
+        callback: StepCallback | None = None,
     ) -> None:
-        super().__init__(model, composite, attr_output, create_graph, retain_graph)
-        if n_iter < 1:
-            raise ValueError(f"n_iter must be at least 1, not {n_iter}.")
+        super().__init__(
+            model, composite, attr_output, create_graph, retain_graph, callback=callback
+        )
         self.baseline_fn = baseline_fn if baseline_fn is not None else torch.zeros_like
-        self.n_iter = n_iter
+        self.n_iter = _check_iterations(n_iter)
 
     def forward(
         self,
@@ -369,15 +490,15 @@ class IntegratedGradients(Gradient):
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Integrate the gradient from the baseline to ``input``."""
-        input = input.detach()  # noqa: A001
         baseline = self.baseline_fn(input)
-        difference = input - baseline
         result = torch.zeros_like(input)
-        for step in range(1, self.n_iter + 1):
-            point = baseline + (step / self.n_iter) * difference
+        alphas = torch.linspace(1.0 / self.n_iter, 1.0, self.n_iter)
+        for step, alpha in enumerate(alphas):
+            point = baseline + alpha * (input - baseline)
             output, gradient = self.grad(point, attr_output_fn)
             result += gradient / self.n_iter
-        return output, result * difference
+            self._step(step + 1, self.n_iter)
+        return output, result * (input - baseline)
 
 
 def occlude_independent(
@@ -408,45 +529,46 @@ def occlude_independent(
     return torch.where(keep, input, fill_fn(input))
 
 
-def _per_dim(value: int | Sequence[int], shape: Sequence[int], what: str) -> tuple[int, ...]:
-    """Expand a window or stride to one entry per non-batch dimension.
-
-    An int applies to every dimension; a shorter tuple applies to the last dimensions, and the
-    leading ones are covered whole.
-    """
+def _check_extent(value: Any, what: str) -> None:
+    """Raise TypeError unless ``value`` is an int or a tuple (or list) of ints, as zennit does."""
     if _is_index(value):
-        values = (int(value),) * len(shape)
+        entries: tuple = (value,)
+    elif isinstance(value, (tuple, list)) and all(_is_index(entry) for entry in value):
+        entries = tuple(value)
     else:
-        values = tuple(int(entry) for entry in value)
-        if len(values) > len(shape):
-            raise ValueError(
-                f"The occlusion {what} {values} has more entries than the input has non-batch "
-                f"dimensions {tuple(shape)}."
-            )
-        values = tuple(shape[: len(shape) - len(values)]) + values
-    if any(entry < 1 for entry in values):
-        raise ValueError(f"The occlusion {what} must be positive, not {values}.")
-    return values
+        raise TypeError(f"The occlusion {what} must be an int or a tuple of ints, not {value!r}.")
+    if any(entry < 1 for entry in entries):
+        raise ValueError(f"The occlusion {what} must be positive, not {value!r}.")
 
 
-def _window_masks(
-    shape: Sequence[int],
-    window: int | Sequence[int],
-    stride: int | Sequence[int],
-    device: torch.device,
-):
-    """Yield a boolean mask (of ``shape``) for every window position.
+def _window_and_stride(
+    window: int | Sequence[int], stride: int | Sequence[int], shape: Sequence[int]
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Expand window and stride to one entry per dimension of ``shape`` (batch included).
 
-    Windows start at multiples of the stride in every dimension and wrap around the end.
+    An int applies to every non-batch dimension (at most that dimension's size) and the window
+    covers the whole batch. A tuple applies to the last dimensions; as many entries as ``shape``
+    has dimensions include the batch. Leading dimensions the window does not name are covered
+    whole, and the stride steps over them by the window.
     """
-    windows = _per_dim(window, shape, "window")
-    strides = _per_dim(stride, shape, "stride")
-    base = torch.zeros(tuple(shape), dtype=torch.bool, device=device)
-    base[tuple(slice(0, size) for size in windows)] = True
-    dims = tuple(range(len(shape)))
-    starts = [range(0, size, step) for size, step in zip(shape, strides)]
-    for offsets in product(*starts):
-        yield base.roll(offsets, dims)
+    ndim = len(shape)
+
+    def expanded(value: int | Sequence[int], what: str) -> tuple[int, ...]:
+        if _is_index(value):
+            return tuple(min(int(value), size) for size in shape[1:])
+        values = tuple(int(entry) for entry in value)
+        if len(values) > ndim:
+            raise ValueError(
+                f"The occlusion {what} {values} has more entries than the input has dimensions "
+                f"{tuple(shape)}."
+            )
+        return values
+
+    windows = expanded(window, "window")
+    windows = tuple(shape[: ndim - len(windows)]) + windows
+    strides = expanded(stride, "stride")
+    strides = windows[: ndim - len(strides)] + strides
+    return windows, strides
 
 
 class Occlusion(Attributor):
@@ -455,21 +577,35 @@ class Occlusion(Attributor):
     For every window position, the model is evaluated on ``occlusion_fn(input, mask)``; the sum
     of the output attribution of that output is the window's score, added to every input element
     inside the window. With the default ``occlusion_fn``, only the window is kept and the rest of
-    the input is zero. A tensor ``attr_output`` is a constant here; give a callable (e.g.
-    ``lambda out: out * one_hot``) or a class index to score by the model output.
+    the input is zero. Windows start at multiples of the stride and wrap around the end. The
+    output returned is the model's at the unoccluded input, computed after the windows.
+
+    A tensor ``attr_output`` is a constant here; give a callable (e.g. ``lambda out: out *
+    one_hot``) or a class index to score by the model output.
 
     Parameters
     ----------
-    model, composite, attr_output
+    model, composite, attr_output, callback
         See :class:`Attributor`.
     occlusion_fn : callable, optional
         ``(input, mask) -> occluded input``, ``mask`` boolean and True inside the window;
         :func:`occlude_independent` by default.
     window : int or tuple[int], optional
-        The window size: an int for every non-batch dimension, or a tuple for the last dimensions
-        (the leading ones are covered whole).
+        The window size: an int for every non-batch dimension (at most its size), or a tuple for
+        the last dimensions (the leading ones are covered whole); a tuple with an entry for every
+        input dimension includes the batch dimension.
     stride : int or tuple[int], optional
         The step between windows, expanded like ``window``.
+    batch_size : int, optional
+        Keyword only (not in zennit): how many occluded inputs go through the model in one pass
+        (concatenated along the batch). 1 by default.
+
+    Raises
+    ------
+    TypeError
+        When window or stride is not an int or a tuple of ints.
+    ValueError
+        When an entry of window or stride is less than 1.
     """
 
     def __init__(
@@ -480,15 +616,34 @@ class Occlusion(Attributor):
         occlusion_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         window: int | Sequence[int] = 8,
         stride: int | Sequence[int] = 8,
+        *,
+        batch_size: int = 1,
+        callback: StepCallback | None = None,
     ) -> None:
-        super().__init__(model=model, composite=composite, attr_output=attr_output)
+        super().__init__(
+            model=model, composite=composite, attr_output=attr_output, callback=callback
+        )
+        _check_extent(window, "window")
+        _check_extent(stride, "stride")
+        if not _is_index(batch_size) or batch_size < 1:
+            raise ValueError(f"The occlusion batch_size must be at least 1, not {batch_size!r}.")
         self.occlusion_fn = occlusion_fn if occlusion_fn is not None else occlude_independent
         self.window = window
         self.stride = stride
+        self.batch_size = int(batch_size)
 
     def _class_function(self, classes: int | Sequence[int]) -> OutputFunction:
         """Score a window by the output of the given classes."""
         return _SelectedOutput(classes)
+
+    def masks(self, input: torch.Tensor) -> list[torch.Tensor]:  # noqa: A002
+        """Return the boolean mask (of the input's shape) of every window position, in order."""
+        windows, strides = _window_and_stride(self.window, self.stride, input.shape)
+        base = torch.zeros(input.shape, dtype=torch.bool, device=input.device)
+        base[tuple(slice(0, size) for size in windows)] = True
+        dims = tuple(range(input.ndim))
+        starts = [range(0, size, step) for size, step in zip(input.shape, strides, strict=True)]
+        return [base.roll(offsets, dims) for offsets in product(*starts)]
 
     def forward(
         self,
@@ -496,13 +651,20 @@ class Occlusion(Attributor):
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every window of ``input``; returns the output at ``input`` and the scores."""
-        input = input.detach()  # noqa: A001
-        batch_shape = (-1,) + (1,) * (input.ndim - 1)
-        with torch.no_grad():
-            output = self.model(input)
-            result = torch.zeros_like(input)
-            for mask in _window_masks(input.shape[1:], self.window, self.stride, input.device):
-                batch_mask = mask.expand_as(input)
-                score = attr_output_fn(self.model(self.occlusion_fn(input, batch_mask)))
-                result += batch_mask * score.reshape(score.shape[0], -1).sum(1).reshape(batch_shape)
+        masks = self.masks(input)
+        count = len(input)
+        per_sample = (slice(None),) + (None,) * (input.ndim - 1)
+        result = torch.zeros_like(input)
+        for first in range(0, len(masks), self.batch_size):
+            chunk = masks[first : first + self.batch_size]
+            occluded = [self.occlusion_fn(input, mask) for mask in chunk]
+            with torch.no_grad():
+                outputs = self.model(torch.cat(occluded) if len(occluded) > 1 else occluded[0])
+            for index, mask in enumerate(chunk):
+                output = outputs[index * count : (index + 1) * count]
+                score = attr_output_fn(output)
+                score = score.sum(tuple(range(1, score.ndim)))
+                result += mask * score[per_sample]
+            self._step(first + len(chunk), len(masks))
+        output = self.model(input)
         return output, result

@@ -67,8 +67,10 @@ class Canonizer(ABC):
         Returns
         -------
         list[Canonizer]
-            The registered instances; call ``remove`` on each to revert.
+            The registered instances; call ``remove`` on each to revert. The base class applies
+            nothing and returns an empty list, so subclasses may extend ``super().apply(...)``.
         """
+        return []
 
     @abstractmethod
     def register(self, *args: Any, **kwargs: Any) -> None:

@@ -223,8 +223,9 @@ class NameMapComposite(Composite):
 class MixedComposite(Composite):
     """A composite that asks several composites in turn; the first rule returned wins.
 
-    Each composite keeps its own context (e.g. whether its first layer has been seen). The
-    canonizers are ``canonizers`` followed by those of each composite, in order.
+    Each composite keeps its own context (e.g. whether its first layer has been seen) and is asked
+    about every module. The canonizers are ``canonizers`` followed by those of each composite, in
+    order.
 
     Parameters
     ----------
@@ -242,12 +243,17 @@ class MixedComposite(Composite):
         super().__init__(module_map=self.mapping, canonizers=combined)
 
     def mapping(self, ctx: dict, name: str, module: nn.Module) -> Hook | None:
-        """Return the rule of the first composite that gives ``module`` one, or None."""
-        for composite in self.composites:
-            hook = composite.module_map(ctx.setdefault(composite, {}), name, module)
-            if hook is not None:
-                return hook
-        return None
+        """Return the rule of the first composite that gives ``module`` one, or None.
+
+        Every composite sees every module, also one an earlier composite gives a rule (as in
+        zennit): a special-first-layer composite after a name map so counts a first layer the
+        name map took, and gives its first-layer rule to no later layer.
+        """
+        hooks = [
+            composite.module_map(ctx.setdefault(composite, {}), name, module)
+            for composite in self.composites
+        ]
+        return next((hook for hook in hooks if hook is not None), None)
 
 
 class NameLayerMapComposite(MixedComposite):
@@ -336,8 +342,8 @@ class AttentionConservativeGammaBox(EpsilonGammaBox):
     :class:`EpsilonGammaBox` with two changes: attention cores get
     :class:`~.rules.AttentionConservative` (the attention weights held constant) with
     ``epsilon``, and the linear layers inside an MLP block (torchvision's ``MLP`` of Vision and Swin
-    Transformers, MaxViT's ``mlp_layer``) get Gamma like the convolutions. The other linear layers (query, key, value
-    and output projections, the head) keep Epsilon, layer norms get
+    Transformers, MaxViT's ``mlp_layer``) get Gamma like the convolutions. The other linear layers
+    (query, key, value and output projections, the head) keep Epsilon, layer norms get
     :class:`~.rules.LayerNormEpsilon`, activations pass relevance on, and the first convolution
     (the patch embedding) gets ZBox. The parameters are :class:`EpsilonGammaBox`'s.
     """

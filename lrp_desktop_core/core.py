@@ -16,6 +16,7 @@ modification) and :mod:`.hooks` (hooks and handles); this module holds composite
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -155,6 +156,11 @@ class Composite:
         for canonizer in reversed(self._applied_canonizers):
             canonizer.remove()
         self._applied_canonizers.clear()
+
+    @property
+    def hook_refs(self) -> weakref.WeakSet:
+        """Weak references to the hooks registered now (zennit's name), e.g. to switch them off."""
+        return weakref.WeakSet(self.hooks)
 
     def context(self, module: nn.Module) -> CompositeContext:
         """Return a context that registers this composite to ``module`` and removes it on exit."""

@@ -434,12 +434,9 @@ def _safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
 
 
 def _targets(target: int | Sequence[int] | np.ndarray, count: int) -> np.ndarray:
-    targets = np.asarray(target, dtype=np.int64).reshape(-1)
-    if targets.size == 1:
-        targets = np.repeat(targets, count)
-    if targets.shape != (count,):
-        raise ValueError(f"need one target per sample ({count}), got {targets.size}")
-    return targets
+    from .attribution import expand_targets
+
+    return expand_targets(target, count).numpy()
 
 
 def _region_index(height: int, width: int, region_size: int) -> tuple[np.ndarray, int]:

@@ -19,6 +19,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from .attribution import (
+    Attributor,
+    Gradient,
+    IntegratedGradients,
+    Occlusion,
+    SmoothGrad,
+    occlude_independent,
+    resolve_target,
+)
 from .faults import (  # the errors explain raises are importable from here too
     DeviceOutOfMemoryError,  # noqa: F401
     NonFiniteError,  # noqa: F401
@@ -80,8 +89,13 @@ class Method:
         "gradient" is the plain input gradient of the explained logit, "smoothgrad" its mean over
         noisy copies of the input, "integrated_gradients" the path integral from a zero baseline
         (input times mean gradient, summing to ``f(x) - f(0)``), and "occlusion" the drop of the
-        logit when a sliding window is set to zero.  A rule map of modified-gradient rules only
-        (e.g. the "guided_backprop" preset) runs as "lrp" too; its label then omits "LRP".
+        logit when a sliding window (``window`` x ``window`` pixels, all channels, every ``stride``
+        pixels, wrapping around the border) is set to zero, summed over the windows that cover an
+        element.  Each is computed by its class in :mod:`.attribution` (see
+        :func:`attributor_for`), so the numbers equal those of the class called directly;
+        SmoothGrad's last sample is the input itself, as in zennit.  A rule map of
+        modified-gradient rules only (e.g. the "guided_backprop" preset) runs as "lrp" too; its
+        label then omits "LRP".
         "rollout" is attention rollout (Abnar and Zuidema 2020, see :mod:`.rollout`), for
         Vision Transformers with a class token only: how much each patch flows into the class
         token through all attention layers; it is class-agnostic, the same for every target.
@@ -398,40 +412,55 @@ def evaluation_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
-def _resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
-    count, classes = logits.shape
-    if target is None:
-        return logits.detach().argmax(dim=1)
-    if isinstance(target, torch.Tensor):
-        targets = target.detach().to(dtype=torch.long).reshape(-1)
-    else:
-        targets = torch.as_tensor(np.asarray(target), dtype=torch.long).reshape(-1)
-    if targets.numel() == 1:
-        targets = targets.repeat(count)
-    if targets.numel() != count:
-        raise ValueError(f"need one target per sample ({count}), got {targets.numel()}")
-    if bool(((targets < 0) | (targets >= classes)).any()):
-        raise ValueError(f"target class out of range 0..{classes - 1}: {targets.tolist()}")
-    return targets.to(logits.device)
+def _attributor_callback(
+    cancel: Callable[[], bool] | None, step: _ProgressSteps
+) -> Callable[[int, int], None]:
+    """Return the attributors' step callback: report progress, then stop if cancelled."""
+
+    def callback(done: int, total: int) -> None:
+        step.done(done, total)
+        if done < total:
+            raise_if_cancelled(cancel)
+
+    return callback
 
 
-def _input_gradient(
+class _TargetSeed:
+    """Output attribution of a target resolved from the output it sees: one-hot, or for LRP the
+    explained logit itself, so that relevance sums to it. Keeps the classes it chose."""
+
+    def __init__(self, target: Target, scale_by_output: bool) -> None:
+        self.target = target
+        self.scale_by_output = scale_by_output
+        self.targets: torch.Tensor | None = None
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        self.targets = resolve_target(self.target, output)
+        seed = torch.zeros_like(output).scatter_(1, self.targets[:, None], 1.0)
+        return seed * output if self.scale_by_output else seed
+
+
+def _gradient_of(model, batch, target, attributor: Gradient, scale_by_output: bool = False):
+    """Run ``attributor`` with the seed of ``target``; return logits, classes and relevance."""
+    seed = _TargetSeed(target, scale_by_output)
+    logits, relevance = attributor(batch, seed)
+    assert seed.targets is not None
+    return logits.detach(), seed.targets, relevance
+
+
+def input_gradient(
     model: nn.Module, batch: torch.Tensor, target: Target, scale_by_output: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Return logits, explained classes, and the gradient of the explained logits w.r.t. the input.
 
-    With ``scale_by_output``, the backward pass starts from the explained logit instead of 1, so
-    that LRP relevance sums to that logit.
+    The gradient of :class:`~.attribution.Gradient` of the model as it is (with whatever
+    composite the caller registered). With ``scale_by_output``, the backward pass starts from the
+    explained logit instead of 1, so that LRP relevance sums to that logit.
     """
-    leaf = batch.detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = model(leaf)
-        targets = _resolve_target(target, logits)
-        start = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0)
-        if scale_by_output:
-            start = start * logits.detach()
-        (gradient,) = torch.autograd.grad(logits, leaf, grad_outputs=start)
-    return logits.detach(), targets, gradient
+    return _gradient_of(model, batch, target, Gradient(model), scale_by_output)
+
+
+_input_gradient = input_gradient  # the name concepts.py imports
 
 
 def _plain_forward(
@@ -439,91 +468,97 @@ def _plain_forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     with torch.no_grad():
         logits = model(batch)
-    return logits, _resolve_target(target, logits)
+    return logits, resolve_target(target, logits)
+
+
+def attributor_for(
+    method: Method, model: nn.Module, *, callback: Callable[[int, int], None] | None = None
+) -> Attributor:
+    """Return the attributor of :mod:`.attribution` that computes ``method`` (not rollout).
+
+    The attribution's output attribution is given at the call: for "lrp", the one-hot of the
+    explained class times the output; for "gradient", "smoothgrad" and "integrated_gradients", the
+    one-hot of the explained class; for "occlusion", :func:`occlusion_score` of the explained class.
+    Called so, the attributor gives exactly the relevance :func:`explain` gives.
+    """
+    settings = method.settings()
+    if method.kind == "lrp":
+        assert method.rulemap is not None
+        return Gradient(model, method.rulemap.to_composite(), callback=callback)
+    if method.kind == "gradient":
+        return Gradient(model, callback=callback)
+    if method.kind == "smoothgrad":
+        return SmoothGrad(
+            model,
+            noise_level=float(settings["noise_level"]),
+            n_iter=int(settings["n_iter"]),
+            seed=int(settings["seed"]),
+            callback=callback,
+        )
+    if method.kind == "integrated_gradients":
+        return IntegratedGradients(model, n_iter=int(settings["n_iter"]), callback=callback)
+    if method.kind == "occlusion":
+        window, stride = int(settings["window"]), int(settings["stride"])
+        return Occlusion(
+            model,
+            occlusion_fn=occlude_window,
+            window=(window, window),
+            stride=(stride, stride),
+            batch_size=int(settings["batch_size"]),
+            callback=callback,
+        )
+    raise ValueError(f"{method.kind!r} has no attributor")
+
+
+def occlude_window(input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    """Set the window (where ``mask`` is True) to zero and keep the rest of the input."""
+    return occlude_independent(input, mask, invert=True)
+
+
+class occlusion_score:  # noqa: N801 - used like a function
+    """Output attribution of "occlusion": how much the explained logit drops from ``logits``.
+
+    Parameters
+    ----------
+    logits : torch.Tensor
+        The logits at the unoccluded input, shape ``(N, K)``.
+    targets : torch.Tensor
+        The explained class of each sample, shape ``(N,)``.
+    """
+
+    def __init__(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
+        self.reference = logits.detach()
+        self.one_hot = torch.zeros_like(self.reference).scatter_(1, targets[:, None], 1.0)
+
+    def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        return (self.reference - output) * self.one_hot
 
 
 def _lrp(model, batch, target, method, cancel, step):
-    assert method.rulemap is not None
-    with method.rulemap.to_composite().context(model):
-        result = _input_gradient(model, batch, target, scale_by_output=True)
-    step.done(1, 1)
-    return result
+    attributor = attributor_for(method, model, callback=_attributor_callback(cancel, step))
+    return _gradient_of(model, batch, target, attributor, scale_by_output=True)
 
 
 def _gradient(model, batch, target, method, cancel, step):
-    result = _input_gradient(model, batch, target)
-    step.done(1, 1)
-    return result
+    attributor = attributor_for(method, model, callback=_attributor_callback(cancel, step))
+    return _gradient_of(model, batch, target, attributor)
 
 
-def _smoothgrad(model, batch, target, method, cancel, step):
-    settings = method.settings()
-    iterations = int(settings["n_iter"])
+def _seeded(model, batch, target, method, cancel, step):
+    """SmoothGrad and Integrated Gradients: the class is chosen at the input, before the noise
+    or the path change the output."""
     logits, targets = _plain_forward(model, batch, target)
-    generator = torch.Generator(device=batch.device).manual_seed(int(settings["seed"]))
-    spread = batch.amax(dim=(1, 2, 3), keepdim=True) - batch.amin(dim=(1, 2, 3), keepdim=True)
-    std = float(settings["noise_level"]) * spread
-    total = torch.zeros_like(batch)
-    for iteration in range(iterations):
-        raise_if_cancelled(cancel)
-        noise = torch.randn(batch.shape, generator=generator, device=batch.device) * std
-        total += _input_gradient(model, batch + noise, targets)[2]
-        step.done(iteration + 1, iterations)
-    return logits, targets, total / iterations
-
-
-def _integrated_gradients(model, batch, target, method, cancel, step):
-    iterations = int(method.settings()["n_iter"])
-    logits, targets = _plain_forward(model, batch, target)
-    total = torch.zeros_like(batch)
-    for iteration in range(iterations):
-        raise_if_cancelled(cancel)
-        alpha = (iteration + 1) / iterations
-        total += _input_gradient(model, alpha * batch, targets)[2]
-        step.done(iteration + 1, iterations)
-    return logits, targets, batch * total / iterations
+    attributor = attributor_for(method, model, callback=_attributor_callback(cancel, step))
+    seed = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0)
+    return logits, targets, attributor(batch, seed)[1]
 
 
 def _occlusion(model, batch, target, method, cancel, step):
-    settings = method.settings()
-    window, stride = int(settings["window"]), int(settings["stride"])
-    count, channels, height, width = batch.shape
     logits, targets = _plain_forward(model, batch, target)
-    reference = logits.gather(1, targets[:, None]).double().view(count, 1, 1, 1)
-    positions = [
-        (top, left)
-        for top in _window_starts(height, window, stride)
-        for left in _window_starts(width, window, stride)
-    ]
-    per_pass = max(1, int(settings["batch_size"]) // count)
-    drop_sum = torch.zeros((count, 1, height, width), device=batch.device, dtype=torch.float64)
-    covered = torch.zeros((1, 1, height, width), device=batch.device, dtype=torch.float64)
-    for first in range(0, len(positions), per_pass):
-        raise_if_cancelled(cancel)
-        chunk = positions[first : first + per_pass]
-        occluded = batch.repeat(len(chunk), 1, 1, 1).view(len(chunk), *batch.shape)
-        areas = [(..., slice(top, top + window), slice(left, left + window)) for top, left in chunk]
-        for copy, area in zip(occluded, areas, strict=True):
-            copy[area] = 0
-        with torch.no_grad():
-            scores = model(occluded.flatten(0, 1)).gather(1, targets.repeat(len(chunk))[:, None])
-        drops = reference - scores.double().view(len(chunk), count, 1, 1, 1)
-        for drop, area in zip(drops, areas, strict=True):
-            drop_sum[area] += drop
-            covered[area] += 1
-        step.done(first + len(chunk), len(positions))
-    per_pixel = drop_sum / covered.clamp(min=1) / channels
-    return logits, targets, per_pixel.expand(-1, channels, -1, -1)
-
-
-def _window_starts(size: int, window: int, stride: int) -> list[int]:
-    """Return the window starts along one axis; the last window touches the border."""
-    if window >= size:
-        return [0]
-    starts = list(range(0, size - window + 1, stride))
-    if starts[-1] + window < size:
-        starts.append(size - window)
-    return starts
+    attributor = attributor_for(method, model, callback=_attributor_callback(cancel, step))
+    with torch.no_grad():
+        relevance = attributor(batch, occlusion_score(logits, targets))[1]
+    return logits, targets, relevance
 
 
 def _rollout(model, batch, target, method, cancel, step):
@@ -533,14 +568,14 @@ def _rollout(model, batch, target, method, cancel, step):
     channels = batch.shape[1]
     per_pixel = heat[:, None] / channels  # spread over the channels, as occlusion's drops are
     step.done(1, 1)
-    return logits, _resolve_target(target, logits), per_pixel.repeat(1, channels, 1, 1)
+    return logits, resolve_target(target, logits), per_pixel.repeat(1, channels, 1, 1)
 
 
 _METHODS = {
     "lrp": _lrp,
     "gradient": _gradient,
-    "smoothgrad": _smoothgrad,
-    "integrated_gradients": _integrated_gradients,
+    "smoothgrad": _seeded,
+    "integrated_gradients": _seeded,
     "occlusion": _occlusion,
     "rollout": _rollout,
 }

@@ -9,6 +9,8 @@ relevance, and non-tensor arguments pass untouched.
 from __future__ import annotations
 
 import functools
+import inspect
+import types
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -129,6 +131,31 @@ class _Rejoin(torch.autograd.Function):
         return (None, None, None, *grad_outputs, *input_grads)
 
 
+_NO_OUTPUT: Any = object()
+"""Marks a :meth:`Hook.post_forward` called zennit 0.5's way, ``(module, input, output)``."""
+
+
+@functools.cache
+def _positional_count(function: Callable) -> int:
+    """Return how many positional parameters ``function`` takes (``self`` included)."""
+    parameters = inspect.signature(function).parameters.values()
+    if any(parameter.kind is inspect.Parameter.VAR_POSITIONAL for parameter in parameters):
+        return 1_000
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return sum(parameter.kind in positional for parameter in parameters)
+
+
+def _takes_kwargs(hook: Hook, name: str, with_kwargs: int) -> bool:
+    """Whether the hook's method ``name`` takes the keyword arguments of the call.
+
+    Subclasses written for zennit 0.5 override ``pre_forward(module, input)``,
+    ``post_forward(module, input, output)`` and ``forward(module, input, output)``, without the
+    ``kwargs`` the reference API passes; ``with_kwargs`` is the count of positional parameters
+    (``self`` included) of the reference's form.
+    """
+    return _positional_count(getattr(type(hook), name)) >= with_kwargs
+
+
 class _HookMeta(type):
     """Record each hook's constructor arguments so that ``copy()`` works for every subclass."""
 
@@ -168,8 +195,11 @@ class Hook(metaclass=_HookMeta):
         self.stored_tensors: dict[str, Any] = {}
         self._open_calls: list[dict[str, Any] | None] = []
 
-    def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict):
+    def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict | None = None):
         """Apply an Identity to the tensor inputs so that a backward hook sees their gradient.
+
+        Called as ``pre_forward(module, input)`` (zennit 0.5's form, e.g. by a subclass's
+        override), it takes and returns the inputs alone, as zennit does.
 
         Returns
         -------
@@ -177,6 +207,14 @@ class Hook(metaclass=_HookMeta):
             The new ``(args, kwargs)``; None (nothing changes) when no tensor input requires a
             gradient or gradients are disabled.
         """
+        if kwargs is None:
+            given = args if isinstance(args, tuple) else (args,)
+            changed = self._pre_forward(module, given, {})
+            new_args = given if changed is None else changed[0]
+            return new_args[0] if len(new_args) == 1 else new_args
+        return self._pre_forward(module, args, kwargs)
+
+    def _pre_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         positions = [
             index
             for index, arg in enumerate(args)
@@ -206,14 +244,18 @@ class Hook(metaclass=_HookMeta):
         )
         return tuple(fed), kwargs
 
-    def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output):
+    def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output=_NO_OUTPUT):
         """Route the tensor outputs through an Identity and call :meth:`forward`.
+
+        May also be called as ``post_forward(module, input, output)``, zennit 0.5's form.
 
         Returns
         -------
         torch.Tensor or tuple or None
             The new output, or None if this call is not hooked.
         """
+        if output is _NO_OUTPUT:
+            kwargs, output = {}, kwargs
         record = self._open_calls.pop() if self._open_calls else None
         if record is None:
             return None
@@ -227,7 +269,10 @@ class Hook(metaclass=_HookMeta):
         if not out_positions:
             return None
         self.stored_tensors = record
-        self.forward(module, record["input"], kwargs, output)
+        if _takes_kwargs(self, "forward", 5):
+            self.forward(module, record["input"], record["kwargs"], output)
+        else:  # a subclass's forward(module, input, output), as zennit 0.5 calls it
+            self.forward(module, record["input"], output)
         self.stored_tensors = {}
         hooked = [outputs[index] for index in out_positions]
         if self.uses_module_backward:
@@ -329,6 +374,10 @@ class Hook(metaclass=_HookMeta):
         args, kwargs = getattr(self, "_init_arguments", ((), {}))
         return type(self)(*args, **kwargs)
 
+    def _reset(self) -> None:
+        """Give a copy its own, empty per-registration state."""
+        Hook.__init__(self)
+
     def remove(self) -> None:
         """Switch the hook off for good and drop every reference to stored tensors.
 
@@ -347,13 +396,14 @@ class Hook(metaclass=_HookMeta):
         RemovableHandleList
             Handles that remove the hooks and the stored tensors.
         """
-        return RemovableHandleList(
-            [
-                RemovableHandle(self),
-                module.register_forward_pre_hook(self.pre_forward, with_kwargs=True),
-                module.register_forward_hook(self.post_forward, with_kwargs=True),
-            ]
-        )
+        pre_kwargs = _takes_kwargs(self, "pre_forward", 4)
+        post_kwargs = _takes_kwargs(self, "post_forward", 5)
+        if not pre_kwargs:
+            pre_handle = module.register_forward_pre_hook(self.pre_forward)
+        else:
+            pre_handle = module.register_forward_pre_hook(self.pre_forward, with_kwargs=True)
+        post_handle = module.register_forward_hook(self.post_forward, with_kwargs=post_kwargs)
+        return RemovableHandleList([RemovableHandle(self), pre_handle, post_handle])
 
 
 def _identity(tensor: torch.Tensor) -> torch.Tensor:
@@ -428,6 +478,25 @@ class BasicHook(Hook):
         self.gradient_mapper = gradient_mapper or self._stabilized_ratio
         self.reducer = reducer or _sum_of_products
         self._param_cache: dict[int, tuple[dict[str, torch.Tensor], tuple, dict]] = {}
+
+    def copy(self) -> BasicHook:
+        """Return a hook of the same class that shares this one's modifier objects.
+
+        As zennit's copies do, the copy refers to the very same input, parameter and output
+        modifiers, gradient mapper and reducer (and any other setting of a subclass); it has its
+        own per-registration state (stored tensors, cached parameters, ``active``).
+        """
+        copy = type(self).__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy._reset()
+        for name, value in self.__dict__.items():  # methods bound to this hook: to the copy
+            if inspect.ismethod(value) and value.__self__ is self:
+                setattr(copy, name, types.MethodType(value.__func__, copy))
+        return copy
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._param_cache = {}
 
     def _stabilized_ratio(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
         return [out_grad / self.stabilizer(output) for output in outputs]

@@ -338,3 +338,34 @@ def load_image(path: str | Path, spec: ModelSpec) -> LoadedImage:
             f"({error}). Open it in an image editor and save it again as RGB, or use another copy."
         ) from error
     return _prepared(image, spec, path, original_size)
+
+
+MASK_SUFFIX = "_mask.png"
+"""The name ending of an object mask stored beside its image: ``<stem>_mask.png``."""
+
+
+def mask_file(image_path: str | Path) -> Path:
+    """Return where the object mask of ``image_path`` lies (``<stem>_mask.png`` beside it)."""
+    path = Path(image_path)
+    return path.with_name(path.stem + MASK_SUFFIX)
+
+
+def is_mask_file(path: str | Path) -> bool:
+    """Whether ``path`` names an object mask (``*_mask.png``) rather than an image."""
+    return Path(path).name.lower().endswith(MASK_SUFFIX)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Whether ``path`` is an existing file with an image suffix that is not an object mask."""
+    path = Path(path)
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not is_mask_file(path)
+
+
+def image_files(folder: str | Path, recursive: bool = False) -> list[Path]:
+    """Return the images in ``folder`` (in its sub-folders too if ``recursive``), sorted.
+
+    Object masks (``*_mask.png``) are no images here: the app's folder view, the command line
+    and the bundled samples all list a folder through this function.
+    """
+    pattern = "**/*" if recursive else "*"
+    return sorted(path for path in Path(folder).glob(pattern) if is_image_file(path))

@@ -31,7 +31,7 @@ def stabilize(
     epsilon: float | torch.Tensor = 1e-6,
     clip: bool = False,
     norm_scale: bool = False,
-    dim: Sequence[int] | None = None,
+    dim: int | Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Stabilize input for safe division.
 
@@ -48,8 +48,8 @@ def stabilize(
     norm_scale : bool, optional
         If True, scale ``epsilon`` by the square root of the mean of the squared elements over
         ``dim``.
-    dim : tuple[int], optional
-        The dimensions of the norm for ``norm_scale`` (all except dimension 0 by default).
+    dim : int or tuple[int], optional
+        The dimension(s) of the norm for ``norm_scale`` (all except dimension 0 by default).
 
     Returns
     -------
@@ -59,6 +59,8 @@ def stabilize(
     if norm_scale:
         if dim is None:
             dim = tuple(range(1, input.ndim))
+        elif isinstance(dim, int):
+            dim = (dim,)
         if len(dim) == 0:
             epsilon = epsilon * input.abs()
         else:
@@ -85,7 +87,7 @@ class Stabilizer:
         Clip the magnitude instead of shifting it (see :func:`stabilize`).
     norm_scale : bool, optional
         Scale ``epsilon`` by the root mean square over ``dim`` (see :func:`stabilize`).
-    dim : tuple[int], optional
+    dim : int or tuple[int], optional
         Dimensions of the norm for ``norm_scale``; all except dimension 0 by default.
     """
 
@@ -94,7 +96,7 @@ class Stabilizer:
         epsilon: float = 1e-6,
         clip: bool = False,
         norm_scale: bool = False,
-        dim: Sequence[int] | None = None,
+        dim: int | Sequence[int] | None = None,
     ) -> None:
         self.epsilon = epsilon
         self.clip = clip

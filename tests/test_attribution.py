@@ -201,7 +201,7 @@ def test_occlude_independent_keeps_or_fills_the_window():
     assert filled.tolist() == [[1.0, 1.0, 2.0, 3.0]]
 
 
-@pytest.mark.parametrize(("window", "stride"), [(0, 1), ((1, 1, 1, 1), 1), (2, (1, 0))])
+@pytest.mark.parametrize(("window", "stride"), [(0, 1), ((1, 1, 1, 1, 1), 1), (2, (1, 0))])
 def test_occlusion_rejects_bad_windows(window, stride):
     with pytest.raises(ValueError, match="occlusion"):
         Occlusion(_linear_model(), window=window, stride=stride)(_inputs(), 0)

@@ -129,18 +129,22 @@ def test_occlusion_of_a_linear_model_gives_the_window_contributions():
     contribution = (model[1].weight[2].view(3, 4, 4) * x[0]).sum(0).detach()
     window_sums = contribution.view(2, 2, 2, 2).sum((1, 3))  # (window row, window column)
     expected = window_sums.repeat_interleave(2, 0).repeat_interleave(2, 1)
-    np.testing.assert_allclose(result.relevance[0].sum(0), expected.numpy(), rtol=1e-5, atol=1e-6)
+    # every element of the window, in each of the 3 channels, gets the window's drop
+    per_channel = expected.expand(3, 4, 4).numpy()
+    np.testing.assert_allclose(result.relevance[0], per_channel, rtol=1e-5, atol=1e-6)
 
 
-def test_overlapping_occlusion_windows_are_averaged():
+def test_overlapping_occlusion_windows_add_up_and_wrap_around():
     model = linear_net()
     x = torch.ones(1, 3, 4, 4)
     with torch.no_grad():
         model[1].weight.fill_(1.0)
     method = Method("occlusion", params={"window": 3, "stride": 2})
-    relevance = explain(model, x, method, 0).relevance[0].sum(0)
-    # every 3 x 3 window removes 27 ones; each pixel shows the mean drop of its windows
-    np.testing.assert_allclose(relevance, np.full((4, 4), 27.0), rtol=1e-6)
+    relevance = explain(model, x, method, 0).relevance[0, 0]
+    # every 3 x 3 window removes 27 ones; windows start at 0 and 2 and wrap around the border
+    # (as zennit's), so rows and columns 0 and 2 lie in two windows, 1 and 3 in one
+    per_axis = np.array([2.0, 1.0, 2.0, 1.0])
+    np.testing.assert_allclose(relevance, 27.0 * np.outer(per_axis, per_axis), rtol=1e-6)
 
 
 def test_progress_and_cancel_between_iterations():
