@@ -1,0 +1,51 @@
+"""``lrp-explain --layer NAME --concepts K|all`` and ``--index-concepts FOLDER``."""
+
+import json
+import shutil
+
+import numpy as np
+
+from lrp_desktop_core.cli import main
+from lrp_desktop_core.models import demo_samples
+
+
+def test_concepts_are_written_per_image_sorted_by_relevance(tmp_path):
+    image = demo_samples()[0]
+    out = tmp_path / "out"
+    arguments = [str(image), "--out", str(out), "--quiet", "--format", "npy,json"]
+    assert main([*arguments, "--layer", "features.stage2.conv", "--concepts", "all"]) == 0
+    concepts = np.load(out / f"{image.stem}_concepts.npz")
+    channels, at_layer = concepts["channels"], concepts["layer_relevance"]
+    assert concepts["relevance"].shape == (32, 3, 64, 64)
+    assert sorted(channels) == list(range(32)) and np.all(np.diff(at_layer) <= 0)
+    plain = np.load(out / f"{image.stem}.npy")
+    summed = concepts["relevance"].astype(np.float64).sum(axis=0)
+    assert np.abs(summed - plain).max() <= 1e-4 * np.abs(plain).max()
+    record = json.loads((out / f"{image.stem}.json").read_text())["concepts"]
+    assert record["layer"] == "features.stage2.conv"
+    top = record["top_channels"]
+    assert [entry["channel"] for entry in top] == channels[:10].tolist()
+    assert top[0]["share"] > 0
+
+
+def test_a_bad_layer_name_exits_2_naming_near_matches(tmp_path, capsys):
+    image = demo_samples()[0]
+    code = main([str(image), "--out", str(tmp_path), "--layer", "features.stage2.cnv"])
+    assert code == 2
+    assert "features.stage2.conv" in capsys.readouterr().err
+
+
+def test_index_concepts_stores_reference_images_once(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for path in demo_samples()[:3]:
+        shutil.copy(path, folder / path.name)
+    (folder / "circle_01_mask.png").write_bytes(b"not an image, and not listed")
+    arguments = [
+        "--index-concepts", str(folder), "--layer", "features.stage2.conv",
+        "--concept-store", str(tmp_path / "store"), "--quiet",
+    ]
+    assert main(arguments) == 0
+    assert "from 3 images (3 explained now" in capsys.readouterr().err
+    assert main(arguments) == 0
+    assert "(0 explained now" in capsys.readouterr().err
