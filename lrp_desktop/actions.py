@@ -95,7 +95,8 @@ class Actions:
                                    "Add one panel per open image with the current configuration")
         self.clear_comparison = make("C&lear comparison", "Remove every comparison panel")
         self.shared_scale = make("&Shared colour scale",
-                                 "One colour scale for all panels (otherwise one per panel)",
+                                 "One colour scale per kind of method (LRP, Occlusion, ...), "
+                                 "each with its colour bar (otherwise one per panel)",
                                  checkable=True)
         self.shared_scale.setChecked(True)
         self.evaluate = make("E&valuate", "Perturbation curves (and localisation where a mask "

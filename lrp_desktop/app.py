@@ -48,6 +48,9 @@ class StartOptions:
         A preset to fill the rules with instead of the model's recommended one.
     compare
         Presets or method kinds to show side by side in the comparison tab.
+    random_weights, seed
+        Give a torchvision ``model`` random weights instead of its pretrained ones, drawn from
+        ``seed`` when given (a seed alone implies random weights).
     """
 
     images: Sequence[Path] = ()
@@ -56,6 +59,8 @@ class StartOptions:
     device: str | None = None
     composite: str | None = None
     compare: Sequence[str] = field(default_factory=tuple)
+    random_weights: bool = False
+    seed: int | None = None
 
 
 @dataclass
@@ -113,8 +118,9 @@ def start(app: Application, options: StartOptions) -> None:
     if device != "cpu":
         app.controller.set_device(device)
     model = options.model or DEFAULT_MODEL
-    pretrained = options.weights is None and model in list_models()
-    app.controller.load_model(model, options.weights, pretrained=pretrained)
+    random_weights = options.random_weights or options.seed is not None
+    pretrained = options.weights is None and model in list_models() and not random_weights
+    app.controller.load_model(model, options.weights, pretrained=pretrained, seed=options.seed)
     app.controller.open_paths(options.images or demo_samples())
     if options.composite is not None or options.compare:
         _after_first_model(app, lambda: _apply_start_rules(app, options))

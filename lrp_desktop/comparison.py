@@ -2,8 +2,10 @@
 
 Every panel shows one explanation (a preset, the current per-layer rules, or another attribution
 method, on one image) with a caption saying what it is and, below, how much of the explained
-output the relevance conserves. Zoom and pan are linked across panels; the colour scale is shared
-or per panel. After "Evaluate", the perturbation curves of all panels appear in one plot.
+output the relevance conserves (for the methods where that means something). Zoom and pan are
+linked across panels. The colour scale is per panel, or shared by the panels of one kind of method
+(each kind with its own colour bar: an Occlusion score and an LRP relevance have different units).
+After "Evaluate", the perturbation curves of all panels appear in one plot.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from lrp_desktop_core.image import heatmap_bounds
 
 from .evaluation_plot import EvaluationPlot
 from .heatmap_view import CaptionedView, relevance_colorbar, show_scale
-from .session import PanelSpec, Session
+from .session import METHOD_TITLES, PanelSpec, Session
 
 PANEL_MIN_SIZE = 200
 SHARED_BAR_WIDTH = 80
@@ -40,19 +42,43 @@ def grid_columns(count: int) -> int:
     return count if count <= 3 else math.ceil(math.sqrt(count))
 
 
+#: Methods whose relevance is meant to add up to the explained output.
+CONSERVING_KINDS = ("lrp", "integrated_gradients")
+CONSERVATION_TIPS = {
+    "lrp": "LRP passes the explained logit back layer by layer, so relevance sums to about that "
+           "logit, not exactly: epsilon rules absorb a share in their stabiliser, biases (and "
+           "BatchNorm shifts merged into them) take or add theirs, and the first layer's rule "
+           "spreads what reaches the input. A preset thus gives somewhat less or more than "
+           "100 %; far off hints at an operation without a rule.",
+    "integrated_gradients": "Integrated Gradients sums to the logit minus the logit of its "
+                            "baseline (completeness), up to the error of its finite steps.",
+}
+
+
 def conservation_note(explanation) -> str:
-    """Return "sum R = a of logit b (c %)" for a one-image explanation, or, for a class-agnostic
-    method (attention rollout), that its map is the same for every class."""
-    if explanation.method is not None and explanation.method.class_agnostic:
+    """Return "sum R = a of logit b (c %)" for a one-image explanation of a conserving method
+    (:data:`CONSERVING_KINDS`); otherwise say why no share of the logit is shown."""
+    method = explanation.method
+    if method is not None and method.class_agnostic:
         return "class-agnostic: the same map for every class, no share of the logit"
+    if method is not None and method.kind not in CONSERVING_KINDS:
+        return f"{METHOD_TITLES.get(method.kind, method.kind)} scores are not shares of the logit"
     total = float(explanation.relevance_sum[0])
     output = float(explanation.explained_output[0])
     share = float(relevance_conservation(explanation)[0])
     percent = "n/a" if math.isnan(share) else f"{share * 100:.0f} %"
     note = f"sum R = {total:.3g} of logit {output:.3g} ({percent} conserved)"
     if _uses_attnlrp(explanation.method):
-        note += "; AttnLRP's attention softmax absorbs a share by design"
+        note += "; AttnLRP's attention softmax does not conserve relevance, by design"
     return note
+
+
+def conservation_tip(explanation) -> str:
+    """Return why the conserved share of a method is what it is (empty where none is shown)."""
+    method = explanation.method
+    if method is None or method.class_agnostic:
+        return ""
+    return CONSERVATION_TIPS.get(method.kind, "")
 
 
 def _uses_attnlrp(method) -> bool:
@@ -108,20 +134,19 @@ class ComparisonView(QWidget):
         self.grid_host = QWidget()
         self.grid = QGridLayout(self.grid_host)
         self.grid.setContentsMargins(2, 2, 2, 2)
-        scroll = QScrollArea()
-        scroll.setWidgetResizable(True)
-        scroll.setWidget(self.grid_host)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setWidget(self.grid_host)
         self.shared_bar_view = pg.GraphicsLayoutWidget()
         self.shared_bar_view.setBackground("w")
-        self.shared_bar_view.setFixedWidth(SHARED_BAR_WIDTH)
-        self.shared_bar = relevance_colorbar()
-        self.shared_bar_view.addItem(self.shared_bar)
-        self.shared_bar_view.setToolTip("The colour scale shared by every panel")
+        self.shared_bar_view.setToolTip("The colour scale of each kind of method, shared by its "
+                                        "panels")
         self.shared_bar_view.setVisible(False)
+        self.shared_bars: dict[str, pg.ColorBarItem] = {}
         panels_row = QWidget()
         row_layout = QHBoxLayout(panels_row)
         row_layout.setContentsMargins(0, 0, 0, 0)
-        row_layout.addWidget(scroll, 1)
+        row_layout.addWidget(self.scroll, 1)
         row_layout.addWidget(self.shared_bar_view)
         self.plot = EvaluationPlot()
         self.plot.setVisible(False)
@@ -150,6 +175,7 @@ class ComparisonView(QWidget):
         columns = max(1, grid_columns(len(specs)))
         for index, _ in enumerate(specs):
             panel = PanelWidget(index, self.session)
+            panel.view.scroll_area = self.scroll  # the wheel scrolls the panels, Ctrl+wheel zooms
             row, column = divmod(index, columns)
             self.grid.addWidget(panel, row, column)
             if self.panels:
@@ -159,29 +185,40 @@ class ComparisonView(QWidget):
         self.hint.setVisible(not specs)
         self.redraw()
 
-    def shared_bounds(self) -> tuple[float, float] | None:
-        """Return one colour scale covering every computed panel, or None for per-panel scales."""
+    def shared_scales(self) -> dict[str, tuple[float, float]]:
+        """Return one colour scale per kind of method, covering its computed panels (none when
+        every panel has its own scale)."""
         if not self.session.comparison.shared_scale:
-            return None
+            return {}
         display = self.session.display
-        bounds = [heatmap_bounds(result.relevance[0], display.mode, display.clip_percentile)
-                  for result in map(self.session.panel_result, self.session.comparison.panels)
-                  if result is not None]
-        if not bounds:
-            return None
-        return (min(low for low, _ in bounds), max(high for _, high in bounds))
+        scales: dict[str, tuple[float, float]] = {}
+        for spec in self.session.comparison.panels:
+            result = self.session.panel_result(spec)
+            if result is None:
+                continue
+            low, high = heatmap_bounds(result.relevance[0], display.mode, display.clip_percentile)
+            kind = spec.method.kind
+            if kind in scales:
+                low, high = min(low, scales[kind][0]), max(high, scales[kind][1])
+            scales[kind] = (low, high)
+        return scales
+
+    def panel_bounds(self) -> list[tuple[float, float] | None]:
+        """Return each panel's colour scale: its kind's shared one, or None for its own."""
+        scales = self.shared_scales()
+        return [scales.get(spec.method.kind) for spec in self.session.comparison.panels]
 
     def redraw(self) -> None:
         """Draw every panel from cached relevance with the current display settings."""
-        bounds = self.shared_bounds()
+        scales = self.shared_scales()
         evaluation = self.session.evaluation
         for index, (panel, spec) in enumerate(zip(self.panels, self.session.comparison.panels,
                                                   strict=True)):
+            bounds = scales.get(spec.method.kind)
             panel.view.show_colorbar = bounds is None
             self._draw_panel(panel, spec, bounds,
                              None if evaluation is None else evaluation.panels[index])
-        show_scale(self.shared_bar, bounds, self.session.display)
-        self.shared_bar_view.setVisible(bounds is not None)
+        self._show_shared_bars(scales)
         if evaluation is not None and not self.plot.isVisibleTo(self):
             total = max(sum(self.splitter.sizes()), 1)
             self.splitter.setSizes([total * 3 // 5, total * 2 // 5])  # panels stay in view
@@ -191,13 +228,29 @@ class ComparisonView(QWidget):
             self.plot.show_evaluation(evaluation, [spec.caption() for spec in specs],
                                       [spec.image for spec in specs])
 
+    def _show_shared_bars(self, scales: dict[str, tuple[float, float]]) -> None:
+        """Show one colour bar per kind of method with a shared scale, labelled with the kind."""
+        if list(scales) != list(self.shared_bars):
+            self.shared_bar_view.clear()
+            self.shared_bars = {}
+            for column, kind in enumerate(scales):
+                bar = relevance_colorbar()
+                bar.axis.setLabel(METHOD_TITLES.get(kind, kind), color="k")
+                self.shared_bar_view.addItem(bar, row=0, col=column)
+                self.shared_bars[kind] = bar
+        for kind, bar in self.shared_bars.items():
+            show_scale(bar, scales[kind], self.session.display)
+        self.shared_bar_view.setFixedWidth(SHARED_BAR_WIDTH * max(1, len(scales)))
+        self.shared_bar_view.setVisible(bool(scales))
+
     def _draw_panel(self, panel: PanelWidget, spec: PanelSpec, bounds, curves) -> None:
         session = self.session
         result = session.panel_result(spec)
         display = session.displays.get(spec.image)
         if result is None:
-            panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}",
-                              "computing...")
+            state = session.panel_state(spec)
+            note = "computing..." if state is None else f"{state}: press F5 to compute again"
+            panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}", note)
             panel.view.draw(display, None, session.display)
             return
         target = int(result.target[0])
@@ -207,7 +260,7 @@ class ComparisonView(QWidget):
         if curves is not None:
             note += "<br>" + scores_note(curves)
         panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}, class {class_name}",
-                          note, result.warnings)
+                          note, result.warnings, conservation_tip(result))
         if display is None:
             display = np.zeros(result.relevance.shape[2:] + (3,), dtype=np.uint8)
         panel.view.draw(display, result.relevance[0], session.display, bounds)

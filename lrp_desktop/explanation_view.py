@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PySide6.QtWidgets import QWidget
 
-from .comparison import conservation_note
+from .comparison import conservation_note, conservation_tip
 from .heatmap_view import CaptionedView
 from .session import Session
 
@@ -38,9 +38,11 @@ class ExplanationView(CaptionedView):
 
     def _show_status(self) -> None:
         explanation = self.session.explanation
-        self.set_caption(self._caption(), "" if explanation is None
-                         else conservation_note(explanation),
-                         () if explanation is None else explanation.warnings)
+        if explanation is None:
+            self.set_caption(self._caption())
+        else:
+            self.set_caption(self._caption(), conservation_note(explanation),
+                             explanation.warnings, conservation_tip(explanation))
         self.view.show_message(self._message())
 
     def _caption(self) -> str:

@@ -8,6 +8,7 @@ with ``lrp-explain``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,8 +25,9 @@ from lrp_desktop_core.export import (
     save_figure,
     save_report,
 )
+from lrp_desktop_core.models import weights_label
 
-from .comparison import conservation_note, scores_note
+from .comparison import CONSERVING_KINDS, conservation_note, scores_note
 from .heatmap_view import render
 from .session import DisplaySettings, PanelSpec, Session
 
@@ -89,10 +91,19 @@ class RenderedPanel:
     caption: str
 
 
-def render_panels(session: Session, bounds: tuple[float, float] | None,
+def render_panels(session: Session, bounds: Sequence[tuple[float, float] | None],
                   display: DisplaySettings | None = None) -> list[RenderedPanel]:
-    """Draw every computed comparison panel as on screen (shared ``bounds`` or per panel)."""
+    """Draw every computed comparison panel as on screen.
+
+    Parameters
+    ----------
+    bounds
+        Each panel's colour scale as on screen (``ComparisonView.panel_bounds``); None for one
+        computed from the panel's relevance with the display's clipping, as the view does.
+    """
     display = display or session.display
+    if len(bounds) != len(session.comparison.panels):
+        raise ExportError("the colour scales do not match the panels; try again")
     rendered = []
     evaluation = session.evaluation
     for index, spec in enumerate(session.comparison.panels):
@@ -104,7 +115,7 @@ def render_panels(session: Session, bounds: tuple[float, float] | None,
         caption = _panel_caption(session, spec, result)
         if evaluation is not None:
             caption += "; " + scores_note(evaluation.panels[index])
-        picture = render(picture, result.relevance[0], display, bounds)
+        picture = render(picture, result.relevance[0], display, bounds[index])
         rendered.append(RenderedPanel(enlarged(picture), caption))
     return rendered
 
@@ -122,16 +133,18 @@ def figure_title(session: Session) -> str:
     model = session.model
     if model is None:
         return "lrp-desktop"
-    weights = f", weights {model.weights_path.name}" if model.weights_path else ""
-    return f"{model.spec.title}{weights}, on {model.device}"
+    return f"{model.title}, on {model.device}"
 
 
-def save_comparison_figure(session: Session, path: Path, bounds: tuple[float, float] | None,
+def save_comparison_figure(session: Session, path: Path,
+                           bounds: Sequence[tuple[float, float] | None],
                            plot_picture: np.ndarray | None = None) -> Path:
     """Write the comparison as a captioned grid (PNG, SVG or PDF by the suffix of ``path``).
 
     Parameters
     ----------
+    bounds
+        Each panel's colour scale, see :func:`render_panels`.
     plot_picture
         A picture of the evaluation plot, added as the last panel when given.
     """
@@ -152,7 +165,8 @@ def save_comparison_figure(session: Session, path: Path, bounds: tuple[float, fl
 
 def save_current_explanation(session: Session, folder: Path, stem: str | None = None
                              ) -> dict[str, Path]:
-    """Write the main view's explanation: overlay PNG, raw relevance ``.npy`` and JSON record."""
+    """Write the main view's explanation as on screen: overlay and heatmap PNGs (same colours,
+    style and scale as the view), raw relevance ``.npy`` and JSON record."""
     explanation = session.explanation
     path = session.current_image
     model = session.model
@@ -163,15 +177,19 @@ def save_current_explanation(session: Session, folder: Path, stem: str | None = 
     record = explanation_record(
         model_name=model.source, method=method, explanation=explanation, index=0,
         class_names=model.class_names, weights_path=model.weights_path,
-        weights_sha256=model.weights_sha256, image_path=path)
+        weights_sha256=model.weights_sha256, image_path=path, pretrained=model.pretrained,
+        seed=model.seed)
     stem = stem or safe_stem(f"{path.stem}_{method.label()}")
+    display = session.display
     return save_explanation(folder, stem, session.displays[path], explanation, 0, record,
-                            cmap=session.display.cmap)
+                            cmap=display.cmap, clip_percentile=display.clip_percentile,
+                            mode=display.mode, opacity=display.opacity, style=display.overlay)
 
 
-def save_comparison_report(session: Session, path: Path, bounds: tuple[float, float] | None
-                           ) -> Path:
-    """Write a PDF report: per image its input, compared heatmaps, curves and a score table."""
+def save_comparison_report(session: Session, path: Path,
+                           bounds: Sequence[tuple[float, float] | None]) -> Path:
+    """Write a PDF report: per image its input, compared heatmaps, curves and a score table
+    (``bounds``: each panel's colour scale, see :func:`render_panels`)."""
     panels = render_panels(session, bounds)
     if not panels:
         raise ExportError("the comparison has no panels; add some first")
@@ -190,10 +208,11 @@ def save_comparison_report(session: Session, path: Path, bounds: tuple[float, fl
         curves = []
         for position, (index, spec, result) in enumerate(zip(indices, specs, results,
                                                             strict=True)):
+            conserving = spec.method.kind in CONSERVING_KINDS
             share = float(result.relevance_sum[0]) / float(result.explained_output[0]) \
                 if float(result.explained_output[0]) else float("nan")
             row = [spec.method.label(), _class_name(session, int(result.target[0])),
-                   f"{share:.3f}"]
+                   f"{share:.3f}" if conserving else "n/a"]
             if evaluation is not None:
                 scores = evaluation.panels[index]
                 row += [f"{scores.morf_aopc:.4g}", f"{scores.lerf_aopc:.4g}",
@@ -223,10 +242,12 @@ def _report_settings(session: Session, specs: list[PanelSpec]) -> dict[str, str]
     model = session.model
     settings = {
         "model": model.source if model else "",
-        "weights": str(model.weights_path) if model and model.weights_path else "(none)",
+        "weights": weights_label(model.weights) if model else "(none)",
+        "weights file": str(model.weights_path) if model and model.weights_path else "(none)",
         "weights sha256": (model.weights_sha256 or "") if model else "",
         "device": session.device,
-        "colour map": f"{session.display.cmap}, mode {session.display.mode}",
+        "colour map": (f"{session.display.cmap}, mode {session.display.mode}, overlay "
+                       f"{session.display.overlay}"),
     }
     for spec in specs:
         if spec.method.rulemap is not None:

@@ -13,9 +13,23 @@ from dataclasses import dataclass
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt, Signal
-from PySide6.QtWidgets import QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from PySide6.QtGui import QWheelEvent
+from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QApplication,
+    QHBoxLayout,
+    QLabel,
+    QVBoxLayout,
+    QWidget,
+)
 
-from lrp_desktop_core.image import colorize, heatmap_bounds, overlay, relevance_map
+from lrp_desktop_core.image import (
+    colorize,
+    heatmap_bounds,
+    overlay,
+    relevance_map,
+    side_by_side,
+)
 
 from .session import DisplaySettings
 
@@ -54,13 +68,20 @@ def bar_colors(bounds: tuple[float, float], settings: DisplaySettings) -> np.nda
 
 def render(display: np.ndarray, relevance: np.ndarray | None, settings: DisplaySettings,
            bounds: tuple[float, float] | None) -> np.ndarray:
-    """Return the RGB(A) picture for one layer setting (input, heatmap or overlay)."""
+    """Return the RGB(A) picture for one layer setting (input, heatmap, overlay, side by side).
+
+    Without ``bounds`` the scale comes from this relevance with the settings' clipping, as on
+    screen, so an export drawn here equals the view.
+    """
     if relevance is None or settings.layer == "input":
         return display
+    if bounds is None:
+        bounds = heatmap_bounds(relevance, settings.mode, settings.clip_percentile)
     if settings.layer == "heatmap":
         return colorize(relevance, settings.cmap, settings.mode, bounds=bounds)
-    return overlay(display, relevance, settings.cmap, settings.opacity, settings.mode,
-                   bounds=bounds)
+    draw = side_by_side if settings.layer == "side by side" else overlay
+    return draw(display, relevance, settings.cmap, settings.opacity, settings.mode,
+                bounds=bounds, style=settings.overlay)
 
 
 def relevance_colorbar() -> pg.ColorBarItem:
@@ -102,6 +123,9 @@ class HeatmapView(pg.GraphicsLayoutWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
+        #: A scroll area the plain wheel scrolls (Ctrl+wheel zooms); None: the wheel zooms.
+        self.scroll_area: QAbstractScrollArea | None = None
+        self._keep_fitted = False
         self.setBackground("w")
         self.view_box = self.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
                                         enableMenu=False)
@@ -117,6 +141,8 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         self.relevance: np.ndarray | None = None
         self.bounds: tuple[float, float] | None = None
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.view_box.sigRangeChangedManually.connect(self._stop_fitting)
+        self.view_box.sigResized.connect(self._on_resized)
 
     def show_message(self, text: str) -> None:
         """Write ``text`` in the middle of the view (empty text removes it)."""
@@ -159,8 +185,37 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         """Show the whole picture, and keep it fitted when the view is resized until the user
         zooms or pans."""
         if self.display is not None:
+            self._keep_fitted = True
             self.view_box.enableAutoRange()
             self.view_box.autoRange(padding=0.02)
+
+    def _stop_fitting(self, *_args) -> None:
+        self._keep_fitted = False
+
+    def _on_resized(self, *_args) -> None:
+        """Keep the whole picture in view while the view grows, until the user zooms or pans.
+
+        Only a view that no longer fits is fitted again: every range change emits Qt signals, and
+        each emission costs (see the note on PySide6 in the module docstring)."""
+        if self._keep_fitted and not self._fits():
+            self.fit()
+
+    def _fits(self) -> bool:
+        """Whether the picture fills the view along one side (up to the fitting's padding)."""
+        if self.display is None:
+            return True
+        (left, right), (top, bottom) = self.view_box.viewRange()
+        height, width = self.display.shape[:2]
+        return right - left <= width * 1.1 or bottom - top <= height * 1.1
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt's name)
+        """Zoom; with a :attr:`scroll_area`, scroll it instead unless Ctrl is held."""
+        ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if self.scroll_area is not None and not ctrl:
+            QApplication.sendEvent(self.scroll_area.verticalScrollBar(), event)
+            event.accept()
+            return
+        super().wheelEvent(event)
 
     def _on_mouse_moved(self, position: QPointF) -> None:
         if self.display is None or not self.view_box.sceneBoundingRect().contains(position):
@@ -207,10 +262,13 @@ class CaptionedView(QWidget):
         layout.addWidget(self.view, 1)
         layout.addWidget(self.note)
 
-    def set_caption(self, caption: str, note: str = "", warnings: Sequence[str] = ()) -> None:
-        """Set the text above the picture and the note below it; ``warnings`` (why the picture
-        may be wrong) add a mark to the caption and make up its tooltip."""
+    def set_caption(self, caption: str, note: str = "", warnings: Sequence[str] = (),
+                    note_tip: str = "") -> None:
+        """Set the text above the picture and the note below it (with ``note_tip`` as its
+        tooltip); ``warnings`` (why the picture may be wrong) add a mark to the caption and make
+        up its tooltip."""
         mark = f' <span style="color: {WARNING_COLOR};">{WARNING_MARK}</span>' if warnings else ""
         self.caption.setText(caption + mark)
         self.caption.setToolTip("\n".join(warnings))
         self.note.setText(note)
+        self.note.setToolTip(note_tip)

@@ -49,6 +49,7 @@ from .exporting import (
 )
 from .heatmap_view import HoverInfo
 from .image_list import ImageList
+from .layer_view import LayerView
 from .message_bar import MessageBar
 from .method_panel import MethodPanel
 from .model_dialog import ModelDialog
@@ -127,6 +128,8 @@ class MainWindow(QMainWindow):
         self.method_panel = MethodPanel(self.session, self.controller.set_device)
         self.rules_panel = RulesPanel(self.session, self.reporter, self.actions.apply_rule,
                                       self.controller.apply_preset)
+        self.layer_view = LayerView(self.session, self.controller.host)
+        self.rules_panel.tree.selectionModel().selectionChanged.connect(self._select_layer)
         self.docks: dict[str, QDockWidget] = {}
         for name, title, widget, area in (
             ("images", "Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea),
@@ -134,6 +137,7 @@ class MainWindow(QMainWindow):
             ("method", "Method and device", self.method_panel,
              Qt.DockWidgetArea.RightDockWidgetArea),
             ("rules", "Rules per layer", self.rules_panel, Qt.DockWidgetArea.RightDockWidgetArea),
+            ("layer", "Layer", self.layer_view, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
             dock = QDockWidget(title, self)
             dock.setObjectName(f"dock-{name}")
@@ -146,6 +150,12 @@ class MainWindow(QMainWindow):
                          Qt.Orientation.Vertical)
         self.resizeDocks([self.docks["images"], self.docks["prediction"]], [400, 300],
                          Qt.Orientation.Vertical)
+
+    def _select_layer(self) -> None:
+        """Look inside the layer (or module) selected alone in the rules tree."""
+        rows = self.rules_panel.tree.selectionModel().selectedRows()
+        if len(rows) == 1 and self.rules_panel.model.node(rows[0]).name:
+            self.session.set_layer(self.rules_panel.model.node(rows[0]).name)
 
     def _build_menus(self) -> None:
         a = self.actions
@@ -290,10 +300,11 @@ class MainWindow(QMainWindow):
         self.actions.layer_actions[display.layer].setChecked(True)
         self.preferences.cmap = display.cmap
         self.preferences.opacity = display.opacity
+        self.preferences.overlay_style = display.overlay
 
     def _on_model_changed(self) -> None:
         model = self.session.model
-        title = "lrp-desktop" if model is None else f"lrp-desktop: {model.spec.title}"
+        title = "lrp-desktop" if model is None else f"lrp-desktop: {model.title}"
         self.setWindowTitle(title)
         self._update_enabled()
 
@@ -348,7 +359,8 @@ class MainWindow(QMainWindow):
             return
         if choice.weights is not None:
             self.preferences.set_last_folder("weights", choice.weights)
-        self.controller.load_model(choice.source, choice.weights, choice.pretrained)
+        self.controller.load_model(choice.source, choice.weights, choice.pretrained,
+                                   seed=choice.seed)
 
     def save_rules_dialog(self) -> None:
         """Ask where to save the rule assignment as JSON."""
@@ -390,7 +402,7 @@ class MainWindow(QMainWindow):
 
     def export(self, kind: str, path: Path) -> list[Path]:
         """Export ``kind`` ("view", "figure", "raw", "report") to ``path``; return the files."""
-        bounds = self.comparison.shared_bounds()
+        bounds = self.comparison.panel_bounds()
         try:
             if kind == "view":
                 written = [save_view(self.current_view_widget(), path)]
@@ -483,6 +495,8 @@ class MainWindow(QMainWindow):
             changes["cmap"] = prefs.cmap
         if prefs.opacity is not None:
             changes["opacity"] = prefs.opacity
+        if prefs.overlay_style is not None:
+            changes["overlay"] = prefs.overlay_style
         if changes:
             self.session.set_display(**changes)
 

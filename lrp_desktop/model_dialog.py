@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QPushButton,
     QRadioButton,
+    QSpinBox,
     QStyle,
     QVBoxLayout,
     QWidget,
@@ -47,6 +48,7 @@ class ModelChoice:
     source: str
     weights: Path | None = None
     pretrained: bool = False
+    seed: int | None = None
 
 
 def pretrained_status(name: str) -> str:
@@ -107,6 +109,11 @@ class ModelDialog(QDialog):
             self.architecture.setCurrentText("resnet18")
         self.pretrained = QRadioButton("ImageNet weights (from the cache, or downloaded)")
         self.random = QRadioButton("Random weights")
+        self.seed = QSpinBox()
+        self.seed.setRange(0, 2**31 - 1)
+        self.seed.setPrefix("seed ")
+        self.seed.setToolTip("Random weights are drawn from this seed: the same seed gives the "
+                             "same weights and heatmaps, and captions and records name it")
         self.own_weights = QRadioButton("Weights from a file:")
         self.weights_group = QButtonGroup(self)
         for button in (self.pretrained, self.random, self.own_weights):
@@ -123,7 +130,7 @@ class ModelDialog(QDialog):
         tv_form.addRow("LRP:", self.support_note)
         tv_form.addRow(self.pretrained)
         tv_form.addRow("", self.cache_note)
-        tv_form.addRow(self.random)
+        tv_form.addRow(self.random, self.seed)
         tv_form.addRow(self.own_weights, self.weights_path)
 
         self.file_path = self._path_row()
@@ -238,7 +245,9 @@ class ModelDialog(QDialog):
                 raise ValueError(f"{name!r} is not a known architecture; pick one from the list")
             if self.own_weights.isChecked():
                 return ModelChoice(name, self._path(self.weights_path))
-            return ModelChoice(name, pretrained=self.pretrained.isChecked())
+            if self.random.isChecked():
+                return ModelChoice(name, seed=self.seed.value())
+            return ModelChoice(name, pretrained=True)
         path = self._path(self.file_path)
         architecture = self.file_architecture.currentText()
         if architecture == FROM_FILE:

@@ -23,6 +23,7 @@ import torch
 
 from lrp_desktop_core import evaluate
 from lrp_desktop_core.audit import AuditFinding, audit_rulemap
+from lrp_desktop_core.channel_method import ChannelMethod, explain_channel
 from lrp_desktop_core.explain import (
     DeviceOutOfMemoryError,
     Explanation,
@@ -134,12 +135,15 @@ class LoadModelRequest:
         Use torchvision's ImageNet weights (from the cache, or downloaded with progress).
     trust
         Allow a file that runs code when loaded (only after the user agreed).
+    seed
+        Seed of random weights (a torchvision name without ``pretrained`` or weights).
     """
 
     source: str
     weights: Path | None = None
     pretrained: bool = False
     trust: bool = False
+    seed: int | None = None
     title: str = "Loading the model"
 
     def run(self, context: WorkerContext, job: Job) -> ModelInfo | TrustNeeded:
@@ -153,7 +157,7 @@ class LoadModelRequest:
 
         try:
             loaded = load_model(self.source, self.weights, pretrained=self.pretrained,
-                                progress=download_progress, trust=self.trust)
+                                progress=download_progress, trust=self.trust, seed=self.seed)
         except ModelLoadError as error:
             if self.trust or "trust=True" not in str(error):
                 raise
@@ -176,6 +180,8 @@ class LoadModelRequest:
             n_parameters=sum(p.numel() for p in loaded.model.parameters()),
             device=str(context.device),
             recommendation=recommend(loaded.model),
+            pretrained=loaded.pretrained,
+            seed=loaded.seed,
         )
 
 
@@ -281,8 +287,9 @@ class ExplainRequest:
         loaded = context.require_model()
         image = context.image(self.path)
         job.check()
+        compute = explain_channel if isinstance(self.method, ChannelMethod) else explain
         try:
-            explanation = explain(loaded.model, image.tensor[None], self.method, self.target,
+            explanation = compute(loaded.model, image.tensor[None], self.method, self.target,
                                   cancel=job.cancelled,
                                   progress=lambda share: job.progress(share, self.method.label()))
         except DeviceOutOfMemoryError as error:

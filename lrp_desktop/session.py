@@ -19,12 +19,14 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from lrp_desktop_core.explain import Method
-from lrp_desktop_core.image import DEFAULT_CLIP_PERCENTILE
+from lrp_desktop_core.image import DEFAULT_CLIP_PERCENTILE, OVERLAY_STYLES
+from lrp_desktop_core.models import weights_label, weights_record
 
 from .cache import ExplainKey, ExplanationCache, explain_key
 
-#: How the heatmap is shown: the input alone, the coloured relevance alone, or both blended.
-LAYERS = ("input", "heatmap", "overlay")
+#: How the heatmap is shown: the input alone, the coloured relevance alone, both blended, or the
+#: three in one row.
+LAYERS = ("input", "heatmap", "overlay", "side by side")
 #: Which relevance is coloured (names of ``image.overlay``'s modes).
 MODES = ("signed", "positive", "negative", "absolute")
 #: The attribution methods the viewer offers, with their menu names.
@@ -55,6 +57,8 @@ class DisplaySettings:
         largest value), to keep a few extreme pixels from washing out the rest.
     layer
         One of :data:`LAYERS`.
+    overlay
+        How the overlay lays the heatmap over the image, one of ``image.OVERLAY_STYLES``.
     """
 
     cmap: str = "coldnhot"
@@ -62,6 +66,7 @@ class DisplaySettings:
     mode: str = "signed"
     clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE
     layer: str = "overlay"
+    overlay: str = OVERLAY_STYLES[0]
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class ModelInfo:
         Where the real model is.
     recommendation
         The LRP set-up that suits the model's structure (``recommend.Recommendation``).
+    pretrained, seed
+        The name of published weights, or the seed of random weights.
     """
 
     key: str
@@ -98,6 +105,18 @@ class ModelInfo:
     n_parameters: int
     device: str
     recommendation: Any
+    pretrained: str | None = None
+    seed: int | None = None
+
+    @property
+    def weights(self) -> dict[str, Any]:
+        """Where the weights came from (``models.weights_record``), for records and reports."""
+        return weights_record(self.weights_path, self.weights_sha256, self.pretrained, self.seed)
+
+    @property
+    def title(self) -> str:
+        """The model's title naming its weights as they are (pretrained, a file, random)."""
+        return f"{self.spec.title}, {weights_label(self.weights)}"
 
     @property
     def class_names(self) -> tuple[str, ...]:
@@ -162,6 +181,7 @@ class Session(QObject):
     scale_changed = Signal()
     panel_results_changed = Signal()
     evaluation_changed = Signal()
+    layer_changed = Signal()
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -180,11 +200,14 @@ class Session(QObject):
         self.device: str = "cpu"
         self.display = DisplaySettings()
         self.cache = ExplanationCache()
+        #: Why a panel's explanation is missing ("cancelled", "failed: ..."), by its cache key.
+        self.panel_states: dict[ExplainKey, str] = {}
         self.explanation: Any = None
         self.explanation_key: ExplainKey | None = None
         self.status = Status()
         self.comparison = ComparisonState()
         self.evaluation: Any = None
+        self.layer: str | None = None
         self.undo_stack = QUndoStack(self)
 
     # -- model --------------------------------------------------------------------------
@@ -203,6 +226,7 @@ class Session(QObject):
         self.undo_stack.clear()
         self.comparison.panels = []
         self.evaluation = None
+        self.layer = None
         self.model_changed.emit()
         self.rulemap_changed.emit()
         self.audit_changed.emit()
@@ -281,6 +305,12 @@ class Session(QObject):
         return self.displays.get(path) if path is not None else None
 
     # -- what is explained --------------------------------------------------------------
+    def set_layer(self, layer: str | None) -> None:
+        """Look inside ``layer`` (a module name of the canonized model) in the layer view."""
+        if layer != self.layer:
+            self.layer = layer
+            self.layer_changed.emit()
+
     def set_rulemap(self, rulemap: Any) -> None:
         """Replace the rule map (the undo stack's commands call this; see :mod:`.undo`)."""
         self.rulemap = rulemap
@@ -386,6 +416,9 @@ class Session(QObject):
             raise ValueError(f"unknown mode {display.mode!r}; choose one of {', '.join(MODES)}")
         if display.layer not in LAYERS:
             raise ValueError(f"unknown layer {display.layer!r}; choose one of {', '.join(LAYERS)}")
+        if display.overlay not in OVERLAY_STYLES:
+            raise ValueError(f"unknown overlay style {display.overlay!r}; choose one of "
+                             f"{', '.join(OVERLAY_STYLES)}")
         if display != self.display:
             self.display = display
             self.display_changed.emit()
@@ -422,6 +455,19 @@ class Session(QObject):
     def panel_key(self, panel: PanelSpec) -> ExplainKey | None:
         """The cache key of a comparison panel's explanation."""
         return self.key_for(panel.image, panel.method, self.target)
+
+    def set_panel_state(self, key: ExplainKey, state: str | None) -> None:
+        """Say why the explanation of ``key`` is missing (None: it is being computed)."""
+        if state is None:
+            self.panel_states.pop(key, None)
+        else:
+            self.panel_states[key] = state
+        self.panel_results_changed.emit()
+
+    def panel_state(self, panel: PanelSpec) -> str | None:
+        """Return why a panel's explanation is missing ("cancelled", ...), None if computing."""
+        key = self.panel_key(panel)
+        return None if key is None else self.panel_states.get(key)
 
     def panel_result(self, panel: PanelSpec) -> Any | None:
         """Return a panel's explanation if it has been computed."""

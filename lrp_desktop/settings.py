@@ -1,8 +1,8 @@
 """Persistent preferences of the viewer, kept in a :class:`QSettings` store.
 
 Window geometry, recent files, the last folders used, the device and the look of the heatmap
-(colour map, opacity) survive a restart. Tests inject a settings object that writes to a
-temporary INI file, so they never touch the user's real preferences.
+(colour map, opacity, overlay style) survive a restart. Tests inject a settings object that writes
+to a temporary INI file, so they never touch the user's real preferences.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QSettings
+
+from lrp_desktop_core.image import OVERLAY_STYLES
 
 ORGANISATION = "lrp-desktop"
 APPLICATION = "lrp-desktop"
@@ -23,6 +25,12 @@ def default_settings() -> QSettings:
     """Return the user's settings store (organisation and application "lrp-desktop")."""
     return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION,
                      APPLICATION)
+
+
+def fresh_settings(folder: Path) -> QSettings:
+    """Return a store in ``folder`` (empty at first): the defaults, and the user's store untouched
+    (for ``--fresh`` and ``--screenshot``, so that pictures do not depend on who takes them)."""
+    return QSettings(str(Path(folder) / "settings.ini"), QSettings.Format.IniFormat)
 
 
 class Preferences:
@@ -125,6 +133,17 @@ class Preferences:
     @opacity.setter
     def opacity(self, value: float) -> None:
         self.settings.setValue("display/opacity", float(value))
+
+    @property
+    def overlay_style(self) -> str | None:
+        """The overlay style last chosen (one of ``image.OVERLAY_STYLES``), or None for the
+        default."""
+        value = str(self.settings.value("display/overlay", ""))
+        return value if value in OVERLAY_STYLES else None
+
+    @overlay_style.setter
+    def overlay_style(self, value: str) -> None:
+        self.settings.setValue("display/overlay", value)
 
     def reset(self) -> None:
         """Forget every preference; the defaults apply from now on."""

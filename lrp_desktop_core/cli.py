@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 import torch
 
+from . import cli_concepts
 from .cmap import get_cmap
 from .composites import COMPOSITES
 from .evaluate import DEFAULT_FILL, FILLS, localisation_scores, object_mask, region_perturbation
@@ -34,14 +35,24 @@ from .explain import (
     UnsupportedModelError,
     explain,
 )
-from .export import EXPORT_FORMATS, explanation_record, save_explanation
-from .images import IMAGE_SUFFIXES, ImageLoadError, LoadedImage, load_image
+from .export import (
+    DEFAULT_FORMATS,
+    EXPORT_FORMATS,
+    FORMAT_ALIASES,
+    explanation_record,
+    export_formats,
+    save_explanation,
+)
+from .image import OVERLAY_STYLES
+from .images import ImageLoadError, LoadedImage, image_files, load_image
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from .recommend import Recommendation, recommend
 from .rulemap import RuleMap
 
 EPILOG = """\
-outputs, per image: <stem>.png (overlay), <stem>.npy (relevance, C x H x W), <stem>.json (record);
+outputs, per image: <stem>_overlay.png, <stem>_heatmap.png, <stem>.npy (relevance, C x H x W),
+<stem>.json (record), and with --format side_by_side <stem>_side_by_side.png (input | heatmap |
+overlay);
 and summary.csv (summary-K-of-N.csv with --shard) with one row per image.
 
 warnings: with --method lrp, what may make the heatmaps wrong (operations on the relevance path
@@ -116,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER", type=Path)
+    parser.add_argument("inputs", nargs="*", metavar="IMAGE_OR_FOLDER", type=Path)
     parser.add_argument("--recursive", action="store_true", help="look into sub-folders too")
     model = parser.add_argument_group("model")
     model.add_argument(
@@ -130,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="explain a torchvision architecture with random weights instead of its pretrained "
         "ones (which are used by default, from the torch hub cache or downloaded once)",
+    )
+    model.add_argument(
+        "--seed",
+        type=int,
+        help="seed of the random weights (implies --random-weights); the same seed gives the "
+        "same weights and relevance; without it a fresh seed is drawn and written to the records",
     )
     model.add_argument(
         "--trust",
@@ -174,11 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output = parser.add_argument_group("output")
     output.add_argument("--out", type=Path, default=Path("lrp-explain-output"), metavar="DIR")
-    output.add_argument("--cmap", default="coldnhot", help="colour map of the overlays")
+    output.add_argument("--cmap", default="coldnhot", help="colour map of the pictures")
+    output.add_argument(
+        "--overlay",
+        choices=OVERLAY_STYLES,
+        default=OVERLAY_STYLES[0],
+        help="greyscale: the heatmap at uniform opacity over the image in grey (default); "
+        "weighted: each pixel as opaque as its relevance is strong; contour: lines around the "
+        "top relevance",
+    )
     output.add_argument(
         "--format",
-        default=",".join(EXPORT_FORMATS),
-        help="files per image, comma-separated from png,npy,json",
+        default=",".join(DEFAULT_FORMATS),
+        help=f"files per image, comma-separated from {','.join(EXPORT_FORMATS)} (png is an alias "
+        f"of overlay; default: {','.join(DEFAULT_FORMATS)})",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     scores = parser.add_argument_group("evaluation")
@@ -191,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     scores.add_argument(
         "--fill", choices=FILLS, default=DEFAULT_FILL, help="how removed regions are filled"
     )
+    cli_concepts.add_arguments(parser)
     return parser
 
 
@@ -204,6 +231,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = _device(args.device)
         loaded = _load_model(args)
         method = _method(args, loaded)
+        problem = cli_concepts.check(args, loaded.model, method.rulemap)
+        if problem is not None:
+            raise UsageError(problem)
+        if not args.inputs and args.index_concepts is None:
+            raise UsageError("give images or folders to explain (or --index-concepts FOLDER)")
         job = Job(
             loaded,
             method,
@@ -211,7 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             formats,
             recommend(loaded.model) if method.kind == "lrp" else None,
         )
-        images = shard_paths(collect_images(args.inputs, args.recursive), *shard)
+        found = collect_images(args.inputs, args.recursive) if args.inputs else []
+        images = shard_paths(found, *shard)
         summary = args.out / (
             "summary.csv" if shard == (1, 1) else f"summary-{shard[0]}-of-{shard[1]}.csv"
         )
@@ -220,6 +253,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lrp-explain: error: {error}", file=sys.stderr)
         return 2
     loaded.model.to(device)
+    if args.index_concepts is not None:
+        folder = image_files(args.index_concepts, args.recursive)
+        indexed = cli_concepts.run_index(args, loaded, method.rulemap, folder)
+        if indexed != 0 or not args.inputs:
+            return indexed
     start = time.perf_counter()
     try:
         rows = _run(args, job, images)
@@ -262,10 +300,8 @@ def collect_images(inputs: Sequence[Path], recursive: bool = False) -> list[tupl
     found: dict[Path, str] = {}
     for entry in inputs:
         if entry.is_dir():
-            pattern = "**/*" if recursive else "*"
-            for path in entry.glob(pattern):
-                if _is_image(path):
-                    found.setdefault(path, "__".join(path.relative_to(entry).with_suffix("").parts))
+            for path in image_files(entry, recursive):
+                found.setdefault(path, "__".join(path.relative_to(entry).with_suffix("").parts))
         else:
             found.setdefault(entry, entry.stem)
     ordered = sorted(found.items(), key=lambda item: str(item[0]))
@@ -318,12 +354,6 @@ def _check_output(folder: Path, summary: Path) -> None:
             raise UsageError(f"cannot write the summary {summary}: {error.strerror}") from None
 
 
-def _is_image(path: Path) -> bool:
-    return (
-        path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES and not path.stem.endswith("_mask")
-    )
-
-
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -333,33 +363,32 @@ def _positive_int(text: str) -> int:
 
 def _formats(text: str) -> tuple[str, ...]:
     formats = tuple(item.strip() for item in text.split(",") if item.strip())
-    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
-    if unknown or not formats:
-        raise UsageError(f"--format takes {', '.join(EXPORT_FORMATS)}, not {text!r}")
-    return formats
+    choices = ", ".join((*EXPORT_FORMATS, *FORMAT_ALIASES))
+    if not formats:
+        raise UsageError(f"--format takes {choices}, not {text!r}")
+    try:
+        return export_formats(formats)
+    except ValueError:
+        raise UsageError(f"--format takes {choices}, not {text!r}") from None
 
 
 def _device(text: str) -> torch.device:
+    from .devices import parse_device
+
     try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {text!r}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UsageError(f"--device {text}: no CUDA device is available here; use cpu")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            count = torch.cuda.device_count()
-            raise UsageError(f"--device {text}: there are only {count} CUDA device(s)")
-    elif device.type != "cpu":
-        raise UsageError(f"--device must be cpu, cuda or cuda:N, not {text!r}")
-    return device
+        return parse_device(text)
+    except ValueError as error:
+        raise UsageError(f"--device {text}: {error}") from None
 
 
 def _load_model(args: argparse.Namespace) -> LoadedModel:
     try:
-        pretrained = args.weights is None and not args.random_weights
-        return load_model(args.model, args.weights, pretrained=pretrained, trust=args.trust)
-    except ModelLoadError as error:
+        random_weights = args.random_weights or args.seed is not None
+        pretrained = args.weights is None and not random_weights
+        return load_model(
+            args.model, args.weights, pretrained=pretrained, trust=args.trust, seed=args.seed
+        )
+    except (ModelLoadError, ValueError) as error:
         raise UsageError(str(error)) from None
 
 
@@ -514,6 +543,8 @@ def _explain_batch(
             weights_sha256=loaded.weights_sha256,
             image_path=row.image,
             recommendation=job.recommendation,
+            pretrained=loaded.pretrained,
+            seed=loaded.seed,
         )
         if args.evaluate:
             record["evaluation"] = {
@@ -521,6 +552,15 @@ def _explain_batch(
                 "region_size": args.region_size,
                 "fill": args.fill,
             }
+        if args.layer is not None:
+            try:
+                target = int(explanation.target[index])
+                record["concepts"] = cli_concepts.write_concepts(
+                    args, loaded.model, method.rulemap, image.tensor, target, row.stem
+                )
+            except (OSError, RuntimeError, ValueError) as error:
+                row.failed(f"concept heatmaps failed: {error}")
+                continue
         try:
             save_explanation(
                 args.out,
@@ -531,6 +571,7 @@ def _explain_batch(
                 record,
                 args.cmap,
                 job.formats,
+                style=args.overlay,
             )
         except OSError as error:
             row.failed(f"writing the results failed: {error}")

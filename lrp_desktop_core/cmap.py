@@ -25,6 +25,7 @@ import torch
 
 __all__ = [
     "CMAPS",
+    "CMAP_TIPS",
     "ColorMap",
     "ColorMapError",
     "ColorNode",
@@ -40,8 +41,8 @@ _LUMA = np.array([0.299, 0.587, 0.114])
 ArrayLike = np.ndarray | torch.Tensor
 
 
-class ColorMapError(ValueError):
-    """A colour-map source that cannot be compiled.
+class ColorMapError(ValueError, RuntimeError):
+    """A colour-map source that cannot be compiled (a RuntimeError too, as zennit raises).
 
     Attributes
     ----------
@@ -298,8 +299,29 @@ CMAPS = LazyColorMapCache(
         "seismic": "0000d0,80:d0d0d0,d00000",
         "coolio": "00d0d0,80:d0d0d0,d000d0",
         "coleus": "00d000,80:d0d0d0,d000d0",
+        "rdbu": "2166ac,4393c3,92c5de,d1e5f0,80:f7f7f7,fddbc7,f4a582,d6604d,b2182b",
+        "coolwarm": "3b4cc0,6282ea,8db0fe,b8d0f9,80:dddddd,f5c4ad,f49a7b,de604d,b40426",
     }
 )
+
+#: What each named map is for, shown as its tooltip in the viewer.
+CMAP_TIPS = {
+    "gray": "Black to white",
+    "wred": "White to red",
+    "wblue": "White to blue",
+    "hot": "Black, red, yellow, white",
+    "cold": "Black, blue, cyan",
+    "coldnhot": "zennit's default: negative cyan to blue, zero black, positive red to white",
+    "bwr": "Pure blue, white, pure red",
+    "france": "Blue, white, red in the flag's shades",
+    "seismic": "Dark blue, light grey, dark red",
+    "coolio": "Cyan, light grey, magenta",
+    "coleus": "Green, light grey, magenta",
+    "rdbu": "Blue, white, red in steps of even lightness; safe for colour-blind readers and in "
+    "print, also in greyscale (ColorBrewer's RdBu colours)",
+    "coolwarm": "Perceptually uniform diverging map: cool blue, grey, warm red of equal lightness "
+    "on both sides (Moreland's cool-warm colours); safe for colour-blind readers",
+}
 
 
 def get_cmap(cmap: str | ColorMap) -> ColorMap:

@@ -5,7 +5,8 @@ Everything here needs only Pillow and numpy:
 * :func:`explanation_record` collects every setting that produced an explanation (model, weights
   hash, rule map and why it was recommended, method, class, the audit's warnings, device,
   versions, time) into a JSON-ready dict;
-* :func:`save_explanation` writes one sample's overlay PNG, raw relevance ``.npy`` and record;
+* :func:`save_explanation` writes one sample's overlay and heatmap PNGs (and, on request, the
+  input, heatmap and overlay side by side), raw relevance ``.npy`` and record;
 * :func:`save_figure` lays panels out in a captioned grid, as PNG, SVG or PDF;
 * :func:`save_report` writes a multi-page PDF: per image the input, the compared heatmaps, the
   perturbation curves and a table of scores and settings.
@@ -33,12 +34,24 @@ from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
 from .explain import Explanation, Method
-from .image import DEFAULT_CLIP_PERCENTILE, overlay
+from .image import (
+    DEFAULT_CLIP_PERCENTILE,
+    OVERLAY_STYLES,
+    colorize,
+    heatmap_bounds,
+    overlay,
+    side_by_side,
+)
+from .models import weights_record
 
 if TYPE_CHECKING:
     from .recommend import Recommendation
 
-EXPORT_FORMATS = ("png", "npy", "json")
+#: What :func:`save_explanation` can write; the first four are its default.
+EXPORT_FORMATS = ("overlay", "heatmap", "npy", "json", "side_by_side")
+DEFAULT_FORMATS = EXPORT_FORMATS[:4]
+#: Older names of formats, still accepted.
+FORMAT_ALIASES = {"png": "overlay"}
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 MIN_PANEL_SIZE = 160
 CAPTION_SIZE = 14
@@ -59,6 +72,8 @@ def explanation_record(
     weights_sha256: str | None = None,
     image_path: str | Path | None = None,
     recommendation: Recommendation | None = None,
+    pretrained: str | None = None,
+    seed: int | None = None,
 ) -> dict[str, Any]:
     """Return every setting behind one sample's explanation as a JSON-ready dict.
 
@@ -80,6 +95,9 @@ def explanation_record(
         The explained image.
     recommendation : Recommendation, optional
         What :func:`~.recommend.recommend` decided for the model and why (for LRP).
+    pretrained, seed : optional
+        The name of published weights, or the seed of random weights (see
+        :func:`~.models.weights_record`, which makes the ``weights`` entry).
 
     Returns
     -------
@@ -95,10 +113,9 @@ def explanation_record(
     return {
         "image": None if image_path is None else str(image_path),
         "model": model_name,
-        "weights": {
-            "file": None if weights_path is None else str(weights_path),
-            "sha256": weights_sha256,
-        },
+        "weights": weights_record(
+            None if weights_path is None else Path(weights_path), weights_sha256, pretrained, seed
+        ),
         "method": {key: value for key, value in method.to_dict().items() if key != "rulemap"},
         "canonizer": None if rulemap is None else rulemap.canonizer,
         "rulemap": None if rulemap is None else rulemap.to_dict(),
@@ -131,6 +148,32 @@ def software_versions() -> dict[str, str]:
     }
 
 
+def export_formats(names: Sequence[str]) -> tuple[str, ...]:
+    """Check export format names and resolve aliases (``png`` is ``overlay``).
+
+    Parameters
+    ----------
+    names : sequence of str
+        Names from :data:`EXPORT_FORMATS` or :data:`FORMAT_ALIASES`.
+
+    Returns
+    -------
+    tuple of str
+        The formats, in the order given, without repeats.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name; the message lists the known ones.
+    """
+    resolved = [FORMAT_ALIASES.get(name, name) for name in names]
+    unknown = sorted(set(resolved) - set(EXPORT_FORMATS))
+    if unknown:
+        choices = ", ".join((*EXPORT_FORMATS, *FORMAT_ALIASES))
+        raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {choices}")
+    return tuple(dict.fromkeys(resolved))
+
+
 def save_explanation(
     out_dir: str | Path,
     stem: str,
@@ -139,17 +182,23 @@ def save_explanation(
     index: int,
     record: Mapping[str, Any],
     cmap: str = "coldnhot",
-    formats: Sequence[str] = EXPORT_FORMATS,
+    formats: Sequence[str] = DEFAULT_FORMATS,
     clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE,
+    *,
+    mode: str = "signed",
+    opacity: float = 0.6,
+    style: str = OVERLAY_STYLES[0],
+    bounds: tuple[float, float] | None = None,
 ) -> dict[str, Path]:
-    """Write one sample of an explanation: overlay PNG, raw relevance and JSON record.
+    """Write one sample of an explanation: pictures, raw relevance and JSON record.
 
     Parameters
     ----------
     out_dir : str or Path
         Folder to write into (created if missing).
     stem : str
-        File name without suffix; the files are ``<stem>.png``, ``<stem>.npy``, ``<stem>.json``.
+        File name without suffix; the files are ``<stem>_overlay.png``, ``<stem>_heatmap.png``,
+        ``<stem>_side_by_side.png``, ``<stem>.npy`` and ``<stem>.json``.
     display : np.ndarray
         The input picture, (H, W, 3) uint8, at the model's input geometry.
     explanation : Explanation
@@ -159,37 +208,57 @@ def save_explanation(
     record : mapping
         The JSON record, e.g. from :func:`explanation_record`.
     cmap : str, optional
-        Colour map of the overlay.
+        Colour map of the pictures.
     formats : sequence of str, optional
-        Any of "png", "npy", "json".
+        Names accepted by :func:`export_formats`.
     clip_percentile : float, optional
-        Contrast clipping of the overlay (see :func:`.image.overlay`); None uses max|R|.
+        Contrast clipping (see :func:`.image.heatmap_bounds`); None uses max|R|.
+    mode, opacity, style : optional
+        Display mode, opacity and overlay style (see :func:`.image.overlay`).
+    bounds : tuple of float, optional
+        The colour scale, winning over ``clip_percentile`` (to write what a viewer shows).
 
     Returns
     -------
     dict[str, Path]
         The written file per format.
     """
-    unknown = sorted(set(formats) - set(EXPORT_FORMATS))
-    if unknown:
-        choices = ", ".join(EXPORT_FORMATS)
-        raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {choices}")
+    formats = export_formats(formats)
     folder = Path(out_dir)
     folder.mkdir(parents=True, exist_ok=True)
     relevance = explanation.relevance[index]
+    if bounds is None:
+        bounds = heatmap_bounds(relevance, mode, clip_percentile)
+    look = {"cmap": cmap, "opacity": opacity, "mode": mode, "bounds": bounds, "style": style}
     written: dict[str, Path] = {}
-    if "png" in formats:
-        written["png"] = folder / f"{stem}.png"
-        picture = overlay(display, relevance, cmap=cmap, clip_percentile=clip_percentile)
-        Image.fromarray(picture).save(written["png"])
+    for kind in formats:
+        if kind in ("npy", "json"):
+            continue
+        written[kind] = folder / f"{stem}_{kind}.png"
+        Image.fromarray(_picture(kind, display, relevance, look)).save(written[kind])
     if "npy" in formats:
         written["npy"] = folder / f"{stem}.npy"
         np.save(written["npy"], relevance.astype(np.float32))
     if "json" in formats:
-        full_record = {**record, "files": {key: path.name for key, path in written.items()}}
+        display_record = {**look, "bounds": list(bounds), "clip_percentile": clip_percentile}
+        full_record = {
+            **record,
+            "display": display_record,
+            "files": {key: path.name for key, path in written.items()},
+        }
         written["json"] = folder / f"{stem}.json"
         written["json"].write_text(json.dumps(full_record, indent=2, default=_json_default))
     return written
+
+
+def _picture(kind: str, display: np.ndarray, relevance: np.ndarray, look: dict) -> np.ndarray:
+    """Draw one picture format ("overlay", "heatmap" or "side_by_side") as (H, W, 3) uint8."""
+    if kind == "heatmap":
+        return colorize(relevance, look["cmap"], look["mode"], look["bounds"])
+    draw = side_by_side if kind == "side_by_side" else overlay
+    picture = draw(display, relevance, look["cmap"], look["opacity"], look["mode"],
+                   bounds=look["bounds"], style=look["style"])
+    return np.ascontiguousarray(picture[..., :3])
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,20 @@ centre outwards, towards its positive end for ``"positive"`` and ``"absolute"`` 
 negative end for ``"negative"``, so a colour means the same in every mode; a sequential map such as
 ``hot`` is used whole.
 
-Overlay transparency: each pixel of the heatmap is laid over the picture with opacity
-``opacity * s``, where ``s`` in [0, 1] is the pixel's normalised strength (``|R| / bound`` in the
-signed mode, the normalised magnitude otherwise). Where relevance is about zero the picture shows
-through unchanged, and the strongest evidence is drawn at the full ``opacity``.
+:func:`overlay` lays the heatmap over the picture in one of the :data:`OVERLAY_STYLES`:
+
+``"greyscale"`` (the default)
+    the picture desaturated to grey, the whole heatmap over it at a uniform ``opacity``: every
+    colour on it is relevance, positive and negative alike, whatever the colours of the photo;
+``"weighted"``
+    the picture in colour, each heatmap pixel at opacity ``opacity * s``, ``s`` in [0, 1] being
+    its normalised strength (``|R| / bound`` in the signed mode, the normalised magnitude
+    otherwise): only strong evidence shows, where relevance is about zero the picture is unchanged;
+``"contour"``
+    the greyscale picture with opaque lines around the regions whose (locally averaged) strength
+    reaches each of :data:`CONTOUR_LEVELS`, in the colour of that level, for print.
+
+:func:`side_by_side` puts the input, the heatmap and the overlay in one row.
 """
 
 from __future__ import annotations
@@ -47,8 +57,11 @@ from PIL import Image
 from .cmap import ColorMap, get_cmap
 
 __all__ = [
+    "CONTOUR_LEVELS",
     "DEFAULT_CLIP_PERCENTILE",
+    "ImageShapeError",
     "MODES",
+    "OVERLAY_STYLES",
     "colorize",
     "get_cmap",
     "gridify",
@@ -59,7 +72,14 @@ __all__ = [
     "overlay",
     "palette",
     "relevance_map",
+    "side_by_side",
 ]
+
+
+class ImageShapeError(ValueError, TypeError):
+    """Data of a shape that is no image, or grid arguments that do not fit (a TypeError too, as
+    zennit raises)."""
+
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -70,10 +90,17 @@ _SHOWN: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "absolute": np.abs,
 }
 MODES = tuple(_SHOWN)
+"""The display modes of :func:`heatmap_bounds`, :func:`colorize` and :func:`overlay`."""
 #: Percentile of |R| that overlays and exports map to the ends of the colour scale by default,
 #: so that a few extreme pixels do not wash out the rest.
 DEFAULT_CLIP_PERCENTILE = 99.5
-"""The display modes of :func:`heatmap_bounds`, :func:`colorize` and :func:`overlay`."""
+#: How :func:`overlay` lays the heatmap over the picture; the first is the default.
+OVERLAY_STYLES = ("greyscale", "weighted", "contour")
+#: Strengths (fractions of the colour scale's bound) whose outlines the contour style draws.
+CONTOUR_LEVELS = (0.25, 0.5, 0.75)
+#: White columns between the pictures of :func:`side_by_side`.
+SIDE_BY_SIDE_GAP = 8
+_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _as_array(obj: Any) -> np.ndarray:
@@ -116,7 +143,7 @@ def _to_nhwc(array: np.ndarray, batched: bool) -> np.ndarray:
         if batch.shape[1] in (1, 3):
             return batch.transpose(0, 2, 3, 1)
     hint = "" if batched or array.ndim != 4 else "; for a batch, pass grid=True"
-    raise ValueError(
+    raise ImageShapeError(
         f"cannot read data of shape {array.shape} as an image: expected {layouts} with C = 1 or 3 "
         f"(channels first or last){hint}"
     )
@@ -192,13 +219,15 @@ def gridify(
     batch = _to_nhwc(_as_array(obj), batched=True)
     count, height, width, channels = batch.shape
     if count == 0:
-        raise ValueError("cannot make a grid of an empty batch")
+        raise ImageShapeError("cannot make a grid of an empty batch")
     if shape is None:
         columns = math.isqrt(count)
         shape = (math.ceil(count / columns), columns)
+    if len(shape) != 2:
+        raise ImageShapeError(f"a grid shape is (rows, columns), not {tuple(shape)}")
     rows, columns = shape
     if rows * columns < count:
-        raise ValueError(f"a grid of {rows} x {columns} cells cannot hold {count} images")
+        raise ImageShapeError(f"a grid of {rows} x {columns} cells cannot hold {count} images")
     fill = batch.min() if fill_value is None else fill_value
     cells = np.full((rows * columns, height, width, channels), fill, dtype=batch.dtype)
     cells[:count] = batch
@@ -213,7 +242,7 @@ def imgify(
     cmap: str | ColorMap = "bwr",
     level: float = 1.0,
     symmetric: bool = False,
-    grid: bool = False,
+    grid: bool | tuple[int, int] = False,
     gridfill: int | None = None,
     *,
     per_sample: bool = True,
@@ -234,8 +263,9 @@ def imgify(
         Contrast of the palette around its centre (see :meth:`ColorMap.palette`).
     symmetric : bool
         Computed bounds are ``+-max|x|`` if True, the minimum and maximum otherwise.
-    grid : bool
-        Read ``obj`` as a batch and tile it with :func:`gridify`.
+    grid : bool or tuple[int, int]
+        Read ``obj`` as a batch and tile it with :func:`gridify`; a ``(rows, columns)`` pair is
+        the grid's shape.
     gridfill : int, optional
         Pixel value (0 to 255; a palette index for single-channel data) of unused grid cells.
     per_sample : bool
@@ -261,7 +291,8 @@ def imgify(
     if grid:
         if gridfill is not None and not 0 <= gridfill <= 255:
             raise ValueError(f"gridfill must be a pixel value from 0 to 255, not {gridfill}")
-        pixels = gridify(pixels, fill_value=gridfill)
+        shape = None if isinstance(grid, bool) else grid  # zennit's grid=(rows, columns)
+        pixels = gridify(pixels, shape=shape, fill_value=gridfill)
     else:
         pixels = pixels[0]
     if pixels.shape[-1] == 3:
@@ -278,7 +309,7 @@ def imsave(
     vmax: float | np.ndarray | None = None,
     cmap: str | ColorMap = "bwr",
     level: float = 1.0,
-    grid: bool = False,
+    grid: bool | tuple[int, int] = False,
     format: str | None = None,
     writer_params: dict[str, Any] | None = None,
     symmetric: bool = False,
@@ -375,6 +406,23 @@ def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
     return vmin, vmax
 
 
+def _position_and_strength(
+    relevance: np.ndarray, colormap: ColorMap, mode: str, bounds: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each pixel's position on the colour map and its normalised strength, both in [0, 1]."""
+    vmin, vmax = _check_bounds(bounds)
+    if mode == "signed":
+        scaled = np.clip(_safe_ratio(relevance, max(abs(vmin), abs(vmax)), 0.0), -1.0, 1.0)
+        return 0.5 + 0.5 * scaled, np.abs(scaled)
+    shown = _SHOWN[mode](relevance) - vmin
+    strength = np.clip(_safe_ratio(shown, vmax - vmin, 0.0), 0.0, 1.0)
+    if not colormap.diverging:
+        return strength, strength
+    if mode == "negative":
+        return 0.5 - 0.5 * strength, strength
+    return 0.5 + 0.5 * strength, strength
+
+
 def _colors_and_strength(
     relevance: np.ndarray, cmap: str | ColorMap, mode: str, bounds: tuple[float, float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -384,19 +432,7 @@ def _colors_and_strength(
     signed mode gets exactly the palette's centre entry.
     """
     colormap = get_cmap(cmap)
-    vmin, vmax = _check_bounds(bounds)
-    if mode == "signed":
-        scaled = np.clip(_safe_ratio(relevance, max(abs(vmin), abs(vmax)), 0.0), -1.0, 1.0)
-        position, strength = 0.5 + 0.5 * scaled, np.abs(scaled)
-    else:
-        shown = _SHOWN[mode](relevance) - vmin
-        strength = np.clip(_safe_ratio(shown, vmax - vmin, 0.0), 0.0, 1.0)
-        if not colormap.diverging:
-            position = strength
-        elif mode == "negative":
-            position = 0.5 - 0.5 * strength
-        else:
-            position = 0.5 + 0.5 * strength
+    position, strength = _position_and_strength(relevance, colormap, mode, bounds)
     return colormap.palette()[_to_uint8(position)] / 255.0, strength
 
 
@@ -439,7 +475,7 @@ def colorize(
 def _check_picture(image: Any) -> np.ndarray:
     picture = _as_array(image)
     if picture.dtype != np.uint8 or picture.ndim != 3 or picture.shape[-1] != 3:
-        raise ValueError(
+        raise ImageShapeError(
             f"the picture must be an (H, W, 3) uint8 array, not {picture.dtype} of shape "
             f"{tuple(picture.shape)}"
         )
@@ -455,6 +491,63 @@ def _resize(relevance: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return resized[0, 0].numpy()
 
 
+def _check_style(style: str) -> None:
+    if style not in OVERLAY_STYLES:
+        raise ValueError(
+            f"unknown overlay style {style!r}; choose one of {', '.join(OVERLAY_STYLES)}"
+        )
+
+
+def _greyscale(picture: np.ndarray) -> np.ndarray:
+    """The picture's luma in every channel, (H, W, 3) in [0, 1]."""
+    luma = picture @ _LUMA / 255.0
+    return np.repeat(luma[..., None], 3, axis=-1)
+
+
+def _outline(labels: np.ndarray, width: int) -> np.ndarray:
+    """Pixels of a labelled region (label not 0) next to another label, widened to ``width``."""
+    padded = np.pad(labels, 1, mode="edge")
+    edge = np.zeros(labels.shape, dtype=bool)
+    for dy, dx in ((0, 1), (2, 1), (1, 0), (1, 2)):
+        neighbour = padded[dy : dy + labels.shape[0], dx : dx + labels.shape[1]]
+        edge |= neighbour != labels
+    edge &= labels != 0
+    for _ in range(width - 1):
+        padded = np.pad(edge, 1)
+        edge = edge | padded[:-2, 1:-1] | padded[2:, 1:-1] | padded[1:-1, :-2] | padded[1:-1, 2:]
+    return edge
+
+
+def _contours(
+    relevance: np.ndarray, colormap: ColorMap, mode: str, bounds: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Colours (H, W, 3) in [0, 1] and a mask (H, W) of the lines around each contour level.
+
+    The relevance is first averaged over a window of about 2 % of the picture's side, so that
+    pixel noise does not break the lines up. Positive and negative regions are outlined apart,
+    each line in the colour its level has on the map; a stronger level's line is drawn over a
+    weaker one's.
+    """
+    size = 2 * (min(relevance.shape) // 100) + 1
+    if size > 1:
+        tensor = torch.from_numpy(np.ascontiguousarray(relevance))[None, None]
+        smooth = F.avg_pool2d(tensor, size, stride=1, padding=size // 2, count_include_pad=False)
+        relevance = smooth[0, 0].numpy()
+    position, strength = _position_and_strength(relevance, colormap, mode, bounds)
+    centred = mode == "signed" or colormap.diverging
+    side = np.where(position >= 0.5, 1, -1) if centred else np.ones(position.shape, dtype=int)
+    width = max(1, round(min(relevance.shape) / 150))
+    colors = np.zeros(relevance.shape + (3,))
+    lines = np.zeros(relevance.shape, dtype=bool)
+    table = colormap.palette() / 255.0
+    for level in CONTOUR_LEVELS:
+        edge = _outline(np.where(strength >= level, side, 0), width)
+        level_position = 0.5 + 0.5 * level * side if centred else np.full(side.shape, level)
+        colors[edge] = table[_to_uint8(level_position)][edge]
+        lines |= edge
+    return colors, lines
+
+
 def overlay(
     image: np.ndarray,
     relevance: ArrayLike,
@@ -465,11 +558,9 @@ def overlay(
     bounds: tuple[float, float] | None = None,
     *,
     composite: bool = True,
+    style: str = OVERLAY_STYLES[0],
 ) -> np.ndarray:
     """A heatmap laid over its input picture, at the picture's resolution.
-
-    Each heatmap pixel covers the picture with opacity ``opacity * s``, ``s`` being its
-    normalised strength in [0, 1]; where relevance is about zero the picture shows through.
 
     Parameters
     ----------
@@ -480,7 +571,8 @@ def overlay(
     cmap : str or ColorMap
         Colour map.
     opacity : float
-        Opacity in [0, 1] of the strongest evidence.
+        Opacity in [0, 1] of the heatmap (the greyscale style), of its strongest evidence (the
+        weighted style); contour lines are always opaque.
     mode : str
         Display mode, one of :data:`MODES`.
     clip_percentile : float, optional
@@ -490,9 +582,11 @@ def overlay(
         comparison panels can share one scale. Computed bounds come from the relevance at its own
         resolution.
     composite : bool
-        If True, the picture with the heatmap blended in, fully opaque. If False, the heatmap
-        layer alone: heatmap colours with the blending opacity as alpha, to lay over the picture
-        in a viewer.
+        If True, the picture (grey in the greyscale and contour styles) with the heatmap blended
+        in, fully opaque. If False, the heatmap layer alone: heatmap colours with the blending
+        opacity as alpha.
+    style : str
+        One of :data:`OVERLAY_STYLES` (see the module documentation).
 
     Returns
     -------
@@ -500,6 +594,7 @@ def overlay(
         Shape (H, W, 4), dtype uint8, RGBA.
     """
     _check_mode(mode)
+    _check_style(style)
     picture = _check_picture(image)
     if not 0.0 <= opacity <= 1.0:
         raise ValueError(f"opacity must lie in [0, 1], not {opacity}")
@@ -507,9 +602,46 @@ def overlay(
     if bounds is None:
         bounds = heatmap_bounds(relevance, mode, clip_percentile)
     relevance = _resize(relevance, picture.shape[:2])
-    colors, strength = _colors_and_strength(relevance, cmap, mode, bounds)
-    alpha = opacity * strength[..., None]
+    if style == "contour":
+        colors, lines = _contours(relevance, get_cmap(cmap), mode, bounds)
+        alpha = lines[..., None].astype(np.float64)
+    else:
+        colors, strength = _colors_and_strength(relevance, cmap, mode, bounds)
+        weight = strength if style == "weighted" else np.ones_like(strength)
+        alpha = opacity * weight[..., None]
     if composite:
-        colors = picture / 255.0 * (1.0 - alpha) + colors * alpha
+        background = picture / 255.0 if style == "weighted" else _greyscale(picture)
+        colors = background * (1.0 - alpha) + colors * alpha
         alpha = np.ones_like(alpha)
     return _to_uint8(np.concatenate([colors, alpha], axis=-1))
+
+
+def side_by_side(
+    image: np.ndarray,
+    relevance: ArrayLike,
+    cmap: str | ColorMap = "coldnhot",
+    opacity: float = 0.6,
+    mode: str = "signed",
+    clip_percentile: float | None = None,
+    bounds: tuple[float, float] | None = None,
+    *,
+    style: str = OVERLAY_STYLES[0],
+) -> np.ndarray:
+    """The input, the heatmap and the overlay in one row, with white gaps between them.
+
+    The parameters are those of :func:`overlay`; the heatmap and the overlay share one scale and
+    the heatmap is resized to the picture.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (H, 3 W + 2 :data:`SIDE_BY_SIDE_GAP`, 3), dtype uint8.
+    """
+    picture = _check_picture(image)
+    relevance = relevance_map(relevance)
+    if bounds is None:
+        bounds = heatmap_bounds(relevance, mode, clip_percentile)
+    heat = colorize(_resize(relevance, picture.shape[:2]), cmap, mode, bounds)
+    blended = overlay(picture, relevance, cmap, opacity, mode, bounds=bounds, style=style)
+    gap = np.full((picture.shape[0], SIDE_BY_SIDE_GAP, 3), 255, dtype=np.uint8)
+    return np.concatenate([picture, gap, heat, gap, blended[..., :3]], axis=1)

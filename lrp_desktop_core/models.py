@@ -12,7 +12,9 @@ Accepted forms of :func:`load_model`
     weights (works offline).
 ``load_model("resnet18", pretrained=True, progress=callback)``
     A torchvision classifier with its ImageNet weights, taken from the torch hub cache when they
-    are there and downloaded into it otherwise. Without ``pretrained`` the weights stay random.
+    are there and downloaded into it otherwise. Without ``pretrained`` the weights are random:
+    drawn from ``seed`` (``load_model("resnet18", seed=0)``) or from a fresh seed that is kept, so
+    :attr:`LoadedModel.weights` can always say how to draw them again.
 ``load_model("resnet18", weights="resnet18.safetensors")``
     A registry architecture with weights from a file: ``.safetensors`` (preferred) or a
     ``.pt``/``.pth`` state dict, also wrapped as ``{"state_dict": ...}`` or ``{"model": ...}`` or
@@ -33,6 +35,7 @@ import hashlib
 import http.client
 import json
 import logging
+import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -54,6 +57,7 @@ from torchvision.transforms import functional as tv_functional
 from .demo_net import DEMO_SAMPLES_DIR
 from .demos import DEMOS, BundledDemo
 from .explain import model_dtype
+from .images import image_files, mask_file
 from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
 
 __all__ = [
@@ -118,6 +122,8 @@ class ModelSpec:
         Where the pretrained weights are downloaded from (torchvision models).
     default_weights : Path or None
         Weights file that is always loaded when no other is given (a bundled demo's).
+    weights_name : str or None
+        Name of the published weights at ``weights_url`` (e.g. ``"IMAGENET1K_V1"``).
     """
 
     name: str
@@ -132,6 +138,7 @@ class ModelSpec:
     interpolation: str = "bilinear"
     weights_url: str | None = None
     default_weights: Path | None = None
+    weights_name: str | None = None
 
     @property
     def num_classes(self) -> int:
@@ -180,12 +187,70 @@ class LoadedModel:
         The file its weights came from (None for random weights).
     weights_sha256 : str or None
         SHA-256 of that file, for reports.
+    pretrained : str or None
+        Name of the published weights loaded (e.g. ``"IMAGENET1K_V1"``).
+    seed : int or None
+        The seed random weights were drawn from (None for weights that are not random).
     """
 
     spec: ModelSpec
     model: nn.Module
     weights_path: Path | None
     weights_sha256: str | None
+    pretrained: str | None = None
+    seed: int | None = None
+
+    @property
+    def weights(self) -> dict[str, object]:
+        """Where the weights came from, as :func:`weights_record` gives it."""
+        return weights_record(self.weights_path, self.weights_sha256, self.pretrained, self.seed)
+
+    @property
+    def title(self) -> str:
+        """The title and the weights: ``"resnet18 (torchvision), random weights (seed 0)"``."""
+        return f"{self.spec.title}, {weights_label(self.weights)}"
+
+
+def weights_record(
+    path: Path | None, sha256: str | None, pretrained: str | None = None, seed: int | None = None
+) -> dict[str, object]:
+    """Say where weights came from, for records and captions.
+
+    Parameters
+    ----------
+    path, sha256 : optional
+        The file the weights were read from and its SHA-256 hash.
+    pretrained : str, optional
+        The name of published weights (their file is ``path``, in the torch hub cache).
+    seed : int, optional
+        The seed of random weights.
+
+    Returns
+    -------
+    dict
+        Keys ``file`` (str or None), ``sha256``, ``pretrained`` (name or None), ``random`` (True
+        when no file gave the weights) and ``seed``.
+    """
+    return {
+        "file": None if path is None else str(path),
+        "sha256": sha256,
+        "pretrained": pretrained,
+        "random": path is None,
+        "seed": seed,
+    }
+
+
+def weights_label(record: dict[str, object]) -> str:
+    """Name weights as they are: ``"IMAGENET1K_V1 weights"``, ``"weights net.pt (sha256 1a2b3c4d)"``
+    or ``"random weights (seed 7)"``, from a :func:`weights_record`."""
+    if record.get("random"):
+        seed = record.get("seed")
+        return "random weights" + ("" if seed is None else f" (seed {seed})")
+    if record.get("pretrained"):
+        return f"{record['pretrained']} weights"
+    digest = str(record.get("sha256") or "")[:8]
+    name = Path(str(record.get("file"))).name
+    return f"weights {name}" + (f" (sha256 {digest})" if digest else "")
 
 
 def _torchvision_names() -> list[str]:
@@ -223,7 +288,7 @@ def _torchvision_spec(name: str) -> ModelSpec:
     crop, resize = int(transforms.crop_size[0]), int(transforms.resize_size[0])
     return ModelSpec(
         name=name,
-        title=f"{name} (torchvision, {weights.name})",
+        title=f"{name} (torchvision)",
         builder=functools.partial(get_model, name, weights=None, **_builder_kwargs(name, weights)),
         input_size=(crop, crop),
         resize=resize,
@@ -233,6 +298,7 @@ def _torchvision_spec(name: str) -> ModelSpec:
         class_names=tuple(weights.meta["categories"]),
         interpolation=transforms.interpolation.value,
         weights_url=weights.url,
+        weights_name=weights.name,
     )
 
 
@@ -406,6 +472,19 @@ def _trusted_module(path: Path) -> nn.Module:
     return module
 
 
+def _random_model(spec: ModelSpec, seed: int | None) -> LoadedModel:
+    """Build ``spec``'s network with random weights drawn from ``seed`` (a fresh one if None),
+    leaving the global random state as it was."""
+    if seed is None:
+        seed = random.SystemRandom().randrange(2**31)
+    logger.info("%s has random weights (seed %d): pass pretrained=True or a weights file",
+                spec.name, seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = spec.builder().eval()
+    return LoadedModel(spec, model, None, None, seed=seed)
+
+
 def load_model(
     source: str | Path = DEFAULT_MODEL,
     weights: str | Path | None = None,
@@ -413,6 +492,7 @@ def load_model(
     pretrained: bool = False,
     progress: Callable[[int, int], None] | None = None,
     trust: bool = False,
+    seed: int | None = None,
 ) -> LoadedModel:
     """Build and load a model; see the module documentation for the accepted forms.
 
@@ -430,6 +510,10 @@ def load_model(
     trust : bool
         Allow loading a fully pickled module or TorchScript archive, which runs code from the file.
         Only for files from a source you trust.
+    seed : int, optional
+        Seed of random weights (a registry architecture without ``pretrained`` or a weights file):
+        the same seed gives the same weights. Without it a fresh seed is drawn and kept in the
+        result. Refused where the weights are not random.
 
     Returns
     -------
@@ -446,20 +530,29 @@ def load_model(
     if pretrained and weights is not None:
         raise ValueError("give either pretrained=True or a weights file, not both")
     name = str(source)
+    random_weights = (
+        name in list_models() and weights is None and not pretrained
+        and get_spec(name).default_weights is None
+    )
+    if seed is not None and not random_weights:
+        raise ValueError(
+            f"a seed applies to random weights only; {name} gets its weights from a file here"
+        )
+    if random_weights:
+        return _random_model(get_spec(name), seed)
     if name in list_models():
         spec = get_spec(name)
         if weights is not None:
             return _model_from(spec, read_weights(Path(weights), trust=trust))
         if spec.default_weights is not None:
             return _model_from(spec, read_weights(spec.default_weights))
-        if pretrained:
-            cached = pretrained_cache_path(spec)
-            if not cached.is_file():
-                logger.info("downloading %s to %s", spec.weights_url, cached)
-                download_weights(spec.weights_url, cached, progress)
-            return _model_from(spec, read_weights(cached))
-        logger.info("%s has random weights: pass pretrained=True or a weights file", name)
-        return LoadedModel(spec, spec.builder().eval(), None, None)
+        cached = pretrained_cache_path(spec)
+        if not cached.is_file():
+            logger.info("downloading %s to %s", spec.weights_url, cached)
+            download_weights(spec.weights_url, cached, progress)
+        loaded = _model_from(spec, read_weights(cached))
+        loaded.pretrained = spec.weights_name
+        return loaded
 
     path = Path(source)
     looks_like_file = path.exists() or bool(path.suffix) or len(path.parts) > 1
@@ -481,13 +574,12 @@ def load_model(
 
 def demo_samples() -> list[Path]:
     """Return the bundled sample images of the demos (their masks excluded), sorted by name."""
-    return sorted(p for p in DEMO_SAMPLES_DIR.glob("*.png") if not p.stem.endswith("_mask"))
+    return image_files(DEMO_SAMPLES_DIR)
 
 
 def demo_mask(path: str | Path) -> np.ndarray | None:
     """Return the object mask (H, W) bool stored beside an image as ``<stem>_mask.png``, or None."""
-    path = Path(path)
-    mask_path = path.with_name(f"{path.stem}_mask.png")
+    mask_path = mask_file(path)
     if not mask_path.is_file():
         return None
     with Image.open(mask_path) as mask:

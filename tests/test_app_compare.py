@@ -57,8 +57,9 @@ def test_three_presets_side_by_side(qtbot, compared):
     comparison = window.comparison
     shared = [panel.view.bounds for panel in panels]
     assert shared[0] == shared[1] == shared[2]
-    assert comparison.shared_bar.isVisible()
-    assert comparison.shared_bar.levels() == pytest.approx(shared[0])
+    assert list(comparison.shared_bars) == ["lrp"]
+    assert comparison.shared_bars["lrp"].isVisible()
+    assert comparison.shared_bars["lrp"].levels() == pytest.approx(shared[0])
     assert not any(panel.view.colorbar.isVisible() for panel in panels)
     window.actions.shared_scale.setChecked(False)
     assert not session.comparison.shared_scale

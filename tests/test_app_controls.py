@@ -30,7 +30,8 @@ def test_model_dialog_turns_each_choice_into_load_arguments(qtbot, tmp_path):
     assert dialog.choice() == ModelChoice("resnet18", pretrained=True)
     assert "cache" in dialog.cache_note.text() or "download" in dialog.cache_note.text()
     dialog.random.setChecked(True)
-    assert dialog.choice() == ModelChoice("resnet18")
+    dialog.seed.setValue(7)
+    assert dialog.choice() == ModelChoice("resnet18", seed=7)
     dialog.own_weights.setChecked(True)
     with pytest.raises(ValueError, match="no file"):
         dialog.choice()
@@ -126,7 +127,8 @@ def test_a_download_shows_progress_and_can_be_cancelled(qtbot, viewer, monkeypat
     fractions = []
     viewer.host.progress.connect(lambda _id, fraction, _text: fractions.append(fraction))
 
-    def downloading_load(source, weights=None, *, pretrained=False, progress=None, trust=False):
+    def downloading_load(source, weights=None, *, pretrained=False, progress=None, trust=False,
+                         seed=None):
         for done in range(1, 4):
             time.sleep(PROGRESS_INTERVAL * 1.5)  # progress is passed on at most this often
             progress(done * 100, 400)
@@ -139,7 +141,8 @@ def test_a_download_shows_progress_and_can_be_cancelled(qtbot, viewer, monkeypat
     assert 0.25 in fractions and 0.75 in fractions
     wait_for_heatmap(qtbot, viewer)
 
-    def endless_download(source, weights=None, *, pretrained=False, progress=None, trust=False):
+    def endless_download(source, weights=None, *, pretrained=False, progress=None, trust=False,
+                         seed=None):
         while True:
             progress(1, 400)
 

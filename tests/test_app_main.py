@@ -26,7 +26,32 @@ def test_screenshot_of_a_comparison(qapp, tmp_path, capsys):
         colours = picture.convert("RGB").getcolors(maxcolors=1 << 20)
     assert colours is not None and len(colours) > 500  # heatmaps, not an empty window
     assert str(shot) in capsys.readouterr().out
-    assert (tmp_path / "lrp-desktop" / "lrp-desktop.ini").is_file()
+    # a screenshot neither reads nor writes the user's preferences, so it is reproducible
+    assert not (tmp_path / "lrp-desktop" / "lrp-desktop.ini").exists()
+
+
+def test_screenshot_ignores_saved_preferences(qapp, tmp_path, capsys):
+    saved = QSettings(str(tmp_path / "lrp-desktop" / "lrp-desktop.ini"), QSettings.Format.IniFormat)
+    saved.setValue("display/cmap", "hot")
+    saved.setValue("display/overlay", "contour")
+    saved.sync()
+    seen = []
+    from lrp_desktop import app as app_module
+
+    real_build = app_module.build
+
+    def spying_build(preferences=None, reporter=None):
+        built = real_build(preferences, reporter)
+        seen.append(built.session.display)
+        return built
+
+    app_module.build = spying_build
+    try:
+        main(["--screenshot", str(tmp_path / "b.png"), "--timeout", "0.05"])
+    finally:
+        app_module.build = real_build
+    capsys.readouterr()
+    assert seen and (seen[0].cmap, seen[0].overlay) == ("coldnhot", "greyscale")
 
 
 def test_screenshot_fails_on_an_error_and_times_out(qapp, tmp_path, capsys):

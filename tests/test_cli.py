@@ -46,8 +46,9 @@ def test_explains_a_folder_into_overlays_relevance_records_and_summary(samples, 
     assert main([str(samples), "--out", str(out), "--batch-size", "3"]) == 0
     stems = sorted(path.stem for path in samples.glob("*.png") if "_mask" not in path.stem)
     for stem in stems:
-        with Image.open(out / f"{stem}.png") as overlay:
-            assert overlay.size == (64, 64)
+        for kind in ("overlay", "heatmap"):
+            with Image.open(out / f"{stem}_{kind}.png") as picture:
+                assert picture.size == (64, 64)
         assert np.load(out / f"{stem}.npy").shape == (3, 64, 64)
         record = json.loads((out / f"{stem}.json").read_text())
         assert record["model"] == "demo" and record["method"]["kind"] == "lrp"
@@ -238,7 +239,43 @@ def test_torchvision_models_use_pretrained_weights_unless_asked_otherwise(
         ]
     )
     assert code == 0 and len(attempts) == 1
-    assert (tmp_path / "b" / f"{Path(image).stem}.npy").is_file()
+    stem = Path(image).stem
+    assert (tmp_path / "b" / f"{stem}.npy").is_file()
+    weights = json.loads((tmp_path / "b" / f"{stem}.json").read_text())["weights"]
+    assert weights["random"] is True and isinstance(weights["seed"], int)  # drawn, and kept
+
+
+def test_same_seed_gives_bit_identical_relevance_and_records_it(samples, tmp_path):
+    image = str(first_image(samples))
+    stem = Path(image).stem
+    runs = {}
+    for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
+        out = tmp_path / name
+        argv = [image, "--model", "squeezenet1_1", "--seed", seed, "--format", "npy,json"]
+        assert main(argv + ["--out", str(out), "--quiet"]) == 0
+        runs[name] = (np.load(out / f"{stem}.npy"), json.loads((out / f"{stem}.json").read_text()))
+    assert runs["a"][0].tobytes() == runs["b"][0].tobytes()
+    assert not np.array_equal(runs["a"][0], runs["c"][0])
+    assert runs["a"][1]["weights"] == {"file": None, "sha256": None, "pretrained": None,
+                                       "random": True, "seed": 5}
+
+
+def test_seed_is_refused_for_weights_from_a_file(samples, tmp_path, capsys):
+    image = str(first_image(samples))
+    assert main([image, "--seed", "1", "--out", str(tmp_path), "--quiet"]) == 2
+    assert "random weights only" in capsys.readouterr().err
+
+
+def test_format_png_is_an_alias_of_overlay_and_unknown_formats_are_refused(samples, tmp_path,
+                                                                           capsys):
+    image = str(first_image(samples))
+    stem = Path(image).stem
+    argv = [image, "--format", "png,side_by_side", "--overlay", "contour", "--quiet"]
+    assert main(argv + ["--out", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").glob(f"{stem}*")) == [
+        f"{stem}_overlay.png", f"{stem}_side_by_side.png"]
+    assert main([image, "--format", "tiff", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "overlay, heatmap" in capsys.readouterr().err
 
 
 class GatedNet(nn.Module):

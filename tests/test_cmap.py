@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from lrp_desktop_core.cmap import (
+    CMAP_TIPS,
     CMAPS,
     ColorMap,
     ColorMapError,
@@ -27,7 +28,12 @@ BUILTIN_ENDS = {
     "seismic": ((0, 0, 0xD0), (0xD0, 0, 0)),
     "coolio": ((0, 0xD0, 0xD0), (0xD0, 0, 0xD0)),
     "coleus": ((0, 0xD0, 0), (0xD0, 0, 0xD0)),
+    "rdbu": ((0x21, 0x66, 0xAC), (0xB2, 0x18, 0x2B)),
+    "coolwarm": ((0x3B, 0x4C, 0xC0), (0xB4, 0x04, 0x26)),
 }
+
+#: Maps this project adds to zennit's.
+OWN_MAPS = ("rdbu", "coolwarm")
 
 
 def positions(source: str) -> list[int]:
@@ -194,7 +200,21 @@ def test_builtin_names_are_exactly_the_documented_ones():
 
 def test_diverging_maps_are_recognised():
     diverging = {name for name in CMAPS if CMAPS[name].diverging}
-    assert diverging == {"coldnhot", "bwr", "france", "seismic", "coolio", "coleus"}
+    assert diverging == {"coldnhot", "bwr", "france", "seismic", "coolio", "coleus", "rdbu",
+                         "coolwarm"}
+
+
+@pytest.mark.parametrize("name", ["rdbu", "coolwarm"])
+def test_print_maps_are_symmetric_in_lightness_and_lightest_at_zero(name):
+    # a reader without colour vision (or a greyscale print) sees |R|: equal relevance of either
+    # sign has about the same lightness, and lightness falls steadily away from zero
+    luma = CMAPS[name].palette().astype(float) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(luma[:128] - luma[::-1][:128])[32:].max() < 8
+    assert (np.diff(luma[128:]) <= 0.5).all() and (np.diff(luma[:128]) >= -0.5).all()
+
+
+def test_every_map_has_a_tip():
+    assert set(CMAP_TIPS) == set(CMAPS) and all(CMAP_TIPS.values())
 
 
 def test_cache_compiles_lazily_and_once():
@@ -235,7 +255,7 @@ def test_get_cmap_unknown_name_lists_known_names():
 
 
 @pytest.mark.oracle
-@pytest.mark.parametrize("name", sorted(BUILTIN_ENDS))
+@pytest.mark.parametrize("name", sorted(set(BUILTIN_ENDS) - set(OWN_MAPS)))
 def test_builtin_maps_match_zennit(name):
     zennit_image = pytest.importorskip("zennit.image")
     values = np.linspace(0.0, 1.0, 511)

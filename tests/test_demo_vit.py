@@ -113,7 +113,7 @@ def counted(backward, calls: dict[int, int], key: int):
 def test_the_command_line_explains_a_sample_with_it(tmp_path):
     sample, out = demo_samples()[0], tmp_path / "out"
     assert explain_main([str(sample), "--model", "demo_vit", "--out", str(out)]) == 0
-    with Image.open(out / f"{sample.stem}.png") as overlay:
+    with Image.open(out / f"{sample.stem}_overlay.png") as overlay:
         assert overlay.size == (64, 64)
     record = json.loads((out / f"{sample.stem}.json").read_text())
     assert record["model"] == "demo_vit" and record["canonizer"] == "torchvision"

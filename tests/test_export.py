@@ -19,6 +19,7 @@ from lrp_desktop_core.export import (
     save_figure,
     save_report,
 )
+from lrp_desktop_core.image import SIDE_BY_SIDE_GAP, overlay
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -68,7 +69,8 @@ def test_record_names_classes_settings_and_versions():
     assert record["explained_output"] == 1.0
     assert record["method"]["kind"] == "gradient"
     assert record["rulemap"] is None and record["canonizer"] is None
-    assert record["weights"] == {"file": "/tmp/w.safetensors", "sha256": "ab" * 32}
+    assert record["weights"] == {"file": "/tmp/w.safetensors", "sha256": "ab" * 32,
+                                 "pretrained": None, "random": False, "seed": None}
     assert set(record["versions"]) >= {"lrp-desktop", "torch", "torchvision"}
     json.dumps(record)  # JSON-ready as it is
 
@@ -80,14 +82,40 @@ def test_save_explanation_writes_each_format(tmp_path):
         model_name="demo", method=explanation.method, explanation=explanation, index=0
     )
     written = save_explanation(tmp_path / "out", "sample", display, explanation, 0, record)
-    assert sorted(written) == ["json", "npy", "png"]
-    with Image.open(written["png"]) as picture:
-        assert picture.size == (6, 6)
-        assert not np.array_equal(np.asarray(picture.convert("RGB")), display)
+    assert sorted(written) == ["heatmap", "json", "npy", "overlay"]
+    for kind in ("overlay", "heatmap"):
+        assert written[kind].name == f"sample_{kind}.png"
+        with Image.open(written[kind]) as picture:
+            assert picture.size == (6, 6)
+            assert not np.array_equal(np.asarray(picture.convert("RGB")), display)
     np.testing.assert_array_equal(np.load(written["npy"]), explanation.relevance[0])
     saved = json.loads(written["json"].read_text())
     assert saved["target"]["index"] == 0
-    assert saved["files"] == {"png": "sample.png", "npy": "sample.npy"}
+    assert saved["files"] == {"overlay": "sample_overlay.png", "heatmap": "sample_heatmap.png",
+                              "npy": "sample.npy"}
+    assert saved["display"]["style"] == "greyscale" and len(saved["display"]["bounds"]) == 2
+
+
+def test_save_explanation_png_alias_and_side_by_side(tmp_path):
+    explanation = fake_explanation()
+    display = np.full((6, 6, 3), 128, dtype=np.uint8)
+    written = save_explanation(tmp_path, "s", display, explanation, 0, {},
+                               formats=("png", "side_by_side", "overlay"))
+    assert list(written) == ["overlay", "side_by_side"]
+    with Image.open(written["side_by_side"]) as picture:
+        assert picture.size == (3 * 6 + 2 * SIDE_BY_SIDE_GAP, 6)
+
+
+def test_save_explanation_draws_with_given_bounds_and_style(tmp_path):
+    explanation = fake_explanation()
+    display = np.full((6, 6, 3), 128, dtype=np.uint8)
+    bound = float(np.abs(explanation.relevance[0].sum(0)).max()) * 4
+    written = save_explanation(tmp_path, "s", display, explanation, 0, {}, formats=("overlay",),
+                               style="weighted", bounds=(-bound, bound), opacity=0.8)
+    expected = overlay(display, explanation.relevance[0], opacity=0.8, bounds=(-bound, bound),
+                       style="weighted")[..., :3]
+    with Image.open(written["overlay"]) as picture:
+        np.testing.assert_array_equal(np.asarray(picture), expected)
 
 
 def test_save_explanation_only_requested_formats(tmp_path):

@@ -12,7 +12,10 @@ from PIL import Image
 
 from lrp_desktop_core.cmap import CMAPS, ColorMap
 from lrp_desktop_core.image import (
+    CONTOUR_LEVELS,
     MODES,
+    OVERLAY_STYLES,
+    SIDE_BY_SIDE_GAP,
     colorize,
     gridify,
     heatmap_bounds,
@@ -22,6 +25,7 @@ from lrp_desktop_core.image import (
     overlay,
     palette,
     relevance_map,
+    side_by_side,
 )
 
 RAMP = np.arange(12.0).reshape(3, 4)
@@ -319,20 +323,21 @@ def test_overlay_of_zero_relevance_is_the_picture_without_warnings(mode):
     image = picture()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = overlay(image, np.zeros((3, 8, 8)), mode=mode, clip_percentile=99.5)
+        result = overlay(image, np.zeros((3, 8, 8)), mode=mode, clip_percentile=99.5,
+                         style="weighted")
     np.testing.assert_array_equal(result[..., :3], image)
 
 
 def test_overlay_positive_mode_leaves_negative_regions_untouched():
     image = picture()
-    result = overlay(image, split_relevance(), mode="positive")
+    result = overlay(image, split_relevance(), mode="positive", style="weighted")
     np.testing.assert_array_equal(result[:, 4:, :3], image[:, 4:])
     assert (result[:, :4, :3] != image[:, :4]).any(axis=-1).all()
 
 
 def test_overlay_negative_mode_leaves_positive_regions_untouched():
     image = picture()
-    result = overlay(image, split_relevance(), mode="negative")
+    result = overlay(image, split_relevance(), mode="negative", style="weighted")
     np.testing.assert_array_equal(result[:, :4, :3], image[:, :4])
     assert (result[:, 4:, :3] != image[:, 4:]).any(axis=-1).all()
 
@@ -349,26 +354,27 @@ def test_overlay_signed_colours_positive_red_and_negative_blue(cmap):
 def test_overlay_strength_scales_opacity():
     image = np.zeros((1, 3, 3), dtype=np.uint8)
     relevance = np.array([[0.0, 0.5, 1.0]])
-    layer = overlay(image, relevance, cmap="gray", mode="absolute", opacity=0.8, composite=False)
+    layer = overlay(image, relevance, cmap="gray", mode="absolute", opacity=0.8, composite=False,
+                    style="weighted")
     np.testing.assert_array_equal(layer[0, :, 3], np.round(np.array([0.0, 0.4, 0.8]) * 255))
-    unchanged = overlay(picture(), split_relevance(), opacity=0.0)
+    unchanged = overlay(picture(), split_relevance(), opacity=0.0, style="weighted")
     np.testing.assert_array_equal(unchanged[..., :3], picture())
 
 
 def test_overlay_layer_composited_by_hand_equals_composite():
     image = picture()
     relevance = torch.randn(8, 8)
-    layer = overlay(image, relevance, composite=False).astype(float) / 255
+    layer = overlay(image, relevance, composite=False, style="weighted").astype(float) / 255
     alpha = layer[..., 3:]
     by_hand = image / 255 * (1 - alpha) + layer[..., :3] * alpha
-    composite = overlay(image, relevance)
+    composite = overlay(image, relevance, style="weighted")
     assert np.abs(np.round(by_hand * 255) - composite[..., :3]).max() <= 1
 
 
 def test_overlay_clip_percentile_strengthens_ordinary_pixels():
     relevance = np.full((8, 8), 0.1)
     relevance[0, 0] = 10.0  # one outlier would wash out the rest
-    kwargs = {"cmap": "gray", "mode": "positive", "composite": False}
+    kwargs = {"cmap": "gray", "mode": "positive", "composite": False, "style": "weighted"}
     plain = overlay(picture(), relevance, **kwargs)
     clipped = overlay(picture(), relevance, clip_percentile=90, **kwargs)
     assert plain[4, 4, 3] < 10 and clipped[4, 4, 3] == round(0.6 * 255)
@@ -378,9 +384,10 @@ def test_overlay_shared_bounds_win():
     image = picture()
     relevance = np.random.default_rng(2).normal(size=(8, 8))
     shared = heatmap_bounds(2 * relevance)  # a second panel twice as strong sets the scale
-    own = overlay(image, relevance, composite=False)
-    first = overlay(image, relevance, bounds=shared, clip_percentile=50, composite=False)
-    second = overlay(image, 2 * relevance, bounds=shared, composite=False)
+    own = overlay(image, relevance, composite=False, style="weighted")
+    first = overlay(image, relevance, bounds=shared, clip_percentile=50, composite=False,
+                    style="weighted")
+    second = overlay(image, 2 * relevance, bounds=shared, composite=False, style="weighted")
     assert np.abs(2 * first[..., 3].astype(int) - second[..., 3]).max() <= 2
     assert (first[..., 3] < own[..., 3]).any()
     with pytest.raises(ValueError, match="bounds"):
@@ -389,12 +396,12 @@ def test_overlay_shared_bounds_win():
 
 def test_overlay_resizes_relevance_to_the_picture():
     image = picture(32, 48)
-    result = overlay(image, split_relevance(4, 6), mode="positive")
+    result = overlay(image, split_relevance(4, 6), mode="positive", style="weighted")
     assert result.shape == (32, 48, 4)
     np.testing.assert_array_equal(result[:, 30:, :3], image[:, 30:])
     assert (result[:, :20, :3] != image[:, :20]).any(axis=-1).all()
     black = np.zeros((1, 40, 3), np.uint8)
-    ramp = overlay(black, np.linspace(0, 1, 10)[None], "gray", 1.0, "positive")
+    ramp = overlay(black, np.linspace(0, 1, 10)[None], "gray", 1.0, "positive", style="weighted")
     assert (np.diff(ramp[0, :, 0].astype(int)) >= 0).all()
 
 
@@ -412,3 +419,81 @@ def test_overlay_rejects_bad_input():
 def test_cmaps_usable_by_name_in_overlay():
     for name in CMAPS:
         assert overlay(picture(), split_relevance(), cmap=name).shape == (8, 8, 4)
+
+
+def red_photo(height: int = 16, width: int = 16) -> np.ndarray:
+    """A saturated red picture: the colour a red-yellow heatmap is easily mistaken for."""
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[..., 0] = 220
+    return image
+
+
+def is_grey(pixels: np.ndarray) -> bool:
+    channels = pixels[..., :3].astype(int)
+    return bool((np.ptp(channels, axis=-1) <= 1).all())
+
+
+def test_greyscale_style_is_the_default_and_shows_both_signs_on_a_red_photo():
+    assert OVERLAY_STYLES[0] == "greyscale"
+    relevance = np.zeros((16, 16))
+    relevance[:, :4] = 1.0  # positive
+    relevance[:, 12:] = -1.0  # negative, as strong
+    result = overlay(red_photo(), relevance, "coolwarm", opacity=0.6)
+    np.testing.assert_array_equal(result, overlay(red_photo(), relevance, "coolwarm", opacity=0.6,
+                                                  style="greyscale"))
+    background, positive, negative = result[0, 8], result[0, 0], result[0, -1]
+    assert is_grey(result[:, 5:11])  # no relevance: the photo in grey, its red gone
+    assert positive[0] > positive[2] + 40 and negative[2] > negative[0] + 40
+    # the weighted style hides nothing here either, but there the red photo looks like relevance
+    weighted = overlay(red_photo(), relevance, "coolwarm", style="weighted")
+    assert not is_grey(weighted[:, 5:11]) and is_grey(background[None])
+
+
+def test_greyscale_style_has_uniform_opacity():
+    relevance = np.linspace(-1.0, 1.0, 9)[None].repeat(3, 0)
+    layer = overlay(picture(3, 9), relevance, opacity=0.7, composite=False)
+    assert (layer[..., 3] == round(0.7 * 255)).all()
+
+
+def test_weak_negative_relevance_still_shows_in_the_default_style():
+    relevance = split_relevance(16, 16) * np.r_[[1.0] * 8, [0.2] * 8]  # negative at 10 % of max
+    grey = overlay(red_photo(), relevance, "bwr", opacity=0.6)
+    weighted = overlay(red_photo(), relevance, "bwr", opacity=0.6, style="weighted")
+    blue_minus_red = grey[0, -1, 2].astype(int) - grey[0, -1, 0]
+    assert blue_minus_red > 10  # bluish: visibly negative
+    assert weighted[0, -1, 0] > weighted[0, -1, 2]  # the weighted style leaves the photo red
+
+
+def test_contour_style_draws_lines_in_level_colours_only_around_strong_regions():
+    relevance = np.zeros((40, 40))
+    relevance[10:30, 5:15] = 1.0
+    relevance[10:30, 25:35] = -1.0
+    result = overlay(picture(40, 40), relevance, "bwr", style="contour")
+    inside, outside = result[20, 10], result[2, 20]
+    assert is_grey(inside[None]) and is_grey(outside[None])  # lines only, no fill
+    row = result[20]
+    reddish = (row[:, 0].astype(int) - row[:, 2] > 40).nonzero()[0]
+    bluish = (row[:, 2].astype(int) - row[:, 0] > 40).nonzero()[0]
+    assert reddish.size and reddish.min() >= 4 and reddish.max() <= 15
+    assert bluish.size and bluish.min() >= 24 and bluish.max() <= 35
+    assert len(CONTOUR_LEVELS) == 3
+    nothing = overlay(picture(40, 40), np.zeros((40, 40)), style="contour")
+    assert is_grey(nothing)
+
+
+def test_side_by_side_puts_input_heatmap_and_overlay_in_a_row():
+    image, relevance = picture(8, 8), split_relevance()
+    row = side_by_side(image, relevance, "bwr", mode="signed", bounds=(-1.0, 1.0))
+    assert row.shape == (8, 3 * 8 + 2 * SIDE_BY_SIDE_GAP, 3) and row.dtype == np.uint8
+    np.testing.assert_array_equal(row[:, :8], image)
+    assert (row[:, 8 : 8 + SIDE_BY_SIDE_GAP] == 255).all()
+    start = 8 + SIDE_BY_SIDE_GAP
+    np.testing.assert_array_equal(row[:, start : start + 8],
+                                  colorize(relevance, "bwr", bounds=(-1.0, 1.0)))
+    np.testing.assert_array_equal(row[:, -8:],
+                                  overlay(image, relevance, "bwr", bounds=(-1.0, 1.0))[..., :3])
+
+
+def test_unknown_overlay_style_is_refused():
+    with pytest.raises(ValueError, match="unknown overlay style"):
+        overlay(picture(), split_relevance(), style="blend")

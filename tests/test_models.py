@@ -22,7 +22,14 @@ from torchvision.models import get_model_weights
 from lrp_desktop_core import models
 from lrp_desktop_core.demo_net import DEMO_WEIGHTS, build_demo_net
 from lrp_desktop_core.demos import DEMOS
-from lrp_desktop_core.models import ModelLoadError, get_spec, list_models, load_model
+from lrp_desktop_core.models import (
+    ModelLoadError,
+    get_spec,
+    list_models,
+    load_model,
+    weights_label,
+    weights_record,
+)
 from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.weightfiles import pickle_imports
 
@@ -389,3 +396,30 @@ def test_demo_mask_is_none_without_a_mask_file(tmp_path):
     path = tmp_path / "photo.png"
     Image.new("RGB", (4, 4)).save(path)
     assert models.demo_mask(path) is None
+
+
+def test_random_weights_are_seeded_named_honestly_and_leave_the_global_rng_alone():
+    state = torch.random.get_rng_state()
+    first = load_model("squeezenet1_1", seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    again = load_model("squeezenet1_1", seed=3)
+    for (name, value), other in zip(first.model.state_dict().items(),
+                                    again.model.state_dict().values(), strict=True):
+        assert torch.equal(value, other), name
+    assert "IMAGENET" not in first.spec.title and "IMAGENET" not in first.title
+    assert first.title == "squeezenet1_1 (torchvision), random weights (seed 3)"
+    assert first.weights == {"file": None, "sha256": None, "pretrained": None, "random": True,
+                             "seed": 3}
+    drawn = load_model("squeezenet1_1")
+    assert isinstance(drawn.seed, int) and f"(seed {drawn.seed})" in drawn.title
+
+
+def test_weights_labels_name_files_by_hash_and_pretrained_weights_by_name():
+    demo = load_model("demo")
+    assert demo.weights["random"] is False and demo.weights["seed"] is None
+    assert demo.title.endswith(f"weights {demo.weights_path.name} (sha256 "
+                               f"{demo.weights_sha256[:8]})")
+    record = weights_record(Path("/hub/resnet18-f37072fd.pth"), "f37072fd" * 8, "IMAGENET1K_V1")
+    assert weights_label(record) == "IMAGENET1K_V1 weights"
+    with pytest.raises(ValueError, match="random weights only"):
+        load_model("demo", seed=1)

@@ -252,7 +252,7 @@ def test_the_command_line_computes_rollout_and_refuses_it_on_a_cnn(tmp_path, cap
     image, out = _picture(tmp_path), tmp_path / "vit"
     argv = [image, "--model", _file_vit(tmp_path), "--trust", "--method", "rollout", "--quiet"]
     assert main(argv + ["--out", str(out), "--evaluate"]) == 0
-    assert (out / "picture.png").is_file()
+    assert (out / "picture_overlay.png").is_file()
     relevance = np.load(out / "picture.npy")
     assert relevance.shape == (3, 224, 224) and (relevance >= 0).all() and relevance.sum() > 0
     record = json.loads((out / "picture.json").read_text())
