@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QIcon, QImage, QPixmap
+from PySide6.QtGui import QIcon, QImage, QPixmap, QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
     QHBoxLayout,
@@ -189,11 +189,17 @@ class LayerView(QWidget):
         return None if explain_key is None else (explain_key, session.layer, self.count.value())
 
     def refresh(self) -> None:
-        """Show the concepts of the current layer, image, rules and class (computing them)."""
+        """Show the concepts of the current layer, image, rules and class (computing them).
+
+        While the view is hidden nothing is computed (selecting layers to give them rules
+        costs nothing); showing it catches up.
+        """
         key = self._key()
         if self._request is not None and self._request[1] != key:
             self.host.cancel(self._request[0])
             self._request = None
+        if not self.isVisibleTo(self.window()):
+            return
         if key is None:
             self._show(None)
             return
@@ -208,6 +214,11 @@ class LayerView(QWidget):
             self._request = (self.host.submit(request), key)
             self.header.setText(f"Computing the concepts of {session.layer}...")
             self._busy(True)
+
+    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt's name)
+        """Catch up with the layer, image and rules chosen while the view was hidden."""
+        super().showEvent(event)
+        self.refresh()
 
     def cancel(self) -> None:
         """Stop the running concept computation or indexing."""

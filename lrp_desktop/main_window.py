@@ -144,6 +144,11 @@ class MainWindow(QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
             self.docks[name] = dock
+        layer_dock = self.docks["layer"]
+        layer_dock.hide()  # opened from View > Layer: selecting layers for rules stays free
+        layer_dock.toggleViewAction().setShortcut("Ctrl+L")
+        layer_dock.toggleViewAction().setToolTip(
+            "Look inside the layer selected in the rules tree: its channels and their heatmaps")
         self.resizeDocks([self.docks["rules"], self.docks["images"]], [440, 210],
                          Qt.Orientation.Horizontal)
         self.resizeDocks([self.docks["method"], self.docks["rules"]], [110, 700],
@@ -461,7 +466,7 @@ class MainWindow(QMainWindow):
     def evaluate(self) -> None:
         """Compute perturbation curves of every panel."""
         self.tabs.setCurrentIndex(COMPARISON_TAB)
-        self.controller.evaluate()
+        self.controller.evaluate(**self.comparison.evaluation_settings.values())
 
     def about(self) -> None:
         """Show what this program is."""

@@ -14,7 +14,9 @@ pytest_plugins = ["test_app_support"]
 LAYER = "features.stage3.conv"
 
 
-def select_layer(viewer, name: str) -> None:
+def select_layer(viewer, name: str, open_view: bool = True) -> None:
+    if open_view:
+        viewer.window.docks["layer"].show()
     panel = viewer.window.rules_panel
     panel.tree.selectionModel().select(
         panel.model.index_of_layer(name),
@@ -108,3 +110,16 @@ def test_a_cancelled_computation_leaves_the_model_unchanged_and_a_second_look_is
     wait_for_concepts(qtbot, viewer, "features.stage2.conv")
     select_layer(viewer, LAYER)
     assert view.result is first  # from the cache, at once
+
+
+def test_the_layer_view_starts_closed_and_computes_only_when_opened(qtbot, viewer):
+    dock, view = viewer.window.docks["layer"], viewer.window.layer_view
+    viewer.window.show()
+    qtbot.waitExposed(viewer.window)
+    assert dock.isHidden()
+    select_layer(viewer, LAYER, open_view=False)
+    assert viewer.session.layer == LAYER
+    assert view.result is None and view._request is None  # selecting for rules costs nothing
+    dock.toggleViewAction().trigger()
+    assert view.isVisible()
+    wait_for_concepts(qtbot, viewer, LAYER)
