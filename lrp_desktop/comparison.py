@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
 from lrp_desktop_core.explain import relevance_conservation
 from lrp_desktop_core.image import heatmap_bounds
 
-from .evaluation_plot import EvaluationPlot
+from .evaluation_plot import EvaluationPlot, EvaluationSettings
 from .heatmap_view import CaptionedView, relevance_colorbar, show_scale
 from .session import METHOD_TITLES, PanelSpec, Session
 
@@ -158,6 +158,8 @@ class ComparisonView(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.hint)
+        self.evaluation_settings = EvaluationSettings()
+        layout.addWidget(self.evaluation_settings)
         layout.addWidget(self.splitter, 1)
         session.comparison_changed.connect(self._rebuild)
         for signal in (session.panel_results_changed, session.display_changed,
@@ -225,7 +227,7 @@ class ComparisonView(QWidget):
         self.plot.setVisible(evaluation is not None)
         if evaluation is not None:
             specs = self.session.comparison.panels
-            self.plot.show_evaluation(evaluation, [spec.caption() for spec in specs],
+            self.plot.show_evaluation(evaluation, [spec.method.label() for spec in specs],
                                       [spec.image for spec in specs])
 
     def _show_shared_bars(self, scales: dict[str, tuple[float, float]]) -> None:

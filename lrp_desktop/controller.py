@@ -19,7 +19,7 @@ from typing import Any
 from PySide6.QtCore import QObject, QTimer
 
 from lrp_desktop_core.composites import COMPOSITES
-from lrp_desktop_core.evaluate import DEFAULT_REGION_SIZE
+from lrp_desktop_core.evaluate import DEFAULT_FILL, DEFAULT_REGION_SIZE
 from lrp_desktop_core.explain import METHOD_KINDS, Method
 from lrp_desktop_core.images import IMAGE_SUFFIXES, image_files
 
@@ -236,8 +236,8 @@ class Controller(QObject):
         raise ValueError(f"{entry!r} is neither a preset nor a method; use 'current', a preset "
                          f"({', '.join(COMPOSITES)}) or a method ({others})")
 
-    def evaluate(self, region_size: int = DEFAULT_REGION_SIZE, steps: int | None = None
-                 ) -> int | None:
+    def evaluate(self, region_size: int = DEFAULT_REGION_SIZE, steps: int | None = None,
+                 fill: str = DEFAULT_FILL) -> int | None:
         """Compute perturbation curves of every comparison panel once all have their heatmap.
 
         Parameters
@@ -246,6 +246,8 @@ class Controller(QObject):
             Side of the square regions removed per step, in pixels.
         steps
             Removal steps; every region (at most 100 steps) when None.
+        fill
+            How removed regions are filled, one of ``evaluate.FILLS``.
         """
         items = []
         for panel in self.session.comparison.panels:
@@ -263,7 +265,7 @@ class Controller(QObject):
         if self._evaluation is not None:
             self.host.cancel(self._evaluation)
         self.session.set_evaluation(None)
-        self._evaluation = self._submit(EvaluateRequest(tuple(items), region_size, steps),
+        self._evaluation = self._submit(EvaluateRequest(tuple(items), region_size, steps, fill),
                                         _Pending(self._on_evaluated))
         return self._evaluation
 

@@ -1,8 +1,9 @@
 """Writing what the viewer shows: the view, comparison figures, raw relevance and reports.
 
 The figures are drawn again from the cached relevance with the current display settings (the same
-colours as on screen) and written by the core's exporters, so a figure made here matches one made
-with ``lrp-explain``.
+colours as on screen).  PNG figures and raw files are written by the core's exporters; PDF and
+SVG figures and reports are drawn as vector files (:mod:`.vector_figure`, :mod:`.report_pdf`)
+from a :class:`~lrp_desktop_core.report.Report`, the same writer ``lrp-explain --report`` uses.
 """
 
 from __future__ import annotations
@@ -18,18 +19,19 @@ from PySide6.QtWidgets import QWidget
 
 from lrp_desktop_core.export import (
     FIGURE_SUFFIXES,
-    Curve,
-    ReportPage,
     explanation_record,
     save_explanation,
     save_figure,
-    save_report,
 )
-from lrp_desktop_core.models import weights_label
+from lrp_desktop_core.image import heatmap_bounds
+from lrp_desktop_core.report import SCORE_TITLES, ImagePage, ImageScores, Report, Scale
 
 from .comparison import CONSERVING_KINDS, conservation_note, scores_note
 from .heatmap_view import render
-from .session import DisplaySettings, PanelSpec, Session
+from .report_pdf import write_report
+from .session import METHOD_TITLES, DisplaySettings, PanelSpec, Session
+from .vector_drawing import VECTOR_SUFFIXES
+from .vector_figure import write_figure
 
 VIEW_SUFFIXES = (".png",)
 #: Heatmaps in figures and reports are enlarged (by whole pixels) to at least this size.
@@ -139,14 +141,15 @@ def figure_title(session: Session) -> str:
 def save_comparison_figure(session: Session, path: Path,
                            bounds: Sequence[tuple[float, float] | None],
                            plot_picture: np.ndarray | None = None) -> Path:
-    """Write the comparison as a captioned grid (PNG, SVG or PDF by the suffix of ``path``).
+    """Write the comparison as a captioned grid: vector PDF or SVG (text as text, a colour bar
+    per scale, the mean perturbation curves with their bands), or PNG, by the suffix of ``path``.
 
     Parameters
     ----------
     bounds
         Each panel's colour scale, see :func:`render_panels`.
     plot_picture
-        A picture of the evaluation plot, added as the last panel when given.
+        A picture of the evaluation plot, added as the last panel of a PNG figure when given.
     """
     path = Path(path)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
@@ -157,6 +160,14 @@ def save_comparison_figure(session: Session, path: Path,
         raise ExportError("the comparison has no panels; add some first")
     pictures = [panel.picture for panel in panels]
     captions = [panel.caption for panel in panels]
+    if path.suffix.lower() in VECTOR_SUFFIXES:
+        specs = session.comparison.panels
+        scales = [_panel_scale(spec, session.panel_result(spec).relevance[0], bound,
+                               session.display) for spec, bound in zip(specs, bounds,
+                                                                       strict=True)]
+        curves = comparison_report(session, bounds).mean_curves("morf") \
+            if session.evaluation is not None else []
+        return write_figure(path, pictures, captions, scales, figure_title(session), curves)
     if plot_picture is not None:
         pictures.append(plot_picture)
         captions.append("Perturbation curves (MoRF) with the random baseline")
@@ -188,71 +199,107 @@ def save_current_explanation(session: Session, folder: Path, stem: str | None = 
 
 def save_comparison_report(session: Session, path: Path,
                            bounds: Sequence[tuple[float, float] | None]) -> Path:
-    """Write a PDF report: per image its input, compared heatmaps, curves and a score table
-    (``bounds``: each panel's colour scale, see :func:`render_panels`)."""
+    """Write the comparison as a vector PDF report (see :func:`comparison_report`)."""
+    return write_report(path, comparison_report(session, bounds))
+
+
+def comparison_report(session: Session, bounds: Sequence[tuple[float, float] | None]) -> Report:
+    """Return the comparison as a report: a summary page of the settings and scores across
+    images, then per image its input, heatmaps with colour bars, curves and a score table.
+
+    Parameters
+    ----------
+    bounds
+        Each panel's colour scale as on screen, see :func:`render_panels`.
+    """
     panels = render_panels(session, bounds)
     if not panels:
         raise ExportError("the comparison has no panels; add some first")
-    evaluation = session.evaluation
+    specs = session.comparison.panels
     by_image: dict[Path, list[int]] = {}
-    for index, spec in enumerate(session.comparison.panels):
+    for index, spec in enumerate(specs):
         by_image.setdefault(spec.image, []).append(index)
-    pages = []
-    for image, indices in by_image.items():
-        specs = [session.comparison.panels[i] for i in indices]
-        results = [session.panel_result(spec) for spec in specs]
-        header = ["panel", "class", "sum R / logit"]
+    pages = [_image_page(session, image, indices, panels, bounds)
+             for image, indices in by_image.items()]
+    return Report(figure_title(session), _report_settings(session, specs), pages)
+
+
+def _image_page(session: Session, image: Path, indices: list[int],
+                panels: list[RenderedPanel], bounds: Sequence[tuple[float, float] | None]
+                ) -> ImagePage:
+    evaluation = session.evaluation
+    display = session.display
+    header = ["panel", "class", "sum R / logit"]
+    if evaluation is not None:
+        header += list(SCORE_TITLES.values())
+    table, scales, scale_of, evaluations = [header], [], [], []
+    for index in indices:
+        spec = session.comparison.panels[index]
+        result = session.panel_result(spec)
+        scale = _panel_scale(spec, result.relevance[0], bounds[index], display)
+        if scale not in scales:
+            scales.append(scale)
+        scale_of.append(scales.index(scale))
+        conserving = spec.method.kind in CONSERVING_KINDS
+        output = float(result.explained_output[0])
+        share = float(result.relevance_sum[0]) / output if output else float("nan")
+        row = [spec.method.label(), _class_name(session, int(result.target[0])),
+               f"{share:.3f}" if conserving else "n/a"]
         if evaluation is not None:
-            header += ["AOPC MoRF", "AOPC LeRF", "AOPC random", "mass acc.", "rank acc."]
-        table = [header]
-        curves = []
-        for position, (index, spec, result) in enumerate(zip(indices, specs, results,
-                                                            strict=True)):
-            conserving = spec.method.kind in CONSERVING_KINDS
-            share = float(result.relevance_sum[0]) / float(result.explained_output[0]) \
-                if float(result.explained_output[0]) else float("nan")
-            row = [spec.method.label(), _class_name(session, int(result.target[0])),
-                   f"{share:.3f}" if conserving else "n/a"]
-            if evaluation is not None:
-                scores = evaluation.panels[index]
-                row += [f"{scores.morf_aopc:.4g}", f"{scores.lerf_aopc:.4g}",
-                        f"{scores.random_aopc:.4g}", _score(scores.mass_accuracy),
-                        _score(scores.rank_accuracy)]
-                curves.append(Curve(spec.method.label(), scores.morf, scores.morf_aopc))
-                if position == 0:
-                    curves.append(Curve("random baseline", scores.random, scores.random_aopc))
-            table.append(row)
-        pages.append(ReportPage(
-            title=f"{image.name}: {figure_title(session)}",
-            image=session.displays[image],
-            heatmaps=[panels[i].picture for i in indices],
-            captions=[panels[i].caption for i in indices],
-            curves=curves,
-            table=table,
-            settings=_report_settings(session, specs),
-        ))
-    return save_report(path, pages)
+            curves = evaluation.panels[index]
+            scores = {"morf_aopc": curves.morf_aopc, "lerf_aopc": curves.lerf_aopc,
+                      "random_aopc": curves.random_aopc, "mass_accuracy": curves.mass_accuracy,
+                      "rank_accuracy": curves.rank_accuracy}
+            row += [_score(scores[key]) for key in SCORE_TITLES]
+            evaluations.append(ImageScores(spec.method.label(), curves.morf, curves.lerf,
+                                           curves.random, scores))
+        table.append(row)
+    return ImagePage(
+        title=f"{image.name}: {figure_title(session)}",
+        image=session.displays[image],
+        heatmaps=[panels[i].picture for i in indices],
+        captions=[panels[i].caption for i in indices],
+        scales=scale_of,
+        page_scales=scales,
+        table=table,
+        evaluations=evaluations,
+    )
+
+
+def _panel_scale(spec: PanelSpec, relevance: np.ndarray, bounds: tuple[float, float] | None,
+                 display: DisplaySettings) -> Scale:
+    """The colour scale a panel is drawn with: its kind's shared one, or its own."""
+    if bounds is not None:
+        return Scale(METHOD_TITLES.get(spec.method.kind, spec.method.kind), display.cmap,
+                     *bounds)
+    low, high = heatmap_bounds(relevance, display.mode, display.clip_percentile)
+    return Scale(spec.method.label(), display.cmap, low, high)
 
 
 def _score(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+    return "n/a" if value is None else f"{value:.4g}"
 
 
-def _report_settings(session: Session, specs: list[PanelSpec]) -> dict[str, str]:
+def _report_settings(session: Session, specs: Sequence[PanelSpec]) -> dict[str, str]:
     model = session.model
     settings = {
-        "model": model.source if model else "",
-        "weights": weights_label(model.weights) if model else "(none)",
+        "model": model.title if model else "(none)",
+        "source": model.source if model else "",
         "weights file": str(model.weights_path) if model and model.weights_path else "(none)",
-        "weights sha256": (model.weights_sha256 or "") if model else "",
+        "weights sha256": (model.weights_sha256 or "(none)") if model else "",
         "device": session.device,
-        "colour map": (f"{session.display.cmap}, mode {session.display.mode}, overlay "
-                       f"{session.display.overlay}"),
+        "colours": (f"{session.display.cmap}, mode {session.display.mode}, overlay "
+                    f"{session.display.overlay}, clip {session.display.clip_percentile}"),
     }
     for spec in specs:
-        if spec.method.rulemap is not None:
-            settings[f"canonizer ({spec.method.label()})"] = spec.method.rulemap.canonizer
-    if session.evaluation is not None:
-        settings["perturbation"] = (f"regions of {session.evaluation.region_size} px, "
-                                    f"{session.evaluation.steps} steps")
+        method = spec.method
+        text = method.label()
+        if method.rulemap is not None:
+            text += f", canonizer {method.rulemap.canonizer}"
+        settings.setdefault(f"method: {method.label()}", text)
+    evaluation = session.evaluation
+    if evaluation is not None:
+        settings["perturbation"] = (f"regions of {evaluation.region_size} px, "
+                                    f"{evaluation.steps} steps, fill {evaluation.fill}, "
+                                    "one random baseline per image (seed 0)")
     return settings

@@ -398,11 +398,11 @@ class MainWindow(QMainWindow):
         """Return the evaluation plot as an RGBA array, or None when there is no evaluation."""
         if self.session.evaluation is None:
             return None
-        plot = self.comparison.plot
-        size = plot.size()
-        plot.resize(*PLOT_SIZE)
-        picture = qimage_to_array(plot.grab().toImage())
-        plot.resize(size)
+        canvas = self.comparison.plot.canvas  # the plot and its legend, without the controls
+        size = canvas.size()
+        canvas.resize(*PLOT_SIZE)
+        picture = qimage_to_array(canvas.grab().toImage())
+        canvas.resize(size)
         return picture
 
     def export(self, kind: str, path: Path) -> list[Path]:

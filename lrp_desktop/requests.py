@@ -412,7 +412,8 @@ class PanelCurves:
     morf, lerf
         Explained logit after each removal step (most / least relevant regions first).
     random
-        The same for a random order (the baseline), shared by panels of one image.
+        The same for a random order (the baseline): one per image, the very same array for
+        every panel of that image, so the plot and the report show one baseline.
     morf_aopc, lerf_aopc, random_aopc
         Areas over the curves.
     mass_accuracy, rank_accuracy
@@ -436,6 +437,7 @@ class EvaluationResult:
     panels: tuple[PanelCurves, ...]
     region_size: int
     steps: int
+    fill: str = evaluate.DEFAULT_FILL
 
 
 @dataclass(frozen=True)
@@ -450,11 +452,14 @@ class EvaluateRequest:
         Side of the square regions removed per step, in pixels.
     steps
         Removal steps (None: every region, at most 100).
+    fill
+        How removed regions are filled, one of ``evaluate.FILLS``.
     """
 
     items: tuple[tuple[Path, np.ndarray, int], ...]
     region_size: int = evaluate.DEFAULT_REGION_SIZE
     steps: int | None = None
+    fill: str = evaluate.DEFAULT_FILL
     title: str = "Evaluating"
 
     def run(self, context: WorkerContext, job: Job) -> EvaluationResult:
@@ -476,16 +481,17 @@ class EvaluateRequest:
 
             result = evaluate.region_perturbation(
                 loaded.model, inputs, relevance, targets, region_size=self.region_size,
-                steps=self.steps, cancel=job.cancelled, progress=share)
+                steps=self.steps, fill=self.fill, cancel=job.cancelled, progress=share)
             steps = result.steps
             mask = evaluate.object_mask(path, loaded.spec)
             scores = None if mask is None else evaluate.localisation_scores(relevance, mask)
+            # One random baseline per image: the first panel's random order stands for all.
+            baseline, baseline_aopc = result.random[0], float(result.random_aopc[0])
             for row, position in enumerate(positions):
                 curves[position] = PanelCurves(
-                    result.morf[row], result.lerf[row], result.random[row],
-                    float(result.morf_aopc[row]), float(result.lerf_aopc[row]),
-                    float(result.random_aopc[row]),
+                    result.morf[row], result.lerf[row], baseline,
+                    float(result.morf_aopc[row]), float(result.lerf_aopc[row]), baseline_aopc,
                     None if scores is None else float(scores.mass_accuracy[row]),
                     None if scores is None else float(scores.rank_accuracy[row]))
         return EvaluationResult(tuple(curves[i] for i in range(len(self.items))),
-                                self.region_size, steps)
+                                self.region_size, steps, self.fill)

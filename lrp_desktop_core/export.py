@@ -7,9 +7,9 @@ Everything here needs only Pillow and numpy:
   versions, time) into a JSON-ready dict;
 * :func:`save_explanation` writes one sample's overlay and heatmap PNGs (and, on request, the
   input, heatmap and overlay side by side), raw relevance ``.npy`` and record;
-* :func:`save_figure` lays panels out in a captioned grid, as PNG, SVG or PDF;
-* :func:`save_report` writes a multi-page PDF: per image the input, the compared heatmaps, the
-  perturbation curves and a table of scores and settings.
+* :func:`save_figure` lays panels out in a captioned grid, as PNG, SVG or PDF.
+
+Reports are described by :mod:`.report` and drawn as vector PDF by ``lrp_desktop.report_pdf``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import json
 import math
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +58,6 @@ CAPTION_SIZE = 14
 MARGIN = 12
 BACKGROUND = (255, 255, 255)
 INK = (20, 20, 20)
-CURVE_COLOURS = ((200, 30, 30), (30, 90, 200), (120, 120, 120), (30, 150, 60), (170, 80, 190))
 
 
 def explanation_record(
@@ -331,72 +330,6 @@ def save_figure(
     return path
 
 
-@dataclass(frozen=True)
-class Curve:
-    """One perturbation curve of a report: its label, scores per step and AOPC."""
-
-    label: str
-    values: np.ndarray
-    aopc: float
-
-
-@dataclass(frozen=True)
-class ReportPage:
-    """The content of one report page (one input image).
-
-    Attributes
-    ----------
-    title : str
-        Page heading, e.g. the image name and the predicted class.
-    image : np.ndarray
-        The input picture, (H, W, 3) uint8.
-    heatmaps : sequence of np.ndarray
-        The compared heatmaps or overlays, RGB or RGBA uint8.
-    captions : sequence of str
-        One caption per heatmap.
-    curves : sequence of Curve
-        Perturbation curves to plot (e.g. MoRF per method and the random baseline).
-    table : sequence of sequence of str
-        A table of scores, the first row being the header.
-    settings : mapping of str to str
-        Further settings listed under the table.
-    """
-
-    title: str
-    image: np.ndarray
-    heatmaps: Sequence[np.ndarray]
-    captions: Sequence[str]
-    curves: Sequence[Curve] = ()
-    table: Sequence[Sequence[str]] = ()
-    settings: Mapping[str, str] = field(default_factory=dict)
-
-
-REPORT_PAGE_SIZE = (1169, 827)  # A4 landscape at 100 dpi
-
-
-def save_report(path: str | Path, pages: Sequence[ReportPage]) -> Path:
-    """Write a PDF report with one page per :class:`ReportPage`.
-
-    Parameters
-    ----------
-    path : str or Path
-        Output file ending in ``.pdf``.
-    pages : sequence of ReportPage
-        The pages, at least one.
-
-    Returns
-    -------
-    Path
-        The written file.
-    """
-    path = Path(path)
-    if path.suffix.lower() != ".pdf" or not pages:
-        raise ValueError("a report is written as a .pdf file with at least one page")
-    rendered = [_report_page(page) for page in pages]
-    rendered[0].save(path, save_all=True, append_images=rendered[1:], resolution=100.0)
-    return path
-
-
 def _class_entry(index: int, class_names: Sequence[str]) -> dict[str, Any]:
     name = class_names[index] if 0 <= index < len(class_names) else None
     return {"index": index, "name": name}
@@ -516,105 +449,3 @@ def _figure_svg(grid: _Grid, pictures: Sequence[Image.Image], title: str | None)
             parts.append(f'<text x="{left}" y="{y}" {text_style}>{escape(line)}</text>')
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
-
-
-def _report_page(page: ReportPage) -> Image.Image:
-    width, height = REPORT_PAGE_SIZE
-    sheet = Image.new("RGB", (width, height), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    draw.text((2 * MARGIN, 2 * MARGIN), page.title, fill=INK, font=_font(22))
-    pictures = [_as_rgb(page.image), *(_as_rgb(heatmap) for heatmap in page.heatmaps)]
-    captions = ["input", *page.captions]
-    if len(captions) != len(pictures):
-        raise ValueError("a report page needs exactly one caption per heatmap")
-    panel = min(220, (width - 2 * MARGIN) // len(pictures) - MARGIN)
-    font = _font(12)
-    for index, (picture, caption) in enumerate(zip(pictures, captions, strict=True)):
-        scaled = picture.resize(
-            (panel, round(panel * picture.height / picture.width)), Image.Resampling.NEAREST
-        )
-        left = 2 * MARGIN + index * (panel + MARGIN)
-        sheet.paste(scaled, (left, 70))
-        for number, line in enumerate(_wrap(caption, font, panel)[:3]):
-            draw.text((left, 74 + scaled.height + number * 15), line, fill=INK, font=font)
-    lower = 70 + panel + 70
-    if page.curves:
-        _draw_curves(
-            draw, (2 * MARGIN, lower, width // 2 - MARGIN, height - 2 * MARGIN), page.curves
-        )
-    _draw_table(draw, (width // 2 + MARGIN, lower), page.table, page.settings)
-    return sheet
-
-
-def _draw_curves(
-    draw: ImageDraw.ImageDraw, box: tuple[int, int, int, int], curves: Sequence[Curve]
-) -> None:
-    """Plot curves with axes, tick labels and a legend (label and AOPC) into ``box``."""
-    font = _font(12)
-    left, top, right, bottom = box
-    plot = (left + 50, top + 10, right - 10, bottom - 40)
-    values = np.concatenate([np.asarray(curve.values, dtype=float) for curve in curves])
-    low, high = float(np.nanmin(values)), float(np.nanmax(values))
-    if high - low < 1e-12:
-        low, high = low - 1.0, high + 1.0
-    steps = max(len(curve.values) for curve in curves) - 1
-
-    def to_pixel(step: float, value: float) -> tuple[float, float]:
-        x = plot[0] + (plot[2] - plot[0]) * step / max(steps, 1)
-        y = plot[3] - (plot[3] - plot[1]) * (value - low) / (high - low)
-        return x, y
-
-    draw.line([(plot[0], plot[1]), (plot[0], plot[3]), (plot[2], plot[3])], fill=INK, width=1)
-    for value in (low, (low + high) / 2, high):
-        _, y = to_pixel(0, value)
-        draw.line([(plot[0] - 4, y), (plot[0], y)], fill=INK)
-        draw.text((left, y - 7), f"{value:.3g}", fill=INK, font=font)
-    for step in (0, steps // 2, steps):
-        x, _ = to_pixel(step, low)
-        draw.line([(x, plot[3]), (x, plot[3] + 4)], fill=INK)
-        draw.text((x - 6, plot[3] + 6), str(step), fill=INK, font=font)
-    draw.text(
-        (plot[0], bottom - 16),
-        "removed regions (steps)  vs.  explained class score",
-        fill=INK,
-        font=font,
-    )
-    for number, curve in enumerate(curves):
-        colour = CURVE_COLOURS[number % len(CURVE_COLOURS)]
-        points = [to_pixel(step, value) for step, value in enumerate(curve.values)]
-        draw.line(points, fill=colour, width=2)
-        legend_y = plot[1] + 4 + number * 16
-        draw.line(
-            [(plot[2] - 230, legend_y + 7), (plot[2] - 210, legend_y + 7)], fill=colour, width=3
-        )
-        label = f"{curve.label}  (AOPC {curve.aopc:.3g})"
-        draw.text((plot[2] - 204, legend_y), label, fill=INK, font=font)
-
-
-def _draw_table(
-    draw: ImageDraw.ImageDraw,
-    origin: tuple[int, int],
-    table: Sequence[Sequence[str]],
-    settings: Mapping[str, str],
-) -> None:
-    """Draw a table (first row bold-underlined) and key-value settings below it."""
-    font = _font(13)
-    left, top = origin
-    y = top
-    if table:
-        columns = len(table[0])
-        widths = [
-            max(font.getlength(str(row[column])) for row in table) + 16 for column in range(columns)
-        ]
-        for number, row in enumerate(table):
-            x = left
-            for column, cell in enumerate(row):
-                draw.text((x, y), str(cell), fill=INK, font=font)
-                x += widths[column]
-            if number == 0:
-                draw.line([(left, y + 17), (x, y + 17)], fill=INK)
-            y += 20
-        y += 14
-    for key, value in settings.items():
-        draw.text((left, y), f"{key}: {value}", fill=INK, font=font)
-        y += 18

@@ -12,14 +12,12 @@ from PIL import Image
 
 from lrp_desktop_core.explain import Explanation, Method
 from lrp_desktop_core.export import (
-    Curve,
-    ReportPage,
     explanation_record,
     save_explanation,
     save_figure,
-    save_report,
 )
 from lrp_desktop_core.image import SIDE_BY_SIDE_GAP, overlay
+from lrp_desktop_core.report import BASELINE_LABEL, ImagePage, ImageScores, Report, Scale
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -172,14 +170,27 @@ def test_figure_rejects_bad_requests(tmp_path):
         save_figure(tmp_path / "fig.png", [np.zeros((4, 4))], ["float"])
 
 
-def test_report_has_a_page_per_image(tmp_path):
+def test_report_summarises_scores_and_curves_across_images():
     picture, heatmap, _ = panels()
-    curves = [Curve("MoRF LRP", np.linspace(5, 0, 11), 2.5), Curve("random", np.ones(11), 0.0)]
-    table = [["method", "MoRF AOPC"], ["LRP", "2.5"], ["random", "0.0"]]
-    page = ReportPage(
-        "x.png: circle", picture, [heatmap], ["LRP"], curves, table, {"fill": "zeros"}
-    )
-    data = save_report(tmp_path / "report.pdf", [page, page, page]).read_bytes()
-    assert data.startswith(b"%PDF") and pdf_page_count(data) == 3
-    with pytest.raises(ValueError, match="pdf"):
-        save_report(tmp_path / "report.png", [page])
+    scale = Scale("LRP", "coldnhot", -1.0, 1.0)
+
+    def page(offset: float, mass: float | None) -> ImagePage:
+        baseline = np.linspace(5, 2, 6)
+        scores = [ImageScores(method, np.linspace(5, 0, 6) + offset, np.full(6, 5.0), baseline,
+                              {"morf_aopc": 2.0 + offset, "lerf_aopc": 0.1,
+                               "random_aopc": 1.0, "mass_accuracy": mass,
+                               "rank_accuracy": None})
+                  for method in ("LRP", "Gradient")]
+        return ImagePage("x.png", picture, [heatmap, heatmap], ["LRP", "Gradient"], [0, 0],
+                         [scale], evaluations=scores)
+
+    report = Report("demo", {"fill": "blur"}, [page(0.0, 0.5), page(2.0, None)])
+    table = report.summary_table()
+    assert table[0][:2] == ["method", "images"] and [row[0] for row in table[1:]] == \
+        ["LRP", "Gradient"]
+    assert table[1][2] == "3 \u00b1 1"  # AOPC MoRF over the two images
+    assert table[1][-2] == "0.5" and table[1][-1] == "n/a"  # missing values are left out
+    morf = report.mean_curves("morf")
+    assert [band.label for band in morf] == ["LRP", "Gradient", BASELINE_LABEL]
+    assert np.allclose(morf[0].mean, np.linspace(5, 0, 6) + 1) and np.allclose(morf[0].std, 1)
+    assert morf[-1].count == 2 and np.allclose(morf[-1].std, 0)  # one baseline per image
