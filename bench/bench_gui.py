@@ -1,19 +1,26 @@
-"""How responsive the viewer stays while it explains, and how soon the first heatmap appears.
+"""How soon the viewer shows a window and its first heatmap, and how responsive it stays.
 
-A 5 ms QTimer in the GUI thread records the gaps between its ticks: a gap much longer than 5 ms
-is a stall of the event loop (a frozen window). The script opens the viewer, measures the time
-from start to the first heatmap, then makes it explain a series of configurations (presets,
-classes, methods) one after another and reports the longest and typical gaps while explanations
-ran.
+1. Cold start, in a subprocess (``QT_QPA_PLATFORM=offscreen``, ``LRP_DESKTOP_TIMINGS=1``): the
+   time from launching ``python -m lrp_desktop --screenshot`` on the demo to the first window
+   being shown, to the engine (torch) being loaded, and to the first heatmap.
+2. In process, a 5 ms QTimer in the GUI thread records the gaps between its ticks: a gap much
+   longer than 5 ms is a stall of the event loop (a frozen window). The script opens the viewer
+   on ``--model`` and measures the time to the first heatmap, makes it explain a series of
+   configurations (presets, classes, images, methods), then loads ``--large`` (ResNet-50 with
+   random weights by default), switches its presets and explains; it prints the longest stall of
+   each phase and kind of change.
 
-Run: ``QT_QPA_PLATFORM=offscreen python bench/bench_gui.py [--model demo] [--rounds 12]``
+Run: ``QT_QPA_PLATFORM=offscreen python bench/bench_gui.py [--model demo] [--rounds 12]
+[--large resnet50] [--large-rounds 4]``
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,13 +34,72 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--model", default="demo",
                         help="a model name (torchvision ones get random weights) or file")
     parser.add_argument("--rounds", type=int, default=12, help="explanations to measure")
+    parser.add_argument("--large", default="resnet50",
+                        help="a larger model to load (random weights) and explain; '' skips it")
+    parser.add_argument("--large-rounds", type=int, default=4,
+                        help="preset switches (each explained) on the large model")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per explanation")
+    parser.add_argument("--no-cold-start", action="store_true",
+                        help="skip the cold start in a subprocess")
     return parser.parse_args(argv)
+
+
+def cold_start(timeout: float) -> dict[str, float]:
+    """Launch ``lrp-desktop --screenshot`` on the demo; return seconds from launch per milestone."""
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LRP_DESKTOP_TIMINGS="1")
+    with tempfile.TemporaryDirectory(prefix="bench_gui_cold_") as folder:
+        launched = time.time()
+        result = subprocess.run(
+            [sys.executable, "-m", "lrp_desktop", "--fresh", "--screenshot",
+             str(Path(folder) / "shot.png"), "--timeout", str(timeout)],
+            capture_output=True, text=True, env=env, timeout=timeout + 60)
+        ended = time.time()
+    if result.returncode != 0:
+        raise SystemExit(f"lrp-desktop failed ({result.returncode}):\n{result.stderr[-2000:]}")
+    marks = {}
+    for line in result.stderr.splitlines():
+        if line.startswith("lrp-desktop-timing: "):
+            event, stamp = line.removeprefix("lrp-desktop-timing: ").rsplit(" ", 1)
+            marks[event] = float(stamp) - launched
+    marks["process ended"] = ended - launched
+    return marks
+
+
+class Heartbeat:
+    """A 5 ms timer in the GUI thread; :meth:`mark` starts a phase, :meth:`worst` reads them."""
+
+    def __init__(self) -> None:
+        from PySide6.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.phases: list[tuple[str, int]] = []
+        self.timer = QTimer()
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+        self.timer.start()
+
+    def mark(self, phase: str) -> None:
+        self.phases.append((phase, len(self.ticks)))
+
+    def gaps(self, first: int = 0, last: int | None = None) -> list[float]:
+        ticks = self.ticks[max(first - 1, 0):last]
+        return [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]
+
+    def worst(self) -> dict[str, float]:
+        result: dict[str, float] = {}
+        ends = [first for _, first in self.phases[1:]] + [len(self.ticks)]
+        for (phase, first), last in zip(self.phases, ends, strict=True):
+            result[phase] = max(result.get(phase, 0.0), max(self.gaps(first, last), default=0.0))
+        return result
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if not args.no_cold_start:
+        marks = cold_start(args.timeout)
+        print("cold start of `lrp-desktop --screenshot` (demo), seconds from launch: "
+              + ", ".join(f"{event} {value:.2f}" for event, value in marks.items()), flush=True)
     start_time = time.perf_counter()
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -48,16 +114,13 @@ def main(argv=None) -> int:
     settings_dir = tempfile.mkdtemp(prefix="bench_gui_")
     settings = QSettings(str(Path(settings_dir) / "settings.ini"), QSettings.Format.IniFormat)
     app = build(Preferences(settings))
-    ticks: list[float] = []
-    timer = QTimer()
-    timer.setInterval(TICK_MS)
-    timer.timeout.connect(lambda: ticks.append(time.perf_counter()))
-    timer.start()
+    beat = Heartbeat()
+    beat.mark("start")
     app.window.resize(1400, 860)
     app.window.show()
     if args.device != "cpu":
         app.controller.set_device(args.device)
-    app.controller.load_model(args.model)
+    app.controller.load_model(args.model, seed=None if args.model.startswith("demo") else 0)
     app.controller.open_paths(demo_samples()[:4])
 
     def wait(condition, what: str) -> None:
@@ -75,6 +138,11 @@ def main(argv=None) -> int:
             raise SystemExit(f"gave up waiting for {what}")
 
     session = app.session
+
+    def settled() -> bool:
+        return (session.explanation_is_current and not app.host.busy
+                and not app.controller.building_preset)
+
     wait(lambda: session.explanation_is_current and app.window.main_view.view.image_item.image
          is not None, "the first heatmap")
     first_heatmap = time.perf_counter() - start_time
@@ -84,12 +152,12 @@ def main(argv=None) -> int:
     changes = itertools.cycle(["preset", "class", "image", "method"])
     methods = itertools.cycle(["gradient", "lrp", "smoothgrad", "lrp"])
     session.set_method_params("smoothgrad", {"n_iter": 8})
-    ticks.clear()
+    wait(settled, "the first explanations")
     durations = []
-    rounds: list[tuple[str, int]] = []  # the change made and the tick count when it was made
+    explaining_from = len(beat.ticks)
     for _ in range(args.rounds):
         change = next(changes)
-        rounds.append((change, len(ticks)))
+        beat.mark(change)
         began = time.perf_counter()
         if change == "preset":
             app.controller.apply_preset(next(presets))
@@ -99,27 +167,53 @@ def main(argv=None) -> int:
             session.set_current_image((session.current_index + 1) % len(session.images))
         else:
             session.set_method_kind(next(methods))
-        wait(lambda: session.explanation_is_current and not app.host.busy
-             and not app.controller.building_preset, "an explanation")
+        wait(settled, "an explanation")
         durations.append(time.perf_counter() - began)
-    timer.stop()
-    gaps = [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]
-    worst: dict[str, float] = {}
-    for (change, first), (_, last) in zip(rounds, [*rounds[1:], ("", len(ticks))], strict=True):
-        round_gaps = gaps[max(first - 1, 0):max(last - 1, first)]
-        worst[change] = max(worst.get(change, 0.0), max(round_gaps, default=0.0))
+    explaining_gaps = beat.gaps(explaining_from)
+    large: list[str] = []
+    if args.large:
+        session.set_method_kind("lrp")
+        wait(settled, "lrp")
+        beat.mark(f"loading {args.large} and its first explanation")
+        began = time.perf_counter()
+        old = session.model
+        app.controller.load_model(args.large, seed=0)
+        wait(lambda: session.model is not old and settled(), f"{args.large}")
+        large.append(f"{args.large} (random weights) loaded and explained in "
+                     f"{time.perf_counter() - began:.1f} s")
+        large_presets = itertools.cycle(["epsilon_plus_flat", "epsilon_gamma_box",
+                                         "epsilon_alpha2_beta1_flat", "epsilon_plus"])
+        times = []
+        for _ in range(args.large_rounds):
+            beat.mark(f"{args.large}: switching preset and explaining")
+            began = time.perf_counter()
+            app.controller.apply_preset(next(large_presets))
+            wait(settled, "an explanation")
+            times.append(time.perf_counter() - began)
+        if times:
+            large.append(f"{args.large} preset switch + explanation: median "
+                         f"{statistics.median(times):.2f} s")
+    beat.mark("end")
+    beat.timer.stop()
+    worst = beat.worst()
     app.shutdown()
     app.window.close()
     print(f"model: {args.model} on {args.device}")
-    print(f"start to first heatmap: {first_heatmap:.2f} s (of which importing PySide6, torch, "
-          f"torchvision and pyqtgraph: {imported:.2f} s)")
+    print(f"in process, start to first heatmap: {first_heatmap:.2f} s (of which importing "
+          f"PySide6, torch, torchvision and pyqtgraph: {imported:.2f} s)")
     print(f"explanations measured: {len(durations)}, median {statistics.median(durations):.3f} s,"
           f" longest {max(durations):.3f} s")
-    print(f"GUI event loop while explaining ({TICK_MS} ms timer, {len(gaps)} gaps): longest stall "
-          f"{max(gaps):.1f} ms, 99th percentile {statistics.quantiles(gaps, n=100)[98]:.1f} ms, "
-          f"median {statistics.median(gaps):.1f} ms")
-    print("longest stall per kind of change: "
-          + ", ".join(f"{change} {value:.1f} ms" for change, value in worst.items()))
+    if len(explaining_gaps) > 2:
+        print(f"GUI event loop while explaining ({TICK_MS} ms timer, {len(explaining_gaps)} gaps):"
+              f" longest stall {max(explaining_gaps):.1f} ms, 99th percentile "
+              f"{statistics.quantiles(explaining_gaps, n=100)[98]:.1f} ms, median "
+              f"{statistics.median(explaining_gaps):.1f} ms")
+    for line in large:
+        print(line)
+    print("longest stall per phase or kind of change (ms):")
+    for phase, value in worst.items():
+        if phase != "end":
+            print(f"  {phase}: {value:.1f}")
     return 0
 
 

@@ -1,19 +1,48 @@
-"""The ``lrp-desktop`` command: open the viewer (or take a screenshot of it and quit)."""
+"""The ``lrp-desktop`` command: open the viewer (or take a screenshot of it and quit).
+
+Nothing on the way to the first window imports torch: the command shows a window at once, loads
+the engine (torch, torchvision, the core) in a background thread while that window stays
+responsive, then builds the viewer and loads the model. With ``LRP_DESKTOP_TIMINGS=1`` it prints
+on stderr when (``time.time()``) the first window was shown, the engine loaded and the first
+heatmap shown, for ``bench/bench_gui.py``.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import sys
 import tempfile
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrp_desktop_core.demos import DEMOS
+from lrp_desktop_core.names import DEMO_NAMES
 
 from .qt_check import platform_problem
 
 DEFAULT_SCREENSHOT_TIMEOUT = 120.0
+#: Modules imported in the background after the first window is shown: the ones that take long.
+ENGINE_MODULES = (
+    "torch",
+    "torchvision",
+    "lrp_desktop_core.models",
+    "lrp_desktop_core.explain",
+    "lrp_desktop_core.composites",
+    "lrp_desktop_core.rulemap",
+    "lrp_desktop_core.audit",
+    "lrp_desktop_core.recommend",
+    "lrp_desktop_core.coverage",
+    "lrp_desktop_core.evaluate",
+    "lrp_desktop_core.export",
+    "lrp_desktop_core.channel_method",
+    "lrp_desktop_core.concepts",
+    "lrp_desktop_core.relmax",
+)
+TIMINGS = os.environ.get("LRP_DESKTOP_TIMINGS") == "1"
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -25,9 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
                         help="image files or folders to open")
     parser.add_argument("--model", metavar="NAME|PATH",
-                        help=f"a bundled demo ({', '.join(DEMOS)}; works offline), a torchvision "
-                             "classifier (ImageNet weights, from the cache or downloaded) or a "
-                             "model file")
+                        help=f"a bundled demo ({', '.join(DEMO_NAMES)}; works offline), a "
+                             "torchvision classifier (ImageNet weights, from the cache or "
+                             "downloaded) or a model file")
     parser.add_argument("--weights", type=Path, metavar="PATH",
                         help="weights file (.safetensors, .pt) for the --model architecture")
     parser.add_argument("--random-weights", action="store_true",
@@ -65,13 +94,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
+    qt_app.setOrganizationName("lrp-desktop")
+    qt_app.setApplicationName("lrp-desktop")
+    loading = None
+    if "lrp_desktop.app" not in sys.modules:  # a cold start: a window first, then the engine
+        loading = _loading_window()
+        loading.show()
+        _timing("window shown")
+        error = _load_engine(loading)
+        if not loading.isVisible():  # closed by the user while the engine loaded
+            return 0
+        if error is not None:
+            loading.close()
+            print(f"lrp-desktop: the engine failed to load: {error!r}", file=sys.stderr)
+            return 1
+        _timing("engine loaded")
     from .app import StartOptions, build, start
     from .screenshot import Screenshot
     from .settings import Preferences, fresh_settings
 
-    qt_app = QApplication.instance() or QApplication(sys.argv[:1])
-    qt_app.setOrganizationName("lrp-desktop")
-    qt_app.setApplicationName("lrp-desktop")
     fresh = tempfile.TemporaryDirectory(prefix="lrp-desktop-")
     app = build(Preferences(fresh_settings(Path(fresh.name)))
                 if args.fresh or args.screenshot is not None else None)
@@ -80,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         app.reporter.confirm_handler = lambda title, text: False  # never block unattended
         screenshot = Screenshot(app, args.screenshot, args.timeout)
     app.window.show()
+    if loading is not None:
+        loading.close()
+    if TIMINGS:
+        _report_first_heatmap(app)
     start(app, StartOptions(images=args.images, model=args.model, weights=args.weights,
                             device=args.device, composite=args.composite,
                             compare=tuple(args.compare), random_weights=args.random_weights,
@@ -90,6 +136,69 @@ def main(argv: Sequence[str] | None = None) -> int:
     if screenshot is not None:
         print(screenshot.outcome, file=sys.stderr if code else sys.stdout)
     return code
+
+
+def _timing(event: str) -> None:
+    if TIMINGS:
+        print(f"lrp-desktop-timing: {event} {time.time():.3f}", file=sys.stderr, flush=True)
+
+
+def _loading_window():
+    """Return a plain window saying the engine loads (Qt only, shown before torch is imported)."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QLabel, QMainWindow
+
+    window = QMainWindow()
+    window.setWindowTitle("lrp-desktop")
+    label = QLabel("Loading the LRP engine (PyTorch)...")
+    label.setAlignment(Qt.AlignmentFlag.AlignCenter)
+    window.setCentralWidget(label)
+    window.resize(1400, 860)
+    return window
+
+
+def _load_engine(window) -> BaseException | None:
+    """Import :data:`ENGINE_MODULES` in a thread while the event loop runs; return any error.
+
+    Returns early, with the import still running, where ``window`` is closed meanwhile."""
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    failure: list[BaseException] = []
+
+    def load() -> None:
+        try:
+            for name in ENGINE_MODULES:
+                importlib.import_module(name)
+        except BaseException as error:  # reported in the GUI thread
+            failure.append(error)
+
+    thread = threading.Thread(target=load, name="lrp-desktop-engine", daemon=True)
+    thread.start()
+    loop = QEventLoop()
+    poll = QTimer()
+    poll.setInterval(20)
+    poll.timeout.connect(lambda: (thread.is_alive() and window.isVisible()) or loop.quit())
+    poll.start()
+    loop.exec()
+    poll.stop()
+    return failure[0] if failure else None
+
+
+def _report_first_heatmap(app) -> None:
+    """Print the time the main view first shows a heatmap (with ``LRP_DESKTOP_TIMINGS=1``)."""
+    from PySide6.QtCore import QTimer
+
+    poll = QTimer(app.window)
+    poll.setInterval(5)
+
+    def check() -> None:
+        if (app.session.explanation_is_current
+                and app.window.main_view.view.image_item.image is not None):
+            poll.stop()
+            _timing("first heatmap")
+
+    poll.timeout.connect(check)
+    poll.start()
 
 
 if __name__ == "__main__":

@@ -13,20 +13,30 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 import torch
 
-from . import cli_concepts
+from . import cli_concepts, cli_report
 from .cmap import get_cmap
 from .composites import COMPOSITES
-from .evaluate import DEFAULT_FILL, FILLS, localisation_scores, object_mask, region_perturbation
+from .evaluate import (
+    DEFAULT_FILL,
+    FILLS,
+    PerturbationResult,
+    localisation_scores,
+    object_mask,
+    region_perturbation,
+)
 from .explain import (
     METHOD_KINDS,
     Explanation,
@@ -47,13 +57,16 @@ from .image import OVERLAY_STYLES
 from .images import ImageLoadError, LoadedImage, image_files, load_image
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
 from .recommend import Recommendation, recommend
+from .report import ImagePage
 from .rulemap import RuleMap
 
 EPILOG = """\
 outputs, per image: <stem>_overlay.png, <stem>_heatmap.png, <stem>.npy (relevance, C x H x W),
 <stem>.json (record), and with --format side_by_side <stem>_side_by_side.png (input | heatmap |
 overlay);
-and summary.csv (summary-K-of-N.csv with --shard) with one row per image.
+and summary.csv (summary-K-of-N.csv with --shard) with one row per image; with --report FILE.pdf
+one vector report (needs PySide6, no window): a summary page (settings, mean +- std of every
+score, the mean curves with their spread under --evaluate), then one page per image.
 
 warnings: with --method lrp, what may make the heatmaps wrong (operations on the relevance path
 outside any rule, parts of the model no rule explains) is printed once per run on stderr; each
@@ -87,6 +100,8 @@ SUMMARY_FIELDS = (
     "relevance_sum",
     "warnings",
 )
+#: Per sample its scores, and the batch's perturbation curves (None without ``--evaluate``).
+Scores = tuple[list[dict[str, float | str]], PerturbationResult | None]
 EVALUATION_FIELDS = ("morf_aopc", "lerf_aopc", "random_aopc", "mass_accuracy", "rank_accuracy")
 
 
@@ -103,6 +118,7 @@ class Job:
     target: int | None
     formats: tuple[str, ...]
     recommendation: Recommendation | None
+    report: list[ImagePage] | None = None
 
 
 @dataclass
@@ -184,6 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     run.add_argument("--batch-size", type=_positive_int, default=16)
     run.add_argument(
+        "--prefetch",
+        type=_non_negative_int,
+        default=2,
+        metavar="N",
+        help="decode and preprocess up to N batches ahead in background threads while the "
+        "model computes (default: 2; 0 loads each batch only when it is explained)",
+    )
+    run.add_argument(
         "--shard",
         default="1/1",
         metavar="K/N",
@@ -207,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"of overlay; default: {','.join(DEFAULT_FORMATS)})",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli_report.add_arguments(output)
     scores = parser.add_argument_group("evaluation")
     scores.add_argument(
         "--evaluate",
@@ -231,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = _device(args.device)
         loaded = _load_model(args)
         method = _method(args, loaded)
-        problem = cli_concepts.check(args, loaded.model, method.rulemap)
+        problem = cli_concepts.check(args, loaded.model, method.rulemap) or cli_report.check(
+            args.report
+        )
         if problem is not None:
             raise UsageError(problem)
         if not args.inputs and args.index_concepts is None:
@@ -242,6 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _target(args.target, loaded.spec.class_names),
             formats,
             recommend(loaded.model) if method.kind == "lrp" else None,
+            [] if args.report is not None else None,
         )
         found = collect_images(args.inputs, args.recursive) if args.inputs else []
         images = shard_paths(found, *shard)
@@ -269,10 +297,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as error:
         print(f"lrp-explain: error: cannot write the summary {summary}: {error}", file=sys.stderr)
         return 1
+    if job.report:
+        try:
+            cli_report.write(args.report, loaded, method, args, job.report)
+        except (OSError, ValueError) as error:
+            print(f"lrp-explain: error: cannot write the report {args.report}: {error}",
+                  file=sys.stderr)
+            return 1
     failed = sum(row.values.get("status") != "ok" for row in rows)
+    elapsed = time.perf_counter() - start
     print(
         f"lrp-explain: {len(rows) - failed} of {len(rows)} images explained in "
-        f"{time.perf_counter() - start:.1f} s on {device}; {failed} failed; summary: {summary}",
+        f"{elapsed:.1f} s on {device} ({(len(rows) - failed) / max(elapsed, 1e-9):.2f} images/s); "
+        f"{failed} failed; summary: {summary}",
         file=sys.stderr,
     )
     return 1 if failed else 0
@@ -358,6 +395,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
     return value
 
 
@@ -461,17 +505,65 @@ def _run(args: argparse.Namespace, job: Job, images: Sequence[tuple[Path, str]])
     unsupported = _warnings_report(job.loaded.spec.name, job.recommendation, ())
     if unsupported:  # said before any image, since no image of such a model may come out
         bar.print(unsupported)
-    for first in range(0, len(rows), args.batch_size):
-        batch_rows = rows[first : first + args.batch_size]
-        warnings = _explain_batch(args, job, batch_rows)
+    size = args.batch_size
+    batches = [rows[first : first + size] for first in range(0, len(rows), size)]
+    done = 0
+    for batch in loaded_batches(batches, job.loaded.spec, args.prefetch):
+        warnings = _explain_batch(args, job, batch)
+        done += len(batch)
         if warnings is not None:
             new = [warning for warning in warnings if warning not in reported]
             reported.update(new)
             report = _warnings_report(job.loaded.spec.name, None, new)
             if report:
                 bar.print(report)
-        bar.show(first + len(batch_rows))
+        bar.show(done)
     return rows
+
+
+Loaded = tuple[Row, "LoadedImage | ImageLoadError"]
+
+
+def loaded_batches(
+    batches: Iterable[Sequence[Row]], spec: Any, ahead: int = 2
+) -> Iterator[list[Loaded]]:
+    """Yield each batch's rows with their loaded images (or why loading failed), in order.
+
+    With ``ahead`` > 0 the images are decoded and preprocessed by a pool of threads (Pillow's
+    decoders and torch's kernels release the GIL) up to ``ahead`` batches before the batch being
+    explained, so loading overlaps computing; with 0 each batch is loaded when it is asked for.
+    Either way the results are the same, in the same order: only :class:`ImageLoadError` is
+    caught (into the result); any other error is raised where the sequential path raises it.
+    """
+    if ahead <= 0:
+        for batch in batches:
+            yield [(row, _try_load(row, spec)) for row in batch]
+        return
+    pool = ThreadPoolExecutor(min(4, os.cpu_count() or 1), thread_name_prefix="lrp-explain-load")
+    waiting = iter(batches)
+    pending: deque[list[tuple[Row, Future[Any]]]] = deque()
+
+    def submit() -> None:
+        batch = next(waiting, None)
+        if batch is not None:
+            pending.append([(row, pool.submit(_try_load, row, spec)) for row in batch])
+
+    try:
+        for _ in range(ahead + 1):
+            submit()
+        while pending:
+            futures = pending.popleft()
+            submit()
+            yield [(row, future.result()) for row, future in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _try_load(row: Row, spec: Any) -> LoadedImage | ImageLoadError:
+    try:
+        return load_image(row.image, spec)
+    except ImageLoadError as error:
+        return error
 
 
 def _warnings_report(
@@ -502,9 +594,9 @@ def _warnings_report(
 
 
 def _explain_batch(
-    args: argparse.Namespace, job: Job, rows: Sequence[Row]
+    args: argparse.Namespace, job: Job, batch: Sequence[Loaded]
 ) -> tuple[str, ...] | None:
-    """Load, explain, score and save one batch; failures are recorded in the rows.
+    """Explain, score and save one loaded batch; failures are recorded in the rows.
 
     Returns the explanation's warnings, or None where no explanation came about.  A method the
     model does not allow (LRP of a TorchScript model, attention rollout of a model that is not a
@@ -512,12 +604,12 @@ def _explain_batch(
     """
     loaded, method = job.loaded, job.method
     ready = []
-    for row in rows:
-        try:
-            ready.append((row, load_image(row.image, loaded.spec)))
-        except ImageLoadError as error:
-            row.failed(str(error))
-            print(f"lrp-explain: skipped {row.image}: {error}", file=sys.stderr)
+    for row, image in batch:
+        if isinstance(image, ImageLoadError):
+            row.failed(str(image))
+            print(f"lrp-explain: skipped {row.image}: {image}", file=sys.stderr)
+        else:
+            ready.append((row, image))
     try:
         done = _explain_finite(args, job, ready)
     except UnsupportedModelError:
@@ -530,7 +622,7 @@ def _explain_batch(
         return None
     if done is None:
         return None
-    ready, explanation, scores = done
+    ready, explanation, (scores, curves) = done
     names = loaded.spec.class_names
     for index, (row, image) in enumerate(ready):
         record = explanation_record(
@@ -577,12 +669,16 @@ def _explain_batch(
             row.failed(f"writing the results failed: {error}")
             continue
         row.values.update(_summary_values(record), **scores[index] if args.evaluate else {})
+        if job.report is not None:
+            job.report.append(cli_report.image_page(
+                loaded, method, image.display, explanation, index, record, row.image.name,
+                args.cmap, args.overlay, curves))
     return explanation.warnings
 
 
 def _explain_finite(
     args: argparse.Namespace, job: Job, ready: list[tuple[Row, LoadedImage]]
-) -> tuple[list[tuple[Row, LoadedImage]], Explanation, list[dict[str, float | str]]] | None:
+) -> tuple[list[tuple[Row, LoadedImage]], Explanation, Scores] | None:
     """Explain and score loaded images; those whose numbers are not finite fail on their own.
 
     When :func:`~.explain.explain` raises :class:`~.explain.NonFiniteError`, the images it names
@@ -628,10 +724,11 @@ def _scores(
     inputs: torch.Tensor,
     explanation: Explanation,
     paths: Sequence[Path],
-) -> list[dict[str, float | str]]:
-    """Return the evaluation scores per sample (empty dicts without ``--evaluate``)."""
+) -> Scores:
+    """Return the evaluation scores per sample and the curves (empty dicts and None without
+    ``--evaluate``)."""
     if not args.evaluate:
-        return [{} for _ in paths]
+        return [{} for _ in paths], None
     curves = region_perturbation(
         loaded.model,
         inputs,
@@ -650,7 +747,7 @@ def _scores(
             local = localisation_scores(explanation.relevance[index : index + 1], mask)
             entry.update(mass_accuracy=local.mass_accuracy[0], rank_accuracy=local.rank_accuracy[0])
         scores.append({key: _rounded(value) for key, value in entry.items()})
-    return scores
+    return scores, curves
 
 
 def _rounded(value: Any) -> float | str:

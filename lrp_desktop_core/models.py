@@ -54,6 +54,7 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as tv_functional
 
+from . import names
 from .demo_net import DEMO_SAMPLES_DIR
 from .demos import DEMOS, BundledDemo
 from .explain import model_dtype
@@ -76,7 +77,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "demo"
+DEFAULT_MODEL = names.DEFAULT_MODEL
 """The model the application starts with: the bundled demo, so everything works offline."""
 
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
