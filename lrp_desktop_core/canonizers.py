@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 _MISSING = object()
+_BN_STATE = ("running_mean", "running_var", "weight", "bias")
 
 
 class Canonizer(ABC):
@@ -151,6 +153,41 @@ def _pass_through(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tenso
     return input
 
 
+def returns_its_input(module: nn.Module) -> bool:
+    """Whether ``module`` is a batch norm merged by a canonizer, whose forward returns its input."""
+    return module.__dict__.get("forward") is _pass_through
+
+
+def _tensor_state(tensor: Any) -> tuple:
+    """What identifies a tensor's current value besides its object: storage, version, type."""
+    if not isinstance(tensor, torch.Tensor):
+        return (tensor,)
+    return (
+        tensor.untyped_storage().data_ptr(),
+        tensor.storage_offset(),
+        tensor._version,
+        tensor.dtype,
+        tensor.device,
+        tuple(tensor.shape),
+    )
+
+
+def _weak(value: Any) -> Callable[[], Any]:
+    """A weak reference to a tensor; for None (a missing tensor), a callable returning None."""
+    return weakref.ref(value) if isinstance(value, torch.Tensor) else lambda: value
+
+
+_MERGED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+"""Merged ``(weight, bias)`` of each layer, with the state of the tensors they were merged from.
+
+Merging a batch norm costs a pass over the layer's weights, the same in every attribution while
+neither the layer nor the batch norm changes; this cache lets a later registration reuse the
+result. An entry is used only while every source tensor is the same object with the same storage
+and version counter (any in-place change, ``load_state_dict`` or replacement of a parameter
+counts), and it dies with its layer. Nothing of the model is touched.
+"""
+
+
 def _output_channel_scaled(weight: torch.Tensor, scale: torch.Tensor, layer: nn.Module):
     """Return ``weight`` with every output channel multiplied by its entry of ``scale``."""
     if isinstance(layer, ConvolutionTranspose):
@@ -182,6 +219,7 @@ class MergeBatchNorm(Canonizer):
 
     def __init__(self) -> None:
         self.linears: list[nn.Module] = []
+        self._merging: nn.Module | None = None
         self.batch_norm: nn.Module | None = None
         self._overrides: list[_AttributeOverride] = []
 
@@ -228,6 +266,7 @@ class MergeBatchNorm(Canonizer):
         scale, shift = self._affine_of(batch_norm)
         for layer in linears:
             self._check_linear(layer, batch_norm, scale.numel())
+        self._merging = batch_norm  # what _merge_into's cache checks
         try:
             for layer in linears:
                 self._merge_into(layer, scale, shift)
@@ -286,19 +325,37 @@ class MergeBatchNorm(Canonizer):
 
     def _merge_into(self, layer: nn.Module, scale: torch.Tensor, shift: torch.Tensor) -> None:
         weight, bias = layer.weight, layer.bias
+        batch_norm = self._merging
+        sources = (weight, bias, *(getattr(batch_norm, name, None) for name in _BN_STATE))
+        state = (type(self), batch_norm.eps, tuple(_tensor_state(t) for t in sources))
+        cached = _MERGED.get(layer)
+        if (
+            cached is not None
+            and cached[0] == state
+            and all(ref() is source for ref, source in zip(cached[1], sources))
+        ):
+            self._set_merged(layer, *cached[2])
+            return
         with torch.no_grad():
             factors = scale.to(device=weight.device, dtype=weight.dtype)
             offsets = shift.to(device=weight.device, dtype=weight.dtype)
             merged_weight = _output_channel_scaled(weight.detach(), factors, layer)
             merged_bias = offsets if bias is None else bias.detach() * factors + offsets
-        self._set_merged(layer, merged_weight, merged_bias)
+        merged = tuple(
+            nn.Parameter(value, requires_grad=False) for value in (merged_weight, merged_bias)
+        )
+        refs = tuple(_weak(source) for source in sources)
+        _MERGED[layer] = (state, refs, merged)
+        self._set_merged(layer, *merged)
 
     def _set_merged(self, layer: nn.Module, weight: torch.Tensor, bias: torch.Tensor) -> None:
         """Put ``weight`` and ``bias`` in place of the layer's parameters until removal."""
         override = _AttributeOverride(layer)
         self._overrides.append(override)
         for name, value in (("weight", weight), ("bias", bias)):
-            override.set(name, nn.Parameter(value, requires_grad=False), store="_parameters")
+            if not isinstance(value, nn.Parameter):
+                value = nn.Parameter(value, requires_grad=False)
+            override.set(name, value, store="_parameters")
 
     def _restore(self) -> None:
         while self._overrides:

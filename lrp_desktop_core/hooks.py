@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .primitives import ParamMod, Stabilizer, substituted_parameters
+from .primitives import ParamMod, Stabilizer, plus, substituted_parameters
 
 __all__ = ["BasicHook", "Hook", "Identity", "RemovableHandle", "RemovableHandleList"]
 
@@ -420,7 +420,7 @@ def _differentiable(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _sum_of_products(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
-    return functools.reduce(torch.add, (x * g for x, g in zip(inputs, gradients)))
+    return functools.reduce(plus, (x * g for x, g in zip(inputs, gradients)))
 
 
 class BasicHook(Hook):

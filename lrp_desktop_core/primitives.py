@@ -19,6 +19,7 @@ __all__ = [
     "ParamMod",
     "Stabilizer",
     "expand",
+    "plus",
     "stabilize",
     "substituted_parameters",
     "uncompress",
@@ -74,6 +75,19 @@ def stabilize(
         magnitude = torch.clamp(input.abs(), min=epsilon)
         return torch.where(negative, -magnitude, magnitude)
     return torch.where(negative, -epsilon, epsilon).add_(input)
+
+
+def plus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Return ``a + b``, skipping a 0-dim zero added to a larger tensor.
+
+    The fast paths stand in a 0-dim zero for a branch that contributes nothing (e.g. the negative
+    part of a nonnegative input); adding it would only copy the other term.
+    """
+    if b.dim() == 0 and a.dim() > 0 and not bool(b.any()):
+        return a
+    if a.dim() == 0 and b.dim() > 0 and not bool(a.any()):
+        return b
+    return a + b
 
 
 class Stabilizer:

@@ -10,7 +10,8 @@ compute the same numbers with less work:
 
 * proportional rules (:class:`Epsilon`, :class:`Norm`) divide the arriving relevance by the
   layer's stored output and let the layer's own backward pass do the rest, so the layer is never
-  evaluated again;
+  evaluated again; on a :class:`~.layer.Sum` (residual additions), :class:`Norm` skips the sum's
+  backward pass too and multiplies the stacked terms by that ratio directly;
 * sign-splitting rules (:class:`ZPlus`, :class:`AlphaBeta`, :class:`Gamma`) on linear layers
   leave out the branches that cannot contribute (e.g. the negative part of an input that is
   nonnegative after a ReLU); :class:`Gamma` on such input also lets the layer's own backward pass
@@ -28,6 +29,7 @@ import torch
 from torch import nn
 
 from .attention import AttentionAttnLRP, AttentionConservative
+from .canonizers import returns_its_input
 from .core import Hook, ParamMod, expand, substituted_parameters
 from .fast_paths import (
     FastPathRule,
@@ -40,6 +42,7 @@ from .fast_paths import (
     positive_part,
     unchanged_input,
 )
+from .layer import Sum
 from .layer_rules import LayerNormEpsilon, SignalTakesAll, UniformSplit
 from .modifiers import (
     ClampMod,
@@ -50,6 +53,7 @@ from .modifiers import (
     squared_param,
     zero_bias,
 )
+from .primitives import plus
 
 __all__ = [
     "RULE_DESCRIPTIONS",
@@ -113,6 +117,36 @@ class Norm(ProportionalRule):
     def __init__(self, stabilizer: float | Callable = 1e-6) -> None:
         super().__init__(param_modifiers=[NoMod(param_keys=[])], stabilizer=stabilizer)
 
+    # On a Sum of stacked terms, dz / dx_k = 1 for every term, so the relevance of the stacked
+    # input is x * (R / s(z)) broadcast along the summed dimension: one multiplication, no
+    # backward pass through the sum (and no copy of its output for an Identity).
+
+    def register(self, module: nn.Module):
+        """Register to ``module``; on a :class:`~.layer.Sum` skip the module's own backward."""
+        if isinstance(module, Sum) and type(module).forward is Sum.forward:
+            self.uses_module_backward = False
+        return super().register(module)
+
+    def _fast_path_applies(self, module: nn.Module) -> bool:
+        if self.uses_module_backward:
+            return super()._fast_path_applies(module)
+        record = self.stored_tensors
+        return (
+            isinstance(module, Sum)
+            and len(record["positions"]) == 1
+            and isinstance(record.get("output"), torch.Tensor)
+            and not torch.is_grad_enabled()
+        )
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        if self.uses_module_backward:
+            return super()._fast_relevance(module, grad_input, grad_output)
+        record = self.stored_tensors
+        stacked = record["input"][record["positions"][0]].detach()
+        output = record["output"]
+        ratio = grad_output[0] / self.stabilizer(output)
+        return (stacked * ratio.unsqueeze(module.dim),)
+
 
 class ZPlus(SignSplitRule):
     """The z+ rule: only positive contributions count.
@@ -141,7 +175,7 @@ class ZPlus(SignSplitRule):
         )
 
     def _share_of_total(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
-        ratio = out_grad / self.stabilizer(outputs[0] + outputs[1])
+        ratio = out_grad / self.stabilizer(plus(outputs[0], outputs[1]))
         return [ratio, ratio]
 
 
@@ -203,14 +237,20 @@ class AlphaBeta(SignSplitRule):
         )
 
     def _shares_of_parts(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
-        positive = out_grad / self.stabilizer(outputs[0] + outputs[1])
-        negative = out_grad / self.stabilizer(outputs[2] + outputs[3])
+        positive = out_grad / self.stabilizer(plus(outputs[0], outputs[1]))
+        negative = out_grad / self.stabilizer(plus(outputs[2], outputs[3]))
         return [positive, positive, negative, negative]
 
     def _weighted_parts(self, inputs: list, gradients: list) -> torch.Tensor:
+        alpha, beta = self.alpha, self.beta
+        if inputs[0] is inputs[2] and inputs[1] is inputs[3]:  # the fast path: one tensor a part
+            return plus(
+                inputs[0] * torch.sub(gradients[0] * alpha, gradients[2], alpha=beta),
+                inputs[1] * torch.sub(gradients[1] * alpha, gradients[3], alpha=beta),
+            )
         positive = inputs[0] * gradients[0] + inputs[1] * gradients[1]
         negative = inputs[2] * gradients[2] + inputs[3] * gradients[3]
-        return self.alpha * positive - self.beta * negative
+        return alpha * positive - beta * negative
 
 
 class Gamma(SignSplitRule):
@@ -429,9 +469,19 @@ class WSquare(FastPathRule):
 
 
 class Pass(Hook):
-    """Pass the relevance of the output unchanged to the input (activations, batch norm)."""
+    """Pass the relevance of the output unchanged to the input (activations, batch norm).
+
+    A module that returns its input as it is (a batch norm merged by a canonizer) is not hooked
+    at all: its gradient is the identity already, and hooking it would only copy its output.
+    """
 
     uses_module_backward = False
+
+    def _pre_forward(self, module: nn.Module, args: tuple, kwargs: dict):
+        if returns_its_input(module):
+            self._open_calls.append(None)  # post_forward leaves this call alone
+            return None
+        return super()._pre_forward(module, args, kwargs)
 
     def backward(self, module: nn.Module, grad_input, grad_output):
         """Return the arriving relevance as the input's."""

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from test_app_support import wait_for_heatmap
+from torch import nn
 
 from lrp_desktop.model_dialog import ModelChoice, ModelDialog
 from lrp_desktop_core import shapes
@@ -20,6 +21,7 @@ from lrp_desktop_core.demos import DEMOS
 from lrp_desktop_core.models import ModelLoadError, demo_samples, get_spec, list_models, load_model
 from lrp_desktop_core.recommend import ATTENTION_PRESET, recommend
 from lrp_desktop_core.rulemap import RuleMap
+from lrp_desktop_core.rules import Pass
 from lrp_desktop_core.train_demo import HELD_OUT_SEED, TRAIN_SEED, TRAINING, initial_model
 
 pytest_plugins = ["test_app_support"]
@@ -98,7 +100,10 @@ def test_every_rule_of_the_recommended_map_runs_and_the_audit_is_clean(vit):
         logits = model(image)
         logits[0, logits.argmax()].backward()
     assert len(hooks) > 20
-    assert sorted(calls) == sorted(id(hook) for hook in hooks)
+    silent = [hook for hook in hooks if id(hook) not in calls]
+    # a merged batch norm returns its input: its Pass rule leaves it unhooked (nothing to do)
+    merged = [module for module in vit.model.modules() if isinstance(module, nn.BatchNorm2d)]
+    assert all(isinstance(hook, Pass) for hook in silent) and len(silent) == len(merged) == 3
     assert torch.isfinite(image.grad).all() and image.grad.abs().sum() > 0
 
 

@@ -560,3 +560,56 @@ def test_inactive_composite_gives_the_plain_gradient(name):
         (active,) = torch.autograd.grad(net(x).sum(), x)
     torch.testing.assert_close(inactive, plain)
     assert not torch.allclose(active, plain)
+
+
+@pytest.mark.parametrize("dim", [-1, 0, 1, -3])
+def test_norm_fast_path_on_a_sum_equals_general_path(dim):
+    stacked = torch.randn(3, 4, 2, dtype=torch.float64)
+    stacked[0, 0] = torch.tensor([1.0, -1.0], dtype=torch.float64)  # a zero sum
+    module = Sum(dim=dim)
+    relevance = torch.randn_like(module(stacked))
+    taken: list = []
+    fast = attribute(fast_path_spy(Norm, taken)(), module, stacked, relevance=relevance)
+    general = attribute(general_path(Norm)(), module, stacked, relevance=relevance)
+    assert taken, "the fast path was not taken"
+    torch.testing.assert_close(fast, general, rtol=1e-12, atol=1e-12)
+    expected = stacked * (relevance / s(stacked.sum(dim))).unsqueeze(dim)
+    torch.testing.assert_close(fast, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_pass_leaves_a_merged_batch_norm_unhooked():
+    from lrp_desktop_core.canonizers import SequentialMergeBatchNorm
+
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU()).double().eval()
+    with torch.no_grad():
+        model[1].running_mean.normal_()
+    x = torch.randn(2, 2, 5, 5, dtype=torch.float64)
+    composite = LayerMapComposite(
+        [(Activation, Pass()), (nn.BatchNorm2d, Pass()), (Convolution, Epsilon())],
+        canonizers=[SequentialMergeBatchNorm()],
+    )
+    with composite.context(model) as hooked:
+        leaf = x.clone().requires_grad_()
+        output = hooked(leaf)
+        (relevance,) = torch.autograd.grad(output, leaf, torch.ones_like(output))
+    with composite.context(model) as hooked:  # the same numbers from a second registration
+        leaf = x.clone().requires_grad_()
+        output = hooked(leaf)
+        (again,) = torch.autograd.grad(output, leaf, torch.ones_like(output))
+    torch.testing.assert_close(relevance, again, rtol=0, atol=0)
+    merged = model[0].weight * (model[1].weight / (model[1].running_var + model[1].eps).sqrt())[
+        :, None, None, None
+    ]
+    z = nn.functional.conv2d(
+        x,
+        merged,
+        (model[0].bias - model[1].running_mean)
+        * model[1].weight
+        / (model[1].running_var + model[1].eps).sqrt()
+        + model[1].bias,
+    )
+    leaf = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(
+        nn.functional.conv2d(leaf, merged), leaf, 1 / s(z)
+    )
+    torch.testing.assert_close(relevance, (x * expected).detach())
