@@ -30,7 +30,7 @@ from lrp_desktop_core.models import load_model
 from lrp_desktop_core.recommend import recommend
 from lrp_desktop_core.rollout import check_rollout_model
 from lrp_desktop_core.rulemap import RuleMap
-from lrp_desktop_core.train_demo import HELD_OUT_SEED
+from lrp_desktop_core.train_demo import HELD_OUT_SEED, to_tensor
 
 ATTENTION_PRESETS = ("vit_cp", "vit_attnlrp")
 
@@ -38,10 +38,7 @@ ATTENTION_PRESETS = ("vit_cp", "vit_attnlrp")
 def held_out_inputs(spec, count: int) -> tuple[torch.Tensor, np.ndarray]:
     """The first ``count`` held-out images, normalised as the model expects, and their labels."""
     batch = shapes.generate(count, seed=HELD_OUT_SEED)
-    images = torch.from_numpy(batch.images).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(spec.mean).view(1, 3, 1, 1)
-    std = torch.tensor(spec.std).view(1, 3, 1, 1)
-    return (images - mean) / std, batch.labels
+    return to_tensor(batch.images, torch.tensor(spec.mean), torch.tensor(spec.std)), batch.labels
 
 
 def heatmaps(model, spec, inputs: torch.Tensor, labels: np.ndarray) -> dict[str, np.ndarray]:

@@ -114,9 +114,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .screenshot import Screenshot
     from .settings import Preferences, fresh_settings
 
-    fresh = tempfile.TemporaryDirectory(prefix="lrp-desktop-")
-    app = build(Preferences(fresh_settings(Path(fresh.name)))
-                if args.fresh or args.screenshot is not None else None)
+    unattended = args.fresh or args.screenshot is not None
+    fresh = tempfile.TemporaryDirectory(prefix="lrp-desktop-") if unattended else None
+    app = build(Preferences(fresh_settings(Path(fresh.name))) if fresh is not None else None)
     screenshot = None
     if args.screenshot is not None:
         app.reporter.confirm_handler = lambda title, text: False  # never block unattended
@@ -132,7 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                             seed=args.seed))
     code = qt_app.exec()
     app.shutdown()
-    fresh.cleanup()
+    if fresh is not None:
+        fresh.cleanup()
     if screenshot is not None:
         print(screenshot.outcome, file=sys.stderr if code else sys.stdout)
     return code

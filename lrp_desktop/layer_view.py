@@ -300,6 +300,8 @@ class LayerView(QWidget):
         self._draw()
 
     def _draw(self) -> None:
+        if not self.isVisibleTo(self.window()):
+            return  # showing the view refreshes it (see showEvent)
         result = self.result
         self.bars.clear()
         self.heatmaps.clear()

@@ -20,10 +20,11 @@ Examples
 
 from __future__ import annotations
 
+import math
 import numbers
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
-from itertools import product
+from collections.abc import Callable, Iterator, Sequence
+from itertools import islice, product
 from typing import Any
 
 import numpy as np
@@ -491,14 +492,14 @@ class IntegratedGradients(Gradient):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Integrate the gradient from the baseline to ``input``."""
         baseline = self.baseline_fn(input)
+        difference = input - baseline
         result = torch.zeros_like(input)
         alphas = torch.linspace(1.0 / self.n_iter, 1.0, self.n_iter)
         for step, alpha in enumerate(alphas):
-            point = baseline + alpha * (input - baseline)
-            output, gradient = self.grad(point, attr_output_fn)
+            output, gradient = self.grad(baseline + alpha * difference, attr_output_fn)
             result += gradient / self.n_iter
             self._step(step + 1, self.n_iter)
-        return output, result * (input - baseline)
+        return output, result * difference
 
 
 def occlude_independent(
@@ -638,12 +639,17 @@ class Occlusion(Attributor):
 
     def masks(self, input: torch.Tensor) -> list[torch.Tensor]:  # noqa: A002
         """Return the boolean mask (of the input's shape) of every window position, in order."""
+        return list(self._masks(input)[1])
+
+    def _masks(self, input: torch.Tensor) -> tuple[int, Iterator[torch.Tensor]]:  # noqa: A002
+        """The number of window positions and their masks, made one at a time."""
         windows, strides = _window_and_stride(self.window, self.stride, input.shape)
         base = torch.zeros(input.shape, dtype=torch.bool, device=input.device)
         base[tuple(slice(0, size) for size in windows)] = True
         dims = tuple(range(input.ndim))
         starts = [range(0, size, step) for size, step in zip(input.shape, strides, strict=True)]
-        return [base.roll(offsets, dims) for offsets in product(*starts)]
+        count = math.prod(len(positions) for positions in starts)
+        return count, (base.roll(offsets, dims) for offsets in product(*starts))
 
     def forward(
         self,
@@ -651,12 +657,12 @@ class Occlusion(Attributor):
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every window of ``input``; returns the output at ``input`` and the scores."""
-        masks = self.masks(input)
+        total, masks = self._masks(input)
         count = len(input)
         per_sample = (slice(None),) + (None,) * (input.ndim - 1)
         result = torch.zeros_like(input)
-        for first in range(0, len(masks), self.batch_size):
-            chunk = masks[first : first + self.batch_size]
+        for first in range(0, total, self.batch_size):
+            chunk = list(islice(masks, self.batch_size))
             occluded = [self.occlusion_fn(input, mask) for mask in chunk]
             with torch.no_grad():
                 outputs = self.model(torch.cat(occluded) if len(occluded) > 1 else occluded[0])
@@ -665,6 +671,6 @@ class Occlusion(Attributor):
                 score = attr_output_fn(output)
                 score = score.sum(tuple(range(1, score.ndim)))
                 result += mask * score[per_sample]
-            self._step(first + len(chunk), len(masks))
+            self._step(first + len(chunk), total)
         output = self.model(input)
         return output, result

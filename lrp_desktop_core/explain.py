@@ -448,21 +448,6 @@ def _gradient_of(model, batch, target, attributor: Gradient, scale_by_output: bo
     return logits.detach(), seed.targets, relevance
 
 
-def input_gradient(
-    model: nn.Module, batch: torch.Tensor, target: Target, scale_by_output: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Return logits, explained classes, and the gradient of the explained logits w.r.t. the input.
-
-    The gradient of :class:`~.attribution.Gradient` of the model as it is (with whatever
-    composite the caller registered). With ``scale_by_output``, the backward pass starts from the
-    explained logit instead of 1, so that LRP relevance sums to that logit.
-    """
-    return _gradient_of(model, batch, target, Gradient(model), scale_by_output)
-
-
-_input_gradient = input_gradient  # the name concepts.py imports
-
-
 def _plain_forward(
     model: nn.Module, batch: torch.Tensor, target: Target
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -123,7 +123,7 @@ class SignSplitRule(FastPathRule):
 
     def _branch_inputs(self, x: torch.Tensor) -> list[torch.Tensor | None]:
         """Each branch's modified input, None where it is zero everywhere."""
-        low, high = (float(bound) for bound in torch.aminmax(x))
+        low, high = torch.stack(torch.aminmax(x)).tolist()  # one read-back from the device
         one_sign = low >= 0 or high <= 0  # then a sign's part is x itself or zero
         nonzero = {
             unchanged_input: low < 0 or high > 0,

@@ -32,6 +32,7 @@ from torchvision.models.swin_transformer import (
 
 from .attention import AttentionCore
 from .layer import Sum
+from .vit import split_heads
 
 __all__ = ["SWIN_REWRITES", "window_attention_supported"]
 
@@ -96,11 +97,6 @@ def _attention_mask(
     return (bias + _region_mask(size, self.window_size, shift, bias)).repeat(batch, 1, 1, 1)
 
 
-def _split_heads(self: ShiftedWindowAttention, x: torch.Tensor) -> torch.Tensor:
-    """(windows, tokens, C) -> (windows, heads, tokens, C / heads)."""
-    return x.unflatten(-1, (self.num_heads, -1)).transpose(1, 2)
-
-
 def _window_attention_forward(self: ShiftedWindowAttention, x: torch.Tensor) -> torch.Tensor:
     if self.training and self.attention_dropout > 0:
         raise ValueError("canonized window attention has no attention dropout: use eval()")
@@ -112,7 +108,7 @@ def _window_attention_forward(self: ShiftedWindowAttention, x: torch.Tensor) -> 
     shift = [0 if w >= n else s for w, n, s in zip(window, size, self.shift_size)]
     if any(shift):
         x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
-    q, k, v = (_split_heads(self, t) for t in self.qkv(_partition(x, window)).chunk(3, dim=-1))
+    q, k, v = (split_heads(self, t) for t in self.qkv(_partition(x, window)).chunk(3, dim=-1))
     heads = self.canonizer_core(q, k, v, mask=_attention_mask(self, size, shift, batch))
     windows = F.dropout(self.proj(heads.transpose(1, 2).flatten(2)), self.dropout, self.training)
     x = _merge(windows, window, batch, size)

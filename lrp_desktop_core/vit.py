@@ -105,8 +105,8 @@ def _additive_mask(
     return mask
 
 
-def _split_heads(module: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
-    """(N, L, E) -> (N, heads, L, E / heads)."""
+def split_heads(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(N, L, E) -> (N, heads, L, E / heads), with ``module.num_heads`` heads."""
     return x.unflatten(-1, (module.num_heads, -1)).transpose(1, 2)
 
 
@@ -128,7 +128,7 @@ def _attention_forward(
     if not self.batch_first:
         query, key, value = (tensor.transpose(0, 1) for tensor in (query, key, value))
     projections = (self.canonizer_q, self.canonizer_k, self.canonizer_v)
-    q, k, v = (_split_heads(self, p(x)) for p, x in zip(projections, (query, key, value)))
+    q, k, v = (split_heads(self, p(x)) for p, x in zip(projections, (query, key, value)))
     mask = _additive_mask(q, key_padding_mask, attn_mask, is_causal)
     heads = self.canonizer_core(q, k, v, mask=mask)
     output = self.out_proj(heads.transpose(1, 2).flatten(2))

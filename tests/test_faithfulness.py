@@ -16,7 +16,7 @@ from lrp_desktop_core.evaluate import region_perturbation
 from lrp_desktop_core.explain import Method, explain
 from lrp_desktop_core.models import load_model
 from lrp_desktop_core.rulemap import RuleMap
-from lrp_desktop_core.train_demo import HELD_OUT_SEED
+from lrp_desktop_core.train_demo import HELD_OUT_SEED, to_tensor
 
 COUNT = 48
 
@@ -28,10 +28,7 @@ def aopcs() -> dict[str, tuple[float, float]]:
     loaded = load_model("demo_vit")
     model, spec = loaded.model, loaded.spec
     batch = shapes.generate(COUNT, seed=HELD_OUT_SEED)
-    images = torch.from_numpy(batch.images).permute(0, 3, 1, 2).float() / 255.0
-    inputs = (images - torch.tensor(spec.mean).view(1, 3, 1, 1)) / torch.tensor(spec.std).view(
-        1, 3, 1, 1
-    )
+    inputs = to_tensor(batch.images, torch.tensor(spec.mean), torch.tensor(spec.std))
     labels = batch.labels
     lrp = Method("lrp", RuleMap.recommended(model, spec, "vit_cp"))
     gradient = explain(model, inputs, Method("gradient"), labels).relevance
