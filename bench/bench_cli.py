@@ -39,12 +39,30 @@ def make_folder(root: Path, count: int) -> Path:
     return folder
 
 
-def run_once(folder: Path, out: Path, model: str, batch: int, prefetch: int, device: str,
-             extra: list[str]) -> tuple[float, float, float]:
+def run_once(
+    folder: Path, out: Path, model: str, batch: int, prefetch: int, device: str, extra: list[str]
+) -> tuple[float, float, float]:
     """Return (images/s as printed, wall s of the process, peak RSS in MiB) of one run."""
-    command = [sys.executable, "-m", "lrp_desktop_core.cli", str(folder), "--out", str(out),
-               "--model", model, "--batch-size", str(batch), "--prefetch", str(prefetch),
-               "--device", device, "--quiet", "--format", "overlay,npy,json", *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "lrp_desktop_core.cli",
+        str(folder),
+        "--out",
+        str(out),
+        "--model",
+        model,
+        "--batch-size",
+        str(batch),
+        "--prefetch",
+        str(prefetch),
+        "--device",
+        device,
+        "--quiet",
+        "--format",
+        "overlay,npy,json",
+        *extra,
+    ]
     if model not in ("demo", "demo_vit"):
         command += ["--seed", "0"]
     began = time.perf_counter()
@@ -64,8 +82,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["demo", "resnet18", "resnet50"])
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 8, 32])
-    parser.add_argument("--prefetch", nargs="+", type=int, default=[0, 2],
-                        help="prefetch depths to compare (0: sequential loading)")
+    parser.add_argument(
+        "--prefetch",
+        nargs="+",
+        type=int,
+        default=[0, 2],
+        help="prefetch depths to compare (0: sequential loading)",
+    )
     parser.add_argument("--images", type=int, default=64, help="images in the folder")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--composite", help="LRP preset (default: the model's recommended one)")
@@ -73,19 +96,27 @@ def main() -> None:
     extra = ["--composite", args.composite] if args.composite else []
     with tempfile.TemporaryDirectory(prefix="bench_cli_") as root:
         folder = make_folder(Path(root), args.images)
-        print(f"lrp-explain on {args.images} images, {args.device}, "
-              f"{os.cpu_count()} CPU cores, torch threads default")
-        print("\n| model | batch | prefetch | images/s | wall s (whole process) | peak RSS MiB |"
-              "\n|---|---|---|---|---|---|")
+        print(
+            f"lrp-explain on {args.images} images, {args.device}, "
+            f"{os.cpu_count()} CPU cores, torch threads default"
+        )
+        print(
+            "\n| model | batch | prefetch | images/s | wall s (whole process) | peak RSS MiB |"
+            "\n|---|---|---|---|---|---|"
+        )
         for model in args.models:
             for batch in args.batch_sizes:
                 for prefetch in args.prefetch:
                     out = Path(root) / f"out-{model}-{batch}-{prefetch}"
-                    rate, wall, peak = run_once(folder, out, model, batch, prefetch,
-                                                args.device, extra)
+                    rate, wall, peak = run_once(
+                        folder, out, model, batch, prefetch, args.device, extra
+                    )
                     shutil.rmtree(out, ignore_errors=True)
-                    print(f"| {model} | {batch} | {prefetch} | {rate:.2f} | {wall:.1f} | "
-                          f"{peak:.0f} |", flush=True)
+                    print(
+                        f"| {model} | {batch} | {prefetch} | {rate:.2f} | {wall:.1f} | "
+                        f"{peak:.0f} |",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

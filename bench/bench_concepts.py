@@ -48,8 +48,9 @@ def timed(function: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def graph_reuse(model: nn.Module, image: torch.Tensor, rulemap: RuleMap, layer: str,
-                channels: int) -> torch.Tensor:
+def graph_reuse(
+    model: nn.Module, image: torch.Tensor, rulemap: RuleMap, layer: str, channels: int
+) -> torch.Tensor:
     """The other way: one forward pass, one backward pass of the whole graph per channel."""
     plain = plain_pass(model, image, rulemap, layer, None)
     target = int(plain.targets[0])
@@ -73,15 +74,17 @@ def graph_reuse(model: nn.Module, image: torch.Tensor, rulemap: RuleMap, layer: 
     return torch.cat(heatmaps)
 
 
-def bench_layer(model: nn.Module, rulemap: RuleMap, layer: str, size: int, batch: int,
-                repeats: int) -> None:
+def bench_layer(
+    model: nn.Module, rulemap: RuleMap, layer: str, size: int, batch: int, repeats: int
+) -> None:
     image = torch.randn(1, 3, size, size)
     channels = len(plain_pass(model, image, rulemap, layer, None).layer_calls[0][0])
     count = min(64, channels)
     method = Method("lrp", rulemap)
     plain = timed(lambda: explain(model, image, method), repeats)
-    ours = timed(lambda: concept_heatmaps(model, image, rulemap, layer, count, batch_size=batch),
-                 repeats)
+    ours = timed(
+        lambda: concept_heatmaps(model, image, rulemap, layer, count, batch_size=batch), repeats
+    )
     reuse = timed(lambda: graph_reuse(model, image, rulemap, layer, count), repeats)
     completeness = "-"
     if channels <= COMPLETENESS_CHANNELS:
@@ -89,10 +92,12 @@ def bench_layer(model: nn.Module, rulemap: RuleMap, layer: str, size: int, batch
         reference = every.overview.relevance[0].astype(np.float64)
         error = np.abs(every.relevance.astype(np.float64).sum(0) - reference).max()
         completeness = f"{error / np.abs(reference).max():.1e}"
-    print(f"  {layer:28s} {channels:4d} ch | plain LRP {plain * 1e3:7.1f} ms | "
-          f"{count} heatmaps {ours:6.2f} s ({count / ours:6.1f}/s, "
-          f"{ours / plain:5.1f} plain passes) | graph reuse {reuse:6.2f} s "
-          f"({count / reuse:6.1f}/s) | completeness {completeness} (float32)")
+    print(
+        f"  {layer:28s} {channels:4d} ch | plain LRP {plain * 1e3:7.1f} ms | "
+        f"{count} heatmaps {ours:6.2f} s ({count / ours:6.1f}/s, "
+        f"{ours / plain:5.1f} plain passes) | graph reuse {reuse:6.2f} s "
+        f"({count / reuse:6.1f}/s) | completeness {completeness} (float32)"
+    )
 
 
 def main() -> None:
@@ -118,18 +123,29 @@ def main() -> None:
 
     samples = demo_samples()
     with tempfile.TemporaryDirectory() as store:
+
         def index() -> object:
-            return index_references(demo.model, demo.spec, demo_rules, "features.stage3.conv",
-                                    samples, store=store, batch_size=args.batch)
+            return index_references(
+                demo.model,
+                demo.spec,
+                demo_rules,
+                "features.stage3.conv",
+                samples,
+                store=store,
+                batch_size=args.batch,
+            )
+
         start = time.perf_counter()
         built = index()
         first = time.perf_counter() - start
         start = time.perf_counter()
         index()
         again = time.perf_counter() - start
-    print(f"indexing {len(samples)} demo samples at features.stage3.conv "
-          f"({built.channels} channels, top 8 by relevance and activation): {first:.2f} s; "
-          f"read back from the store: {again * 1e3:.0f} ms")
+    print(
+        f"indexing {len(samples)} demo samples at features.stage3.conv "
+        f"({built.channels} channels, top 8 by relevance and activation): {first:.2f} s; "
+        f"read back from the store: {again * 1e3:.0f} ms"
+    )
 
 
 if __name__ == "__main__":

@@ -31,17 +31,26 @@ TICK_MS = 5
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="demo",
-                        help="a model name (torchvision ones get random weights) or file")
+    parser.add_argument(
+        "--model", default="demo", help="a model name (torchvision ones get random weights) or file"
+    )
     parser.add_argument("--rounds", type=int, default=12, help="explanations to measure")
-    parser.add_argument("--large", default="resnet50",
-                        help="a larger model to load (random weights) and explain; '' skips it")
-    parser.add_argument("--large-rounds", type=int, default=4,
-                        help="preset switches (each explained) on the large model")
+    parser.add_argument(
+        "--large",
+        default="resnet50",
+        help="a larger model to load (random weights) and explain; '' skips it",
+    )
+    parser.add_argument(
+        "--large-rounds",
+        type=int,
+        default=4,
+        help="preset switches (each explained) on the large model",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per explanation")
-    parser.add_argument("--no-cold-start", action="store_true",
-                        help="skip the cold start in a subprocess")
+    parser.add_argument(
+        "--no-cold-start", action="store_true", help="skip the cold start in a subprocess"
+    )
     return parser.parse_args(argv)
 
 
@@ -51,9 +60,21 @@ def cold_start(timeout: float) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bench_gui_cold_") as folder:
         launched = time.time()
         result = subprocess.run(
-            [sys.executable, "-m", "lrp_desktop", "--fresh", "--screenshot",
-             str(Path(folder) / "shot.png"), "--timeout", str(timeout)],
-            capture_output=True, text=True, env=env, timeout=timeout + 60)
+            [
+                sys.executable,
+                "-m",
+                "lrp_desktop",
+                "--fresh",
+                "--screenshot",
+                str(Path(folder) / "shot.png"),
+                "--timeout",
+                str(timeout),
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout + 60,
+        )
         ended = time.time()
     if result.returncode != 0:
         raise SystemExit(f"lrp-desktop failed ({result.returncode}):\n{result.stderr[-2000:]}")
@@ -83,7 +104,7 @@ class Heartbeat:
         self.phases.append((phase, len(self.ticks)))
 
     def gaps(self, first: int = 0, last: int | None = None) -> list[float]:
-        ticks = self.ticks[max(first - 1, 0):last]
+        ticks = self.ticks[max(first - 1, 0) : last]
         return [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]
 
     def worst(self) -> dict[str, float]:
@@ -98,8 +119,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     if not args.no_cold_start:
         marks = cold_start(args.timeout)
-        print("cold start of `lrp-desktop --screenshot` (demo), seconds from launch: "
-              + ", ".join(f"{event} {value:.2f}" for event, value in marks.items()), flush=True)
+        print(
+            "cold start of `lrp-desktop --screenshot` (demo), seconds from launch: "
+            + ", ".join(f"{event} {value:.2f}" for event, value in marks.items()),
+            flush=True,
+        )
     start_time = time.perf_counter()
     from PySide6.QtCore import QEventLoop, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
@@ -129,8 +153,9 @@ def main(argv=None) -> int:
         loop = QEventLoop()
         poll = QTimer()
         poll.setInterval(1)
-        poll.timeout.connect(lambda: (condition() or time.perf_counter() > deadline)
-                             and loop.quit())
+        poll.timeout.connect(
+            lambda: (condition() or time.perf_counter() > deadline) and loop.quit()
+        )
         poll.start()
         loop.exec()
         poll.stop()
@@ -140,11 +165,19 @@ def main(argv=None) -> int:
     session = app.session
 
     def settled() -> bool:
-        return (session.explanation_is_current and not app.host.busy
-                and not app.controller.building_preset)
+        return (
+            session.explanation_is_current
+            and not app.host.busy
+            and not app.controller.building_preset
+        )
 
-    wait(lambda: session.explanation_is_current and app.window.main_view.view.image_item.image
-         is not None, "the first heatmap")
+    wait(
+        lambda: (
+            session.explanation_is_current
+            and app.window.main_view.view.image_item.image is not None
+        ),
+        "the first heatmap",
+    )
     first_heatmap = time.perf_counter() - start_time
 
     presets = itertools.cycle(COMPOSITES)
@@ -179,10 +212,13 @@ def main(argv=None) -> int:
         old = session.model
         app.controller.load_model(args.large, seed=0)
         wait(lambda: session.model is not old and settled(), f"{args.large}")
-        large.append(f"{args.large} (random weights) loaded and explained in "
-                     f"{time.perf_counter() - began:.1f} s")
-        large_presets = itertools.cycle(["epsilon_plus_flat", "epsilon_gamma_box",
-                                         "epsilon_alpha2_beta1_flat", "epsilon_plus"])
+        large.append(
+            f"{args.large} (random weights) loaded and explained in "
+            f"{time.perf_counter() - began:.1f} s"
+        )
+        large_presets = itertools.cycle(
+            ["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat", "epsilon_plus"]
+        )
         times = []
         for _ in range(args.large_rounds):
             beat.mark(f"{args.large}: switching preset and explaining")
@@ -191,23 +227,30 @@ def main(argv=None) -> int:
             wait(settled, "an explanation")
             times.append(time.perf_counter() - began)
         if times:
-            large.append(f"{args.large} preset switch + explanation: median "
-                         f"{statistics.median(times):.2f} s")
+            large.append(
+                f"{args.large} preset switch + explanation: median {statistics.median(times):.2f} s"
+            )
     beat.mark("end")
     beat.timer.stop()
     worst = beat.worst()
     app.shutdown()
     app.window.close()
     print(f"model: {args.model} on {args.device}")
-    print(f"in process, start to first heatmap: {first_heatmap:.2f} s (of which importing "
-          f"PySide6, torch, torchvision and pyqtgraph: {imported:.2f} s)")
-    print(f"explanations measured: {len(durations)}, median {statistics.median(durations):.3f} s,"
-          f" longest {max(durations):.3f} s")
+    print(
+        f"in process, start to first heatmap: {first_heatmap:.2f} s (of which importing "
+        f"PySide6, torch, torchvision and pyqtgraph: {imported:.2f} s)"
+    )
+    print(
+        f"explanations measured: {len(durations)}, median {statistics.median(durations):.3f} s,"
+        f" longest {max(durations):.3f} s"
+    )
     if len(explaining_gaps) > 2:
-        print(f"GUI event loop while explaining ({TICK_MS} ms timer, {len(explaining_gaps)} gaps):"
-              f" longest stall {max(explaining_gaps):.1f} ms, 99th percentile "
-              f"{statistics.quantiles(explaining_gaps, n=100)[98]:.1f} ms, median "
-              f"{statistics.median(explaining_gaps):.1f} ms")
+        print(
+            f"GUI event loop while explaining ({TICK_MS} ms timer, {len(explaining_gaps)} gaps):"
+            f" longest stall {max(explaining_gaps):.1f} ms, 99th percentile "
+            f"{statistics.quantiles(explaining_gaps, n=100)[98]:.1f} ms, median "
+            f"{statistics.median(explaining_gaps):.1f} ms"
+        )
     for line in large:
         print(line)
     print("longest stall per phase or kind of change (ms):")

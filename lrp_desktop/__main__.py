@@ -50,35 +50,71 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="lrp-desktop",
         description="Explore Layer-wise Relevance Propagation heatmaps of image classifiers. "
-                    "Without arguments the bundled demo model opens on its sample images.")
-    parser.add_argument("images", nargs="*", type=Path, metavar="IMAGE",
-                        help="image files or folders to open")
-    parser.add_argument("--model", metavar="NAME|PATH",
-                        help=f"a bundled demo ({', '.join(DEMO_NAMES)}; works offline), a "
-                             "torchvision classifier (ImageNet weights, from the cache or "
-                             "downloaded) or a model file")
-    parser.add_argument("--weights", type=Path, metavar="PATH",
-                        help="weights file (.safetensors, .pt) for the --model architecture")
-    parser.add_argument("--random-weights", action="store_true",
-                        help="give a torchvision --model random weights instead of its pretrained "
-                             "ones (captions and records say so)")
-    parser.add_argument("--seed", type=int, metavar="N",
-                        help="seed of the random weights (implies --random-weights): the same "
-                             "seed gives the same weights and heatmaps")
+        "Without arguments the bundled demo model opens on its sample images.",
+    )
+    parser.add_argument(
+        "images", nargs="*", type=Path, metavar="IMAGE", help="image files or folders to open"
+    )
+    parser.add_argument(
+        "--model",
+        metavar="NAME|PATH",
+        help=f"a bundled demo ({', '.join(DEMO_NAMES)}; works offline), a "
+        "torchvision classifier (ImageNet weights, from the cache or "
+        "downloaded) or a model file",
+    )
+    parser.add_argument(
+        "--weights",
+        type=Path,
+        metavar="PATH",
+        help="weights file (.safetensors, .pt) for the --model architecture",
+    )
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="give a torchvision --model random weights instead of its pretrained "
+        "ones (captions and records say so)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the random weights (implies --random-weights): the same "
+        "seed gives the same weights and heatmaps",
+    )
     parser.add_argument("--device", metavar="cpu|cuda|cuda:N", help="where the model computes")
-    parser.add_argument("--composite", metavar="NAME",
-                        help="preset rules to start with (default: the model's recommended one)")
-    parser.add_argument("--compare", nargs="+", metavar="NAME", default=(),
-                        help="show these side by side: presets, 'current', or methods "
-                             "(gradient, smoothgrad, integrated_gradients, occlusion, rollout)")
-    parser.add_argument("--screenshot", type=Path, metavar="PATH",
-                        help="wait until every explanation is shown, save the window as PNG "
-                             "and exit (works with QT_QPA_PLATFORM=offscreen)")
-    parser.add_argument("--fresh", action="store_true",
-                        help="ignore saved preferences (window size, colours, recent files) and "
-                             "save none; implied by --screenshot, so screenshots are reproducible")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_SCREENSHOT_TIMEOUT,
-                        metavar="SECONDS", help="how long --screenshot waits (default %(default)s)")
+    parser.add_argument(
+        "--composite",
+        metavar="NAME",
+        help="preset rules to start with (default: the model's recommended one)",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="NAME",
+        default=(),
+        help="show these side by side: presets, 'current', or methods "
+        "(gradient, smoothgrad, integrated_gradients, occlusion, rollout)",
+    )
+    parser.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="PATH",
+        help="wait until every explanation is shown, save the window as PNG "
+        "and exit (works with QT_QPA_PLATFORM=offscreen)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore saved preferences (window size, colours, recent files) and "
+        "save none; implied by --screenshot, so screenshots are reproducible",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_SCREENSHOT_TIMEOUT,
+        metavar="SECONDS",
+        help="how long --screenshot waits (default %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -126,10 +162,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         loading.close()
     if TIMINGS:
         _report_first_heatmap(app)
-    start(app, StartOptions(images=args.images, model=args.model, weights=args.weights,
-                            device=args.device, composite=args.composite,
-                            compare=tuple(args.compare), random_weights=args.random_weights,
-                            seed=args.seed))
+    start(
+        app,
+        StartOptions(
+            images=args.images,
+            model=args.model,
+            weights=args.weights,
+            device=args.device,
+            composite=args.composite,
+            compare=tuple(args.compare),
+            random_weights=args.random_weights,
+            seed=args.seed,
+        ),
+    )
     code = qt_app.exec()
     app.shutdown()
     if fresh is not None:
@@ -193,8 +238,10 @@ def _report_first_heatmap(app) -> None:
     poll.setInterval(5)
 
     def check() -> None:
-        if (app.session.explanation_is_current
-                and app.window.main_view.view.image_item.image is not None):
+        if (
+            app.session.explanation_is_current
+            and app.window.main_view.view.image_item.image is not None
+        ):
             poll.stop()
             _timing("first heatmap")
 

@@ -85,17 +85,21 @@ class Application:
 
 def ask_user(window: MainWindow):
     """Return a confirm handler that asks with a modal yes/no dialog over ``window``."""
+
     def confirm(title: str, text: str) -> bool:
-        answer = QMessageBox.question(window, title, text,
-                                      QMessageBox.StandardButton.Yes
-                                      | QMessageBox.StandardButton.No,
-                                      QMessageBox.StandardButton.No)
+        answer = QMessageBox.question(
+            window,
+            title,
+            text,
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.No,
+        )
         return answer == QMessageBox.StandardButton.Yes
+
     return confirm
 
 
-def build(preferences: Preferences | None = None, reporter: Reporter | None = None
-          ) -> Application:
+def build(preferences: Preferences | None = None, reporter: Reporter | None = None) -> Application:
     """Create every part of the viewer (the window is not shown yet)."""
     pg.setConfigOptions(antialias=True)
     session = Session()
@@ -108,8 +112,7 @@ def build(preferences: Preferences | None = None, reporter: Reporter | None = No
     window = MainWindow(session, controller, reporter, preferences, support)
     if reporter.confirm_handler is None:
         reporter.confirm_handler = ask_user(window)
-    return Application(session, reporter, preferences, host, structure, controller, window,
-                       support)
+    return Application(session, reporter, preferences, host, structure, controller, window, support)
 
 
 def start(app: Application, options: StartOptions) -> None:
@@ -128,9 +131,11 @@ def start(app: Application, options: StartOptions) -> None:
 
 def _after_first_model(app: Application, action) -> None:
     """Run ``action`` once, when the first model has been loaded."""
+
     def once() -> None:
         app.session.model_changed.disconnect(once)
         action()
+
     app.session.model_changed.connect(once)
 
 
@@ -140,7 +145,10 @@ def _apply_start_rules(app: Application, options: StartOptions) -> None:
         if options.composite in COMPOSITES:
             apply_preset(session, options.composite)
         else:
-            app.reporter.error("Unknown composite", f"{options.composite!r} is not a preset.",
-                               f"Choose one of {', '.join(COMPOSITES)}.")
+            app.reporter.error(
+                "Unknown composite",
+                f"{options.composite!r} is not a preset.",
+                f"Choose one of {', '.join(COMPOSITES)}.",
+            )
     for entry in options.compare:
         app.window.compare(entry)

@@ -40,8 +40,10 @@ def audit_message(recommendation: Any, findings: Sequence[Any]) -> Message | Non
     lines = list(unsupported[:1])  # the rest are in the details
     if messages:
         count = len(messages)
-        lines.append(f"{count} operation{'s' * (count != 1)} on the relevance path "
-                     f"{'has' if count == 1 else 'have'} no rule (first: {messages[0]})")
+        lines.append(
+            f"{count} operation{'s' * (count != 1)} on the relevance path "
+            f"{'has' if count == 1 else 'have'} no rule (first: {messages[0]})"
+        )
     hint = "Details lists every one"
     if messages:
         hint += "; the rule tree marks where they happen"
@@ -61,8 +63,9 @@ class Auditor(QObject):
         Where the warning goes.
     """
 
-    def __init__(self, session: Session, host: WorkerHost, reporter: Reporter,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, session: Session, host: WorkerHost, reporter: Reporter, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.host = host
@@ -102,8 +105,11 @@ class Auditor(QObject):
     def _on_failed(self, request_id: int, failure: Failure) -> None:
         if request_id == self._request:
             self._request = None
-            self.reporter.warning("The relevance path could not be checked", failure.text,
-                                  failure.hint or "The heatmap may be wrong where no rule applies.")
+            self.reporter.warning(
+                "The relevance path could not be checked",
+                failure.text,
+                failure.hint or "The heatmap may be wrong where no rule applies.",
+            )
 
     def _on_cancelled(self, request_id: int) -> None:
         if request_id == self._request:

@@ -75,8 +75,9 @@ def method_identity(method: Any) -> tuple[str, str | None, str]:
     return (method.kind, rules, json.dumps(method.settings(), sort_keys=True, default=str))
 
 
-def explain_key(model_key: str, path: Path, method: Any, target: int | None,
-                device: str) -> ExplainKey:
+def explain_key(
+    model_key: str, path: Path, method: Any, target: int | None, device: str
+) -> ExplainKey:
     """Build the :class:`ExplainKey` of one explanation request."""
     return ExplainKey(model_key, image_identity(path), method_identity(method), target, device)
 

@@ -46,12 +46,12 @@ def grid_columns(count: int) -> int:
 CONSERVING_KINDS = ("lrp", "integrated_gradients")
 CONSERVATION_TIPS = {
     "lrp": "LRP passes the explained logit back layer by layer, so relevance sums to about that "
-           "logit, not exactly: epsilon rules absorb a share in their stabiliser, biases (and "
-           "BatchNorm shifts merged into them) take or add theirs, and the first layer's rule "
-           "spreads what reaches the input. A preset thus gives somewhat less or more than "
-           "100 %; far off hints at an operation without a rule.",
+    "logit, not exactly: epsilon rules absorb a share in their stabiliser, biases (and "
+    "BatchNorm shifts merged into them) take or add theirs, and the first layer's rule "
+    "spreads what reaches the input. A preset thus gives somewhat less or more than "
+    "100 %; far off hints at an operation without a rule.",
     "integrated_gradients": "Integrated Gradients sums to the logit minus the logit of its "
-                            "baseline (completeness), up to the error of its finite steps.",
+    "baseline (completeness), up to the error of its finite steps.",
 }
 
 
@@ -127,8 +127,10 @@ class ComparisonView(QWidget):
         super().__init__(parent)
         self.session = session
         self.panels: list[PanelWidget] = []
-        self.hint = QLabel("No panels yet. Use the Compare menu or the toolbar to add the current "
-                           "configuration, presets or other methods.")
+        self.hint = QLabel(
+            "No panels yet. Use the Compare menu or the toolbar to add the current "
+            "configuration, presets or other methods."
+        )
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.hint.setWordWrap(True)
         self.grid_host = QWidget()
@@ -139,8 +141,9 @@ class ComparisonView(QWidget):
         self.scroll.setWidget(self.grid_host)
         self.shared_bar_view = pg.GraphicsLayoutWidget()
         self.shared_bar_view.setBackground("w")
-        self.shared_bar_view.setToolTip("The colour scale of each kind of method, shared by its "
-                                        "panels")
+        self.shared_bar_view.setToolTip(
+            "The colour scale of each kind of method, shared by its panels"
+        )
         self.shared_bar_view.setVisible(False)
         self.shared_bars: dict[str, pg.ColorBarItem] = {}
         panels_row = QWidget()
@@ -162,9 +165,13 @@ class ComparisonView(QWidget):
         layout.addWidget(self.evaluation_settings)
         layout.addWidget(self.splitter, 1)
         session.comparison_changed.connect(self._rebuild)
-        for signal in (session.panel_results_changed, session.display_changed,
-                       session.scale_changed, session.display_image_changed,
-                       session.evaluation_changed):
+        for signal in (
+            session.panel_results_changed,
+            session.display_changed,
+            session.scale_changed,
+            session.display_image_changed,
+            session.evaluation_changed,
+        ):
             signal.connect(self.redraw)
         self._rebuild()
 
@@ -214,12 +221,14 @@ class ComparisonView(QWidget):
         """Draw every panel from cached relevance with the current display settings."""
         scales = self.shared_scales()
         evaluation = self.session.evaluation
-        for index, (panel, spec) in enumerate(zip(self.panels, self.session.comparison.panels,
-                                                  strict=True)):
+        for index, (panel, spec) in enumerate(
+            zip(self.panels, self.session.comparison.panels, strict=True)
+        ):
             bounds = scales.get(spec.method.kind)
             panel.view.show_colorbar = bounds is None
-            self._draw_panel(panel, spec, bounds,
-                             None if evaluation is None else evaluation.panels[index])
+            self._draw_panel(
+                panel, spec, bounds, None if evaluation is None else evaluation.panels[index]
+            )
         self._show_shared_bars(scales)
         if evaluation is not None and not self.plot.isVisibleTo(self):
             total = max(sum(self.splitter.sizes()), 1)
@@ -227,8 +236,9 @@ class ComparisonView(QWidget):
         self.plot.setVisible(evaluation is not None)
         if evaluation is not None:
             specs = self.session.comparison.panels
-            self.plot.show_evaluation(evaluation, [spec.method.label() for spec in specs],
-                                      [spec.image for spec in specs])
+            self.plot.show_evaluation(
+                evaluation, [spec.method.label() for spec in specs], [spec.image for spec in specs]
+            )
 
     def _show_shared_bars(self, scales: dict[str, tuple[float, float]]) -> None:
         """Show one colour bar per kind of method with a shared scale, labelled with the kind."""
@@ -261,8 +271,12 @@ class ComparisonView(QWidget):
         note = conservation_note(result)
         if curves is not None:
             note += "<br>" + scores_note(curves)
-        panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}, class {class_name}",
-                          note, result.warnings, conservation_tip(result))
+        panel.set_caption(
+            f"<b>{spec.method.label()}</b><br>{spec.image.name}, class {class_name}",
+            note,
+            result.warnings,
+            conservation_tip(result),
+        )
         if display is None:
             display = np.zeros(result.relevance.shape[2:] + (3,), dtype=np.uint8)
         panel.view.draw(display, result.relevance[0], session.display, bounds)

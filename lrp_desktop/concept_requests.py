@@ -68,8 +68,13 @@ class ConceptsRequest:
         job.check()
         try:
             concepts = concept_heatmaps(
-                loaded.model, image.tensor[None], self.rulemap, self.layer, self.channels,
-                self.target, cancel=job.cancelled,
+                loaded.model,
+                image.tensor[None],
+                self.rulemap,
+                self.layer,
+                self.channels,
+                self.target,
+                cancel=job.cancelled,
                 progress=lambda share: job.progress(share, f"Concepts of {self.layer}"),
             )
         except LayerNotFoundError as error:
@@ -92,8 +97,13 @@ class ReferencesRequest:
         loaded = context.require_model()
         try:
             return index_references(
-                loaded.model, loaded.spec, self.rulemap, self.layer, image_files(self.folder),
-                store=self.store, cancel=job.cancelled,
+                loaded.model,
+                loaded.spec,
+                self.rulemap,
+                self.layer,
+                image_files(self.folder),
+                store=self.store,
+                cancel=job.cancelled,
                 progress=lambda share: job.progress(share, f"Indexing {self.folder.name}"),
             )
         except LayerNotFoundError as error:

@@ -75,9 +75,15 @@ class Controller(QObject):
         Where recent files are remembered.
     """
 
-    def __init__(self, session: Session, host: WorkerHost, structure: WorkerHost,
-                 reporter: Reporter, preferences: Preferences,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        host: WorkerHost,
+        structure: WorkerHost,
+        reporter: Reporter,
+        preferences: Preferences,
+        parent: QObject | None = None,
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.host = host
@@ -93,9 +99,15 @@ class Controller(QObject):
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(0)
         self._refresh_timer.timeout.connect(self.refresh)
-        for signal in (session.model_changed, session.current_image_changed,
-                       session.rulemap_changed, session.method_changed, session.target_changed,
-                       session.device_changed, session.comparison_changed):
+        for signal in (
+            session.model_changed,
+            session.current_image_changed,
+            session.rulemap_changed,
+            session.method_changed,
+            session.target_changed,
+            session.device_changed,
+            session.comparison_changed,
+        ):
             signal.connect(self._refresh_timer.start)
         self._coverage: int | None = None
         self._preset: int | None = None
@@ -112,21 +124,29 @@ class Controller(QObject):
         host.busy_changed.connect(self._on_busy_changed)
 
     # -- commands -----------------------------------------------------------------------
-    def load_model(self, source: str, weights: Path | None = None, pretrained: bool = False,
-                   trust: bool = False, seed: int | None = None) -> int:
+    def load_model(
+        self,
+        source: str,
+        weights: Path | None = None,
+        pretrained: bool = False,
+        trust: bool = False,
+        seed: int | None = None,
+    ) -> int:
         """Ask the worker to load a model; the session switches once it is loaded.
 
         ``seed`` draws random weights reproducibly (a torchvision name without weights)."""
         self.host.cancel_all()
-        request = LoadModelRequest(str(source), None if weights is None else Path(weights),
-                                   pretrained, trust, seed=seed)
+        request = LoadModelRequest(
+            str(source), None if weights is None else Path(weights), pretrained, trust, seed=seed
+        )
         self.session.set_status("running", f"Loading {source}")
         return self._submit(request, _Pending(self._on_model_loaded, self._on_model_failed))
 
     def set_device(self, device: str) -> int:
         """Ask the worker to move the model to ``device``."""
-        return self._submit(SetDeviceRequest(device),
-                            _Pending(self._on_device_set, self._on_device_failed))
+        return self._submit(
+            SetDeviceRequest(device), _Pending(self._on_device_set, self._on_device_failed)
+        )
 
     def open_paths(self, paths: Iterable[Path | str]) -> list[Path]:
         """Add image files and the images of folders to the session; return what was added.
@@ -137,15 +157,19 @@ class Controller(QObject):
         found: list[Path] = []
         for path in (Path(item).expanduser() for item in paths):
             if not path.exists():
-                self.reporter.error("Could not open a file", f"{path} does not exist.",
-                                    "Check the path; the file may have been moved or deleted.")
+                self.reporter.error(
+                    "Could not open a file",
+                    f"{path} does not exist.",
+                    "Check the path; the file may have been moved or deleted.",
+                )
             elif path.is_dir():
                 images = image_files(path)
                 if not images:
-                    self.reporter.error("No images in the folder",
-                                        f"{path} holds no files ending in "
-                                        f"{', '.join(sorted(IMAGE_SUFFIXES))}.",
-                                        "Choose a folder with images.")
+                    self.reporter.error(
+                        "No images in the folder",
+                        f"{path} holds no files ending in {', '.join(sorted(IMAGE_SUFFIXES))}.",
+                        "Choose a folder with images.",
+                    )
                 found.extend(images)
                 self.preferences.set_last_folder("images", path)
             else:
@@ -170,7 +194,8 @@ class Controller(QObject):
         if self._preset is not None:
             self.structure.cancel(self._preset)
         self._preset = self.structure.submit(
-            PresetRequest(info.spec, preset, current_canonizer(self.session)))
+            PresetRequest(info.spec, preset, current_canonizer(self.session))
+        )
         return self._preset
 
     @property
@@ -210,8 +235,9 @@ class Controller(QObject):
             The image; the current one when None.
         """
         if self.session.model is None:
-            self.reporter.error("Nothing to compare", "No model is loaded.",
-                                "Choose a model first.")
+            self.reporter.error(
+                "Nothing to compare", "No model is loaded.", "Choose a model first."
+            )
             return False
         try:
             method = self._comparison_method(entry)
@@ -233,11 +259,17 @@ class Controller(QObject):
         if entry in METHOD_KINDS and entry != "lrp":
             return Method(entry, None, session.method_params.get(entry, {}))
         others = ", ".join(kind for kind in METHOD_KINDS if kind != "lrp")
-        raise ValueError(f"{entry!r} is neither a preset nor a method; use 'current', a preset "
-                         f"({', '.join(COMPOSITES)}) or a method ({others})")
+        raise ValueError(
+            f"{entry!r} is neither a preset nor a method; use 'current', a preset "
+            f"({', '.join(COMPOSITES)}) or a method ({others})"
+        )
 
-    def evaluate(self, region_size: int = DEFAULT_REGION_SIZE, steps: int | None = None,
-                 fill: str = DEFAULT_FILL) -> int | None:
+    def evaluate(
+        self,
+        region_size: int = DEFAULT_REGION_SIZE,
+        steps: int | None = None,
+        fill: str = DEFAULT_FILL,
+    ) -> int | None:
         """Compute perturbation curves of every comparison panel once all have their heatmap.
 
         Parameters
@@ -253,20 +285,26 @@ class Controller(QObject):
         for panel in self.session.comparison.panels:
             result = self.session.panel_result(panel)
             if result is None:
-                self.reporter.error("Cannot evaluate yet",
-                                    f"The panel {panel.caption()} has no heatmap yet.",
-                                    "Wait until every panel is shown, then evaluate again.")
+                self.reporter.error(
+                    "Cannot evaluate yet",
+                    f"The panel {panel.caption()} has no heatmap yet.",
+                    "Wait until every panel is shown, then evaluate again.",
+                )
                 return None
             items.append((panel.image, result.relevance[0], int(result.target[0])))
         if not items:
-            self.reporter.error("Nothing to evaluate", "The comparison has no panels.",
-                                "Add panels (Compare menu), then evaluate.")
+            self.reporter.error(
+                "Nothing to evaluate",
+                "The comparison has no panels.",
+                "Add panels (Compare menu), then evaluate.",
+            )
             return None
         if self._evaluation is not None:
             self.host.cancel(self._evaluation)
         self.session.set_evaluation(None)
-        self._evaluation = self._submit(EvaluateRequest(tuple(items), region_size, steps, fill),
-                                        _Pending(self._on_evaluated))
+        self._evaluation = self._submit(
+            EvaluateRequest(tuple(items), region_size, steps, fill), _Pending(self._on_evaluated)
+        )
         return self._evaluation
 
     # -- deciding what to compute -------------------------------------------------------
@@ -296,8 +334,9 @@ class Controller(QObject):
             return
         self._drop_main()
         request = ExplainRequest(key, path, session.current_method(), session.target)
-        request_id = self._submit(request, _Pending(self._on_main_result, self._on_main_failed,
-                                                    self._on_main_cancelled))
+        request_id = self._submit(
+            request, _Pending(self._on_main_result, self._on_main_failed, self._on_main_cancelled)
+        )
         self._main = (request_id, key)
         session.set_status("running", request.method.label(), 0.0)
 
@@ -310,7 +349,8 @@ class Controller(QObject):
         if path not in self._images:
             self._images[path] = self._submit(
                 ImageRequest(path),
-                _Pending(self._on_image, lambda failure: self._on_image_failed(path, failure)))
+                _Pending(self._on_image, lambda failure: self._on_image_failed(path, failure)),
+            )
 
     def _refresh_panels(self) -> None:
         session = self.session
@@ -325,10 +365,14 @@ class Controller(QObject):
         for key, panel in wanted.items():
             if key not in self._panels and key not in session.panel_states:
                 request = ExplainRequest(key, panel.image, panel.method, session.target)
-                self._panels[key] = self._submit(request, _Pending(
-                    self._on_panel_result,
-                    lambda failure, key=key: self._on_panel_failed(key, failure),
-                    lambda key=key: session.set_panel_state(key, "cancelled")))
+                self._panels[key] = self._submit(
+                    request,
+                    _Pending(
+                        self._on_panel_result,
+                        lambda failure, key=key: self._on_panel_failed(key, failure),
+                        lambda key=key: session.set_panel_state(key, "cancelled"),
+                    ),
+                )
 
     def _on_panel_failed(self, key: ExplainKey, failure: Failure) -> None:
         self.session.set_panel_state(key, f"failed: {failure.title}")
@@ -382,9 +426,11 @@ class Controller(QObject):
         try:
             rulemap = starting_rulemap(result)
         except Exception as error:  # a model whose structure defeats the rule map
-            self.reporter.error("The model cannot be explained with LRP rules", str(error),
-                                "Gradient-based methods may still work; choose another model "
-                                "for LRP.")
+            self.reporter.error(
+                "The model cannot be explained with LRP rules",
+                str(error),
+                "Gradient-based methods may still work; choose another model for LRP.",
+            )
             rulemap = None
         self._images.clear()
         self._panels.clear()
@@ -394,8 +440,9 @@ class Controller(QObject):
             self._preset = None
         self.structure.submit(SkeletonRequest(copy.deepcopy(result.skeleton)))
         self.session.set_model(result, rulemap)
-        self.reporter.info(f"Loaded {result.title}",
-                           f"{result.n_parameters:,} parameters on {result.device}")
+        self.reporter.info(
+            f"Loaded {result.title}", f"{result.n_parameters:,} parameters on {result.device}"
+        )
 
     def _on_model_failed(self, failure: Failure) -> None:
         self.reporter.error(failure.title, failure.text, failure.hint)
@@ -407,13 +454,16 @@ class Controller(QObject):
         listing = "\n".join(f"  {name}" for name in imports) or "  (nothing named)"
         if more > 0:
             listing += f"\n  ... and {more} more"
-        text = (f"{needed.request.weights or needed.request.source} is not a plain weights file: "
-                "loading it runs code from the file. Loading it imports:\n"
-                f"{listing}\n\nLoad it only if it comes from a source you trust. Load it?")
+        text = (
+            f"{needed.request.weights or needed.request.source} is not a plain weights file: "
+            "loading it runs code from the file. Loading it imports:\n"
+            f"{listing}\n\nLoad it only if it comes from a source you trust. Load it?"
+        )
         if self.reporter.confirm("Run code from this model file?", text):
             request = needed.request
-            self.load_model(request.source, request.weights, request.pretrained, trust=True,
-                            seed=request.seed)
+            self.load_model(
+                request.source, request.weights, request.pretrained, trust=True, seed=request.seed
+            )
         else:
             self.reporter.warning("The model file was not loaded", needed.text)
 
@@ -422,8 +472,9 @@ class Controller(QObject):
         if self._coverage is not None:
             self.structure.cancel(self._coverage)
         rulemap = self.session.rulemap
-        self._coverage = None if rulemap is None else self.structure.submit(
-            CoverageRequest(rulemap))
+        self._coverage = (
+            None if rulemap is None else self.structure.submit(CoverageRequest(rulemap))
+        )
 
     def _on_structure_result(self, request_id: int, result: object) -> None:
         if isinstance(result, CoverageResult):
@@ -469,8 +520,9 @@ class Controller(QObject):
         self.session.cache.put(result.key, result.explanation)
         resolved = int(result.explanation.target[0])
         if result.key.target is None:
-            key = ExplainKey(result.key.model, result.key.image, result.key.method, resolved,
-                             result.key.device)
+            key = ExplainKey(
+                result.key.model, result.key.image, result.key.method, resolved, result.key.device
+            )
             self.session.cache.put(key, result.explanation)
         if result.path not in self.session.displays:
             self.session.set_display_image(result.path, result.display)

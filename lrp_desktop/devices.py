@@ -32,8 +32,9 @@ def available_devices() -> list[DeviceInfo]:
         for index in range(torch.cuda.device_count()):
             properties = torch.cuda.get_device_properties(index)
             memory = properties.total_memory / 2**30
-            devices.append(DeviceInfo(f"cuda:{index}",
-                                      f"cuda:{index}: {properties.name} ({memory:.1f} GiB)"))
+            devices.append(
+                DeviceInfo(f"cuda:{index}", f"cuda:{index}: {properties.name} ({memory:.1f} GiB)")
+            )
     return devices
 
 

@@ -49,17 +49,22 @@ class EvaluationSettings(QWidget):
         self.steps.setToolTip("Removal steps; 0 removes every region, in at most 100 steps")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 0, 4, 0)
-        for label, widget in (("Regions:", self.region_size), ("Fill:", self.fill),
-                              ("Steps:", self.steps)):
+        for label, widget in (
+            ("Regions:", self.region_size),
+            ("Fill:", self.fill),
+            ("Steps:", self.steps),
+        ):
             layout.addWidget(QLabel(label))
             layout.addWidget(widget)
         layout.addStretch(1)
 
     def values(self) -> dict[str, Any]:
         """Return the settings as keyword arguments of ``Controller.evaluate``."""
-        return {"region_size": self.region_size.value(),
-                "steps": self.steps.value() or None,
-                "fill": self.fill.currentText()}
+        return {
+            "region_size": self.region_size.value(),
+            "steps": self.steps.value() or None,
+            "fill": self.fill.currentText(),
+        }
 
 
 class EvaluationPlot(QWidget):
@@ -102,8 +107,7 @@ class EvaluationPlot(QWidget):
         layout.addWidget(self.canvas, 1)
         self.canvas.setMinimumHeight(240)
 
-    def show_evaluation(self, evaluation, methods: Sequence[str],
-                        images: Sequence[Path]) -> None:
+    def show_evaluation(self, evaluation, methods: Sequence[str], images: Sequence[Path]) -> None:
         """Plot the mean MoRF curve per method (``methods``: each panel's method label) and the
         mean random baseline, one per image, each with a +- std band."""
         self._shown = (evaluation, tuple(methods), tuple(images))
@@ -111,8 +115,7 @@ class EvaluationPlot(QWidget):
 
     def curve_items(self) -> list[pg.PlotDataItem]:
         """Return the plotted curves (means first, per-image curves after, when shown)."""
-        return [item for item in self.item.listDataItems()
-                if isinstance(item, pg.PlotDataItem)]
+        return [item for item in self.item.listDataItems() if isinstance(item, pg.PlotDataItem)]
 
     def _replot(self) -> None:
         self.item.clear()
@@ -125,10 +128,13 @@ class EvaluationPlot(QWidget):
         groups: dict[str, list] = {}
         for curves, method in zip(evaluation.panels, methods, strict=True):
             groups.setdefault(method, []).append(curves)
-        baselines = {image: curves.random for curves, image
-                     in zip(evaluation.panels, images, strict=True)}
-        series = [(method, [c.morf for c in group], method_colour(index), False)
-                  for index, (method, group) in enumerate(groups.items())]
+        baselines = {
+            image: curves.random for curves, image in zip(evaluation.panels, images, strict=True)
+        }
+        series = [
+            (method, [c.morf for c in group], method_colour(index), False)
+            for index, (method, group) in enumerate(groups.items())
+        ]
         series.append((BASELINE_LABEL, list(baselines.values()), BASELINE_COLOUR, True))
         for label, curves, colour, dashed in series:
             self._plot_mean(label, curves, colour, dashed)
@@ -136,15 +142,18 @@ class EvaluationPlot(QWidget):
         if self.per_image.isChecked():
             for _, curves, colour, _dashed in series:
                 for values in curves:
-                    self.item.plot(np.arange(len(values)), values,
-                                   pen=pg.mkPen((*colour, 110), width=1))
+                    self.item.plot(
+                        np.arange(len(values)), values, pen=pg.mkPen((*colour, 110), width=1)
+                    )
 
-    def _plot_mean(self, label: str, curves: list[np.ndarray], colour: tuple[int, int, int],
-                   dashed: bool) -> None:
+    def _plot_mean(
+        self, label: str, curves: list[np.ndarray], colour: tuple[int, int, int], dashed: bool
+    ) -> None:
         mean = band(label, curves)
         steps = np.arange(len(mean.mean))
-        pen = pg.mkPen(colour, width=2.5,
-                       style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine)
+        pen = pg.mkPen(
+            colour, width=2.5, style=Qt.PenStyle.DashLine if dashed else Qt.PenStyle.SolidLine
+        )
         line = self.item.plot(steps, mean.mean, pen=pen)
         self.means[label] = line
         if mean.count > 1:

@@ -21,8 +21,12 @@ class ExplanationView(CaptionedView):
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        for signal in (session.display_image_changed, session.explanation_changed,
-                       session.display_changed, session.model_changed):
+        for signal in (
+            session.display_image_changed,
+            session.explanation_changed,
+            session.display_changed,
+            session.model_changed,
+        ):
             signal.connect(self.redraw)
         session.status_changed.connect(self._show_status)
         self.redraw()
@@ -41,8 +45,12 @@ class ExplanationView(CaptionedView):
         if explanation is None:
             self.set_caption(self._caption())
         else:
-            self.set_caption(self._caption(), conservation_note(explanation),
-                             explanation.warnings, conservation_tip(explanation))
+            self.set_caption(
+                self._caption(),
+                conservation_note(explanation),
+                explanation.warnings,
+                conservation_tip(explanation),
+            )
         self.view.show_message(self._message())
 
     def _caption(self) -> str:

@@ -60,8 +60,9 @@ class ExportDialog(QDialog):
         Whether comparison exports make sense (there are panels).
     """
 
-    def __init__(self, folder: Path, stem: str, has_comparison: bool,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, folder: Path, stem: str, has_comparison: bool, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Export")
         self.buttons_by_kind: dict[str, QRadioButton] = {}
@@ -88,8 +89,9 @@ class ExportDialog(QDialog):
         form.addRow("Figure format:", self.format_box)
         form.addRow("Save to:", row)
         layout.addLayout(form)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Save
-                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Save | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout.addWidget(buttons)

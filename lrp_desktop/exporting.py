@@ -64,8 +64,7 @@ def save_view(widget: QWidget, path: Path) -> Path:
     if path.suffix.lower() not in VIEW_SUFFIXES:
         raise ExportError(f"the view is saved as PNG; {path.name} does not end in .png")
     if not widget.grab().save(str(path), "PNG"):
-        raise ExportError(f"could not write {path}; check that the folder exists and is "
-                          "writable")
+        raise ExportError(f"could not write {path}; check that the folder exists and is writable")
     return path
 
 
@@ -93,8 +92,11 @@ class RenderedPanel:
     caption: str
 
 
-def render_panels(session: Session, bounds: Sequence[tuple[float, float] | None],
-                  display: DisplaySettings | None = None) -> list[RenderedPanel]:
+def render_panels(
+    session: Session,
+    bounds: Sequence[tuple[float, float] | None],
+    display: DisplaySettings | None = None,
+) -> list[RenderedPanel]:
     """Draw every computed comparison panel as on screen.
 
     Parameters
@@ -112,8 +114,9 @@ def render_panels(session: Session, bounds: Sequence[tuple[float, float] | None]
         result = session.panel_result(spec)
         picture = session.displays.get(spec.image)
         if result is None or picture is None:
-            raise ExportError(f"the panel {spec.caption()} is not computed yet; wait until every "
-                              "panel is shown")
+            raise ExportError(
+                f"the panel {spec.caption()} is not computed yet; wait until every panel is shown"
+            )
         caption = _panel_caption(session, spec, result)
         if evaluation is not None:
             caption += "; " + scores_note(evaluation.panels[index])
@@ -126,8 +129,10 @@ def _panel_caption(session: Session, spec: PanelSpec, result) -> str:
     rules = ""
     if spec.method.rulemap is not None:
         rules = f" (canonizer {spec.method.rulemap.canonizer})"
-    return (f"{spec.caption()}{rules}; class {_class_name(session, int(result.target[0]))}; "
-            f"{conservation_note(result)}")
+    return (
+        f"{spec.caption()}{rules}; class {_class_name(session, int(result.target[0]))}; "
+        f"{conservation_note(result)}"
+    )
 
 
 def figure_title(session: Session) -> str:
@@ -138,9 +143,12 @@ def figure_title(session: Session) -> str:
     return f"{model.title}, on {model.device}"
 
 
-def save_comparison_figure(session: Session, path: Path,
-                           bounds: Sequence[tuple[float, float] | None],
-                           plot_picture: np.ndarray | None = None) -> Path:
+def save_comparison_figure(
+    session: Session,
+    path: Path,
+    bounds: Sequence[tuple[float, float] | None],
+    plot_picture: np.ndarray | None = None,
+) -> Path:
     """Write the comparison as a captioned grid: vector PDF or SVG (text as text, a colour bar
     per scale, the mean perturbation curves with their bands), or PNG, by the suffix of ``path``.
 
@@ -153,8 +161,9 @@ def save_comparison_figure(session: Session, path: Path,
     """
     path = Path(path)
     if path.suffix.lower() not in FIGURE_SUFFIXES:
-        raise ExportError(f"a figure is written as {', '.join(FIGURE_SUFFIXES)}; "
-                          f"{path.name} ends otherwise")
+        raise ExportError(
+            f"a figure is written as {', '.join(FIGURE_SUFFIXES)}; {path.name} ends otherwise"
+        )
     panels = render_panels(session, bounds)
     if not panels:
         raise ExportError("the comparison has no panels; add some first")
@@ -162,11 +171,15 @@ def save_comparison_figure(session: Session, path: Path,
     captions = [panel.caption for panel in panels]
     if path.suffix.lower() in VECTOR_SUFFIXES:
         specs = session.comparison.panels
-        scales = [_panel_scale(spec, session.panel_result(spec).relevance[0], bound,
-                               session.display) for spec, bound in zip(specs, bounds,
-                                                                       strict=True)]
-        curves = comparison_report(session, bounds).mean_curves("morf") \
-            if session.evaluation is not None else []
+        scales = [
+            _panel_scale(spec, session.panel_result(spec).relevance[0], bound, session.display)
+            for spec, bound in zip(specs, bounds, strict=True)
+        ]
+        curves = (
+            comparison_report(session, bounds).mean_curves("morf")
+            if session.evaluation is not None
+            else []
+        )
         return write_figure(path, pictures, captions, scales, figure_title(session), curves)
     if plot_picture is not None:
         pictures.append(plot_picture)
@@ -174,31 +187,51 @@ def save_comparison_figure(session: Session, path: Path,
     return save_figure(path, pictures, captions, title=figure_title(session))
 
 
-def save_current_explanation(session: Session, folder: Path, stem: str | None = None
-                             ) -> dict[str, Path]:
+def save_current_explanation(
+    session: Session, folder: Path, stem: str | None = None
+) -> dict[str, Path]:
     """Write the main view's explanation as on screen: overlay and heatmap PNGs (same colours,
     style and scale as the view), raw relevance ``.npy`` and JSON record."""
     explanation = session.explanation
     path = session.current_image
     model = session.model
     if explanation is None or path is None or model is None or not session.explanation_is_current:
-        raise ExportError("there is no finished explanation to export; wait until the heatmap is "
-                          "shown")
+        raise ExportError(
+            "there is no finished explanation to export; wait until the heatmap is shown"
+        )
     method = explanation.method
     record = explanation_record(
-        model_name=model.source, method=method, explanation=explanation, index=0,
-        class_names=model.class_names, weights_path=model.weights_path,
-        weights_sha256=model.weights_sha256, image_path=path, pretrained=model.pretrained,
-        seed=model.seed)
+        model_name=model.source,
+        method=method,
+        explanation=explanation,
+        index=0,
+        class_names=model.class_names,
+        weights_path=model.weights_path,
+        weights_sha256=model.weights_sha256,
+        image_path=path,
+        pretrained=model.pretrained,
+        seed=model.seed,
+    )
     stem = stem or safe_stem(f"{path.stem}_{method.label()}")
     display = session.display
-    return save_explanation(folder, stem, session.displays[path], explanation, 0, record,
-                            cmap=display.cmap, clip_percentile=display.clip_percentile,
-                            mode=display.mode, opacity=display.opacity, style=display.overlay)
+    return save_explanation(
+        folder,
+        stem,
+        session.displays[path],
+        explanation,
+        0,
+        record,
+        cmap=display.cmap,
+        clip_percentile=display.clip_percentile,
+        mode=display.mode,
+        opacity=display.opacity,
+        style=display.overlay,
+    )
 
 
-def save_comparison_report(session: Session, path: Path,
-                           bounds: Sequence[tuple[float, float] | None]) -> Path:
+def save_comparison_report(
+    session: Session, path: Path, bounds: Sequence[tuple[float, float] | None]
+) -> Path:
     """Write the comparison as a vector PDF report (see :func:`comparison_report`)."""
     return write_report(path, comparison_report(session, bounds))
 
@@ -219,14 +252,19 @@ def comparison_report(session: Session, bounds: Sequence[tuple[float, float] | N
     by_image: dict[Path, list[int]] = {}
     for index, spec in enumerate(specs):
         by_image.setdefault(spec.image, []).append(index)
-    pages = [_image_page(session, image, indices, panels, bounds)
-             for image, indices in by_image.items()]
+    pages = [
+        _image_page(session, image, indices, panels, bounds) for image, indices in by_image.items()
+    ]
     return Report(figure_title(session), _report_settings(session, specs), pages)
 
 
-def _image_page(session: Session, image: Path, indices: list[int],
-                panels: list[RenderedPanel], bounds: Sequence[tuple[float, float] | None]
-                ) -> ImagePage:
+def _image_page(
+    session: Session,
+    image: Path,
+    indices: list[int],
+    panels: list[RenderedPanel],
+    bounds: Sequence[tuple[float, float] | None],
+) -> ImagePage:
     evaluation = session.evaluation
     display = session.display
     header = ["panel", "class", "sum R / logit"]
@@ -243,16 +281,24 @@ def _image_page(session: Session, image: Path, indices: list[int],
         conserving = spec.method.kind in CONSERVING_KINDS
         output = float(result.explained_output[0])
         share = float(result.relevance_sum[0]) / output if output else float("nan")
-        row = [spec.method.label(), _class_name(session, int(result.target[0])),
-               f"{share:.3f}" if conserving else "n/a"]
+        row = [
+            spec.method.label(),
+            _class_name(session, int(result.target[0])),
+            f"{share:.3f}" if conserving else "n/a",
+        ]
         if evaluation is not None:
             curves = evaluation.panels[index]
-            scores = {"morf_aopc": curves.morf_aopc, "lerf_aopc": curves.lerf_aopc,
-                      "random_aopc": curves.random_aopc, "mass_accuracy": curves.mass_accuracy,
-                      "rank_accuracy": curves.rank_accuracy}
+            scores = {
+                "morf_aopc": curves.morf_aopc,
+                "lerf_aopc": curves.lerf_aopc,
+                "random_aopc": curves.random_aopc,
+                "mass_accuracy": curves.mass_accuracy,
+                "rank_accuracy": curves.rank_accuracy,
+            }
             row += [_score(scores[key]) for key in SCORE_TITLES]
-            evaluations.append(ImageScores(spec.method.label(), curves.morf, curves.lerf,
-                                           curves.random, scores))
+            evaluations.append(
+                ImageScores(spec.method.label(), curves.morf, curves.lerf, curves.random, scores)
+            )
         table.append(row)
     return ImagePage(
         title=f"{image.name}: {figure_title(session)}",
@@ -266,12 +312,15 @@ def _image_page(session: Session, image: Path, indices: list[int],
     )
 
 
-def _panel_scale(spec: PanelSpec, relevance: np.ndarray, bounds: tuple[float, float] | None,
-                 display: DisplaySettings) -> Scale:
+def _panel_scale(
+    spec: PanelSpec,
+    relevance: np.ndarray,
+    bounds: tuple[float, float] | None,
+    display: DisplaySettings,
+) -> Scale:
     """The colour scale a panel is drawn with: its kind's shared one, or its own."""
     if bounds is not None:
-        return Scale(METHOD_TITLES.get(spec.method.kind, spec.method.kind), display.cmap,
-                     *bounds)
+        return Scale(METHOD_TITLES.get(spec.method.kind, spec.method.kind), display.cmap, *bounds)
     low, high = heatmap_bounds(relevance, display.mode, display.clip_percentile)
     return Scale(spec.method.label(), display.cmap, low, high)
 
@@ -288,8 +337,10 @@ def _report_settings(session: Session, specs: Sequence[PanelSpec]) -> dict[str, 
         "weights file": str(model.weights_path) if model and model.weights_path else "(none)",
         "weights sha256": (model.weights_sha256 or "(none)") if model else "",
         "device": session.device,
-        "colours": (f"{session.display.cmap}, mode {session.display.mode}, overlay "
-                    f"{session.display.overlay}, clip {session.display.clip_percentile}"),
+        "colours": (
+            f"{session.display.cmap}, mode {session.display.mode}, overlay "
+            f"{session.display.overlay}, clip {session.display.clip_percentile}"
+        ),
     }
     for spec in specs:
         method = spec.method
@@ -299,7 +350,9 @@ def _report_settings(session: Session, specs: Sequence[PanelSpec]) -> dict[str, 
         settings.setdefault(f"method: {method.label()}", text)
     evaluation = session.evaluation
     if evaluation is not None:
-        settings["perturbation"] = (f"regions of {evaluation.region_size} px, "
-                                    f"{evaluation.steps} steps, fill {evaluation.fill}, "
-                                    "one random baseline per image (seed 0)")
+        settings["perturbation"] = (
+            f"regions of {evaluation.region_size} px, "
+            f"{evaluation.steps} steps, fill {evaluation.fill}, "
+            "one random baseline per image (seed 0)"
+        )
     return settings

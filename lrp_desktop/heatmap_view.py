@@ -66,8 +66,12 @@ def bar_colors(bounds: tuple[float, float], settings: DisplaySettings) -> np.nda
     return colorize(ramp, settings.cmap, settings.mode, bounds=bounds)[0]
 
 
-def render(display: np.ndarray, relevance: np.ndarray | None, settings: DisplaySettings,
-           bounds: tuple[float, float] | None) -> np.ndarray:
+def render(
+    display: np.ndarray,
+    relevance: np.ndarray | None,
+    settings: DisplaySettings,
+    bounds: tuple[float, float] | None,
+) -> np.ndarray:
     """Return the RGB(A) picture for one layer setting (input, heatmap, overlay, side by side).
 
     Without ``bounds`` the scale comes from this relevance with the settings' clipping, as on
@@ -80,14 +84,22 @@ def render(display: np.ndarray, relevance: np.ndarray | None, settings: DisplayS
     if settings.layer == "heatmap":
         return colorize(relevance, settings.cmap, settings.mode, bounds=bounds)
     draw = side_by_side if settings.layer == "side by side" else overlay
-    return draw(display, relevance, settings.cmap, settings.opacity, settings.mode,
-                bounds=bounds, style=settings.overlay)
+    return draw(
+        display,
+        relevance,
+        settings.cmap,
+        settings.opacity,
+        settings.mode,
+        bounds=bounds,
+        style=settings.overlay,
+    )
 
 
 def relevance_colorbar() -> pg.ColorBarItem:
     """Return a vertical colour bar with a "relevance" axis, black on white."""
-    colorbar = pg.ColorBarItem(values=(-1.0, 1.0), interactive=False, width=14,
-                               colorMap=pg.colormap.get("CET-D1"))
+    colorbar = pg.ColorBarItem(
+        values=(-1.0, 1.0), interactive=False, width=14, colorMap=pg.colormap.get("CET-D1")
+    )
     colorbar.axis.setTextPen("k")
     colorbar.axis.setPen("k")
     colorbar.axis.setLabel("relevance", color="k")
@@ -95,8 +107,9 @@ def relevance_colorbar() -> pg.ColorBarItem:
     return colorbar
 
 
-def show_scale(colorbar: pg.ColorBarItem, bounds: tuple[float, float] | None,
-               settings: DisplaySettings) -> None:
+def show_scale(
+    colorbar: pg.ColorBarItem, bounds: tuple[float, float] | None, settings: DisplaySettings
+) -> None:
     """Make ``colorbar`` show the scale ``bounds`` as drawn with ``settings`` (None hides it)."""
     if bounds is None or settings.layer == "input":
         colorbar.setVisible(False)
@@ -127,8 +140,9 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         self.scroll_area: QAbstractScrollArea | None = None
         self._keep_fitted = False
         self.setBackground("w")
-        self.view_box = self.addViewBox(row=0, col=0, lockAspect=True, invertY=True,
-                                        enableMenu=False)
+        self.view_box = self.addViewBox(
+            row=0, col=0, lockAspect=True, invertY=True, enableMenu=False
+        )
         self.view_box.setBackgroundColor((246, 246, 246))
         self.image_item = pg.ImageItem(axisOrder="row-major")
         self.view_box.addItem(self.image_item)
@@ -150,8 +164,13 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         rect = self.view_box.viewRect()
         self.message.setPos(rect.center())
 
-    def draw(self, display: np.ndarray | None, relevance: np.ndarray | None,
-             settings: DisplaySettings, bounds: tuple[float, float] | None = None) -> None:
+    def draw(
+        self,
+        display: np.ndarray | None,
+        relevance: np.ndarray | None,
+        settings: DisplaySettings,
+        bounds: tuple[float, float] | None = None,
+    ) -> None:
         """Draw ``display`` (H, W, 3 uint8) with ``relevance`` (C, H, W or H, W) per ``settings``.
 
         Parameters
@@ -171,8 +190,9 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         if self.relevance is not None and bounds is None:
             bounds = heatmap_bounds(self.relevance, settings.mode, settings.clip_percentile)
         self.bounds = bounds
-        self.image_item.setImage(render(display, self.relevance, settings, bounds),
-                                 autoLevels=False, levels=(0, 255))
+        self.image_item.setImage(
+            render(display, self.relevance, settings, bounds), autoLevels=False, levels=(0, 255)
+        )
         self._show_colorbar(settings)
         if first:
             self.fit()
@@ -262,8 +282,9 @@ class CaptionedView(QWidget):
         layout.addWidget(self.view, 1)
         layout.addWidget(self.note)
 
-    def set_caption(self, caption: str, note: str = "", warnings: Sequence[str] = (),
-                    note_tip: str = "") -> None:
+    def set_caption(
+        self, caption: str, note: str = "", warnings: Sequence[str] = (), note_tip: str = ""
+    ) -> None:
         """Set the text above the picture and the note below it (with ``note_tip`` as its
         tooltip); ``warnings`` (why the picture may be wrong) add a mark to the caption and make
         up its tooltip."""

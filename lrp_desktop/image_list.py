@@ -19,8 +19,7 @@ def thumbnail(path: Path, size: int = THUMBNAIL_SIZE) -> QPixmap | None:
     reader.setAutoTransform(True)
     original = reader.size()
     if original.isValid() and original.width() > 0 and original.height() > 0:
-        reader.setScaledSize(original.scaled(QSize(size, size),
-                                             Qt.AspectRatioMode.KeepAspectRatio))
+        reader.setScaledSize(original.scaled(QSize(size, size), Qt.AspectRatioMode.KeepAspectRatio))
     image = reader.read()
     return None if image.isNull() else QPixmap.fromImage(image)
 

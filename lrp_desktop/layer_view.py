@@ -86,8 +86,13 @@ class LayerView(QWidget):
         self._indexing_for: Any = None
         self._bar_order = np.zeros(0, dtype=np.int64)
         self._build()
-        for signal in (session.layer_changed, session.current_image_changed,
-                       session.rulemap_changed, session.target_changed, session.model_changed):
+        for signal in (
+            session.layer_changed,
+            session.current_image_changed,
+            session.rulemap_changed,
+            session.target_changed,
+            session.model_changed,
+        ):
             signal.connect(self.refresh)
         session.display_changed.connect(self._draw)
         host.finished.connect(self._on_finished)
@@ -126,8 +131,15 @@ class LayerView(QWidget):
         self.export_button.clicked.connect(self._choose_export)
         top = QHBoxLayout()
         top.addWidget(self.header, 1)
-        for widget in (self.count, self.progress, self.cancel_button, self.full_button,
-                       self.compare_button, self.index_button, self.export_button):
+        for widget in (
+            self.count,
+            self.progress,
+            self.cancel_button,
+            self.full_button,
+            self.compare_button,
+            self.index_button,
+            self.export_button,
+        ):
             top.addWidget(widget)
 
         self.bars = pg.PlotWidget()
@@ -154,7 +166,8 @@ class LayerView(QWidget):
 
         self.heatmaps = self._gallery()
         self.heatmaps.currentRowChanged.connect(
-            lambda row: self.select_channel(row if row >= 0 else None))
+            lambda row: self.select_channel(row if row >= 0 else None)
+        )
         self.reference_list = self._gallery()
         self.reference_caption = QLabel("")
         galleries = QHBoxLayout()
@@ -209,8 +222,13 @@ class LayerView(QWidget):
             return
         if self._request is None:
             session = self.session
-            request = ConceptsRequest(session.current_image, session.rulemap, session.layer,
-                                      self.count.value(), session.target)
+            request = ConceptsRequest(
+                session.current_image,
+                session.rulemap,
+                session.layer,
+                self.count.value(),
+                session.target,
+            )
             self._request = (self.host.submit(request), key)
             self.header.setText(f"Computing the concepts of {session.layer}...")
             self._busy(True)
@@ -318,7 +336,8 @@ class LayerView(QWidget):
         self.header.setText(
             f"<b>{concepts.layer}</b>: {len(per_channel)} channels, relevance for class "
             f"{names[target] if target < len(names) else target} "
-            f"(sum {per_channel.sum():.3g}); click a channel to see its heatmap")
+            f"(sum {per_channel.sum():.3g}); click a channel to see its heatmap"
+        )
         self._draw_bars(per_channel)
         spatial = concepts.overview.spatial[0]
         if spatial.ndim == 2:
@@ -330,8 +349,12 @@ class LayerView(QWidget):
         self.heatmaps.blockSignals(True)
         for row, (channel, share) in enumerate(zip(concepts.channels, concepts.shares())):
             relevance = concepts.relevance[row]
-            picture = render(display, relevance, settings, heatmap_bounds(
-                relevance.sum(axis=0), settings.mode, settings.clip_percentile))
+            picture = render(
+                display,
+                relevance,
+                settings,
+                heatmap_bounds(relevance.sum(axis=0), settings.mode, settings.clip_percentile),
+            )
             item = QListWidgetItem(_icon(picture), f"#{channel}  {share:+.1%}")
             item.setData(Qt.ItemDataRole.UserRole, int(channel))
             self.heatmaps.addItem(item)
@@ -344,11 +367,19 @@ class LayerView(QWidget):
         order = np.lexsort((np.arange(len(per_channel)), -per_channel))
         values = per_channel[order]
         brushes = [pg.mkBrush(*(POSITIVE if value >= 0 else NEGATIVE)) for value in values]
-        self.bars.addItem(pg.BarGraphItem(x=np.arange(len(values)), height=values, width=0.8,
-                                          brushes=brushes, pens=[None] * len(values)))
+        self.bars.addItem(
+            pg.BarGraphItem(
+                x=np.arange(len(values)),
+                height=values,
+                width=0.8,
+                brushes=brushes,
+                pens=[None] * len(values),
+            )
+        )
         step = max(1, -(-len(order) // MAX_TICKS))
         self.bars.getAxis("bottom").setTicks(
-            [[(x, str(int(order[x]))) for x in range(0, len(order), step)]])
+            [[(x, str(int(order[x]))) for x in range(0, len(order), step)]]
+        )
         self._bar_order = order
 
     def _on_bar_click(self, event: Any) -> None:
@@ -362,8 +393,10 @@ class LayerView(QWidget):
             if len(rows):
                 self.heatmaps.setCurrentRow(int(rows[0]))
             else:
-                self.header.setText(f"Channel {channel} is not among the top "
-                                    f"{self.count.value()}; raise the count to see its heatmap.")
+                self.header.setText(
+                    f"Channel {channel} is not among the top "
+                    f"{self.count.value()}; raise the count to see its heatmap."
+                )
 
     def select_channel(self, row: int | None) -> None:
         """Show the conditional heatmap of the ``row``-th top channel (None: the whole heatmap)
@@ -387,18 +420,23 @@ class LayerView(QWidget):
         index, result = self.references, self.result
         if result is None or self.selected is None:
             self.reference_caption.setText(
-                "" if self.reference_folder else "Reference images: choose a folder (Reference "
-                "images...)")
+                ""
+                if self.reference_folder
+                else "Reference images: choose a folder (Reference images...)"
+            )
             return
         wanted = (result.concepts.layer, result.method.rulemap.fingerprint())
         if index is None or self._references_for != wanted:
             session = self.session
             current = session.rulemap is not None and wanted == (
-                session.layer, session.rulemap.fingerprint())
+                session.layer,
+                session.rulemap.fingerprint(),
+            )
             if self.reference_folder is not None and self._index_request is None and current:
                 self.index_folder(self.reference_folder, self._reference_store)
-            self.reference_caption.setText("Finding reference images..."
-                                           if self.reference_folder else "")
+            self.reference_caption.setText(
+                "Finding reference images..." if self.reference_folder else ""
+            )
             return
         channel = int(result.concepts.channels[self.selected])
         spec = self.session.model.spec if self.session.model is not None else None
@@ -420,8 +458,9 @@ class LayerView(QWidget):
             self.index_folder(Path(folder))
 
     def _choose_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export the layer's concepts",
-                                              "concepts.png", "PNG images (*.png)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export the layer's concepts", "concepts.png", "PNG images (*.png)"
+        )
         if path:
             self.export_png(Path(path))
 
@@ -432,8 +471,14 @@ class LayerView(QWidget):
 
 def _icon(picture: np.ndarray) -> QIcon:
     """Return a gallery icon of ``picture``, scaled to the thumbnail size with crisp pixels."""
-    return QIcon(pixmap(picture).scaled(THUMBNAIL, THUMBNAIL, Qt.AspectRatioMode.KeepAspectRatio,
-                                        Qt.TransformationMode.FastTransformation))
+    return QIcon(
+        pixmap(picture).scaled(
+            THUMBNAIL,
+            THUMBNAIL,
+            Qt.AspectRatioMode.KeepAspectRatio,
+            Qt.TransformationMode.FastTransformation,
+        )
+    )
 
 
 def _widened(box: tuple[int, int, int, int], size: tuple[int, int]) -> tuple[slice, slice]:

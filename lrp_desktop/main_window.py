@@ -78,8 +78,14 @@ class MainWindow(QMainWindow):
         Finds which architectures the model dialog marks as fully supported.
     """
 
-    def __init__(self, session: Session, controller: Controller, reporter: Reporter,
-                 preferences: Preferences, support: SupportChecker) -> None:
+    def __init__(
+        self,
+        session: Session,
+        controller: Controller,
+        reporter: Reporter,
+        preferences: Preferences,
+        support: SupportChecker,
+    ) -> None:
         super().__init__()
         self.session = session
         self.controller = controller
@@ -88,8 +94,11 @@ class MainWindow(QMainWindow):
         self.support = support
         self.setWindowTitle("lrp-desktop")
         self.setAcceptDrops(True)
-        self.actions = Actions(self, session.undo_stack.createUndoAction(self, "&Undo"),
-                               session.undo_stack.createRedoAction(self, "&Redo"))
+        self.actions = Actions(
+            self,
+            session.undo_stack.createUndoAction(self, "&Undo"),
+            session.undo_stack.createRedoAction(self, "&Redo"),
+        )
         self._build_central()
         self._build_docks()
         self._build_menus()
@@ -102,7 +111,8 @@ class MainWindow(QMainWindow):
         session.model_changed.connect(self._on_model_changed)
         session.status_changed.connect(self._show_status)
         session.scale_changed.connect(
-            lambda: self.actions.shared_scale.setChecked(session.comparison.shared_scale))
+            lambda: self.actions.shared_scale.setChecked(session.comparison.shared_scale)
+        )
         controller.host.busy_changed.connect(self._show_busy)
         self._update_enabled()
         self._restore_preferences()
@@ -126,16 +136,21 @@ class MainWindow(QMainWindow):
         self.image_list = ImageList(self.session)
         self.prediction = PredictionPanel(self.session)
         self.method_panel = MethodPanel(self.session, self.controller.set_device)
-        self.rules_panel = RulesPanel(self.session, self.reporter, self.actions.apply_rule,
-                                      self.controller.apply_preset)
+        self.rules_panel = RulesPanel(
+            self.session, self.reporter, self.actions.apply_rule, self.controller.apply_preset
+        )
         self.layer_view = LayerView(self.session, self.controller.host)
         self.rules_panel.tree.selectionModel().selectionChanged.connect(self._select_layer)
         self.docks: dict[str, QDockWidget] = {}
         for name, title, widget, area in (
             ("images", "Images", self.image_list, Qt.DockWidgetArea.LeftDockWidgetArea),
             ("prediction", "Prediction", self.prediction, Qt.DockWidgetArea.LeftDockWidgetArea),
-            ("method", "Method and device", self.method_panel,
-             Qt.DockWidgetArea.RightDockWidgetArea),
+            (
+                "method",
+                "Method and device",
+                self.method_panel,
+                Qt.DockWidgetArea.RightDockWidgetArea,
+            ),
             ("rules", "Rules per layer", self.rules_panel, Qt.DockWidgetArea.RightDockWidgetArea),
             ("layer", "Layer", self.layer_view, Qt.DockWidgetArea.BottomDockWidgetArea),
         ):
@@ -148,13 +163,17 @@ class MainWindow(QMainWindow):
         layer_dock.hide()  # opened from View > Layer: selecting layers for rules stays free
         layer_dock.toggleViewAction().setShortcut("Ctrl+L")
         layer_dock.toggleViewAction().setToolTip(
-            "Look inside the layer selected in the rules tree: its channels and their heatmaps")
-        self.resizeDocks([self.docks["rules"], self.docks["images"]], [440, 210],
-                         Qt.Orientation.Horizontal)
-        self.resizeDocks([self.docks["method"], self.docks["rules"]], [110, 700],
-                         Qt.Orientation.Vertical)
-        self.resizeDocks([self.docks["images"], self.docks["prediction"]], [400, 300],
-                         Qt.Orientation.Vertical)
+            "Look inside the layer selected in the rules tree: its channels and their heatmaps"
+        )
+        self.resizeDocks(
+            [self.docks["rules"], self.docks["images"]], [440, 210], Qt.Orientation.Horizontal
+        )
+        self.resizeDocks(
+            [self.docks["method"], self.docks["rules"]], [110, 700], Qt.Orientation.Vertical
+        )
+        self.resizeDocks(
+            [self.docks["images"], self.docks["prediction"]], [400, 300], Qt.Orientation.Vertical
+        )
 
     def _select_layer(self) -> None:
         """Look inside the layer (or module) selected alone in the rules tree."""
@@ -316,8 +335,12 @@ class MainWindow(QMainWindow):
     def _update_enabled(self) -> None:
         has_model = self.session.model is not None
         has_panels = bool(self.session.comparison.panels)
-        for action in (self.actions.save_rules, self.actions.load_rules,
-                       self.actions.compare_current, self.actions.compare_images):
+        for action in (
+            self.actions.save_rules,
+            self.actions.load_rules,
+            self.actions.compare_current,
+            self.actions.compare_images,
+        ):
             action.setEnabled(has_model)
         self.preset_menu.setEnabled(has_model)
         self.method_menu.setEnabled(has_model)
@@ -327,16 +350,17 @@ class MainWindow(QMainWindow):
     # -- commands -----------------------------------------------------------------------
     def open_images_dialog(self) -> None:
         """Ask for image files and open them."""
-        paths, _ = QFileDialog.getOpenFileNames(self, "Open images",
-                                                str(self.preferences.last_folder("images")),
-                                                IMAGE_FILTER)
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Open images", str(self.preferences.last_folder("images")), IMAGE_FILTER
+        )
         if paths:
             self.controller.open_paths(paths)
 
     def open_folder_dialog(self) -> None:
         """Ask for a folder and open its images as a list."""
-        folder = QFileDialog.getExistingDirectory(self, "Open a folder of images",
-                                                  str(self.preferences.last_folder("images")))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Open a folder of images", str(self.preferences.last_folder("images"))
+        )
         if folder:
             self.controller.open_paths([folder])
 
@@ -364,23 +388,27 @@ class MainWindow(QMainWindow):
             return
         if choice.weights is not None:
             self.preferences.set_last_folder("weights", choice.weights)
-        self.controller.load_model(choice.source, choice.weights, choice.pretrained,
-                                   seed=choice.seed)
+        self.controller.load_model(
+            choice.source, choice.weights, choice.pretrained, seed=choice.seed
+        )
 
     def save_rules_dialog(self) -> None:
         """Ask where to save the rule assignment as JSON."""
-        path, _ = QFileDialog.getSaveFileName(self, "Save rules",
-                                              str(self.preferences.last_folder("rules")
-                                                  / "rules.json"), RULES_FILTER)
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Save rules",
+            str(self.preferences.last_folder("rules") / "rules.json"),
+            RULES_FILTER,
+        )
         if path:
             self.preferences.set_last_folder("rules", Path(path))
             save_rules(self.session, Path(path), self.reporter)
 
     def load_rules_dialog(self) -> None:
         """Ask for a rule assignment JSON file and load it."""
-        path, _ = QFileDialog.getOpenFileName(self, "Load rules",
-                                              str(self.preferences.last_folder("rules")),
-                                              RULES_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load rules", str(self.preferences.last_folder("rules")), RULES_FILTER
+        )
         if path:
             self.preferences.set_last_folder("rules", Path(path))
             load_rules(self.session, Path(path), self.reporter)
@@ -412,30 +440,35 @@ class MainWindow(QMainWindow):
             if kind == "view":
                 written = [save_view(self.current_view_widget(), path)]
             elif kind == "figure":
-                written = [save_comparison_figure(self.session, path, bounds,
-                                                  self.plot_picture())]
+                written = [save_comparison_figure(self.session, path, bounds, self.plot_picture())]
             elif kind == "raw":
-                written = list(save_current_explanation(self.session, path.parent,
-                                                        path.name).values())
+                written = list(
+                    save_current_explanation(self.session, path.parent, path.name).values()
+                )
             elif kind == "report":
                 written = [save_comparison_report(self.session, path, bounds)]
             else:
                 raise ExportError(f"unknown export {kind!r}")
         except (ExportError, OSError, ValueError) as error:
-            self.reporter.error("Export failed", str(error),
-                                "Check the destination and that everything is computed.")
+            self.reporter.error(
+                "Export failed",
+                str(error),
+                "Check the destination and that everything is computed.",
+            )
             return []
         self.preferences.set_last_folder("export", path.parent)
-        self.reporter.info(f"Exported {len(written)} file(s)",
-                           ", ".join(str(item) for item in written))
+        self.reporter.info(
+            f"Exported {len(written)} file(s)", ", ".join(str(item) for item in written)
+        )
         return written
 
     def export_dialog(self) -> None:
         """Ask what to export and where, then write it."""
         image = self.session.current_image
         stem = safe_stem(image.stem if image is not None else "lrp-desktop")
-        dialog = ExportDialog(self.preferences.last_folder("export"), stem,
-                              bool(self.session.comparison.panels), self)
+        dialog = ExportDialog(
+            self.preferences.last_folder("export"), stem, bool(self.session.comparison.panels), self
+        )
         if dialog.exec() == ExportDialog.DialogCode.Accepted:
             choice = dialog.choice()
             self.export(choice.kind, choice.path)
@@ -443,9 +476,11 @@ class MainWindow(QMainWindow):
     def reset_preferences(self) -> None:
         """Forget every stored preference."""
         self.preferences.reset()
-        self.reporter.info("Preferences were reset",
-                           "Window layout, recent files, folders, device and colours are back to "
-                           "their defaults from the next start.")
+        self.reporter.info(
+            "Preferences were reset",
+            "Window layout, recent files, folders, device and colours are back to "
+            "their defaults from the next start.",
+        )
 
     def fit_views(self) -> None:
         """Reset zoom and pan of the main view and the comparison."""
@@ -470,9 +505,12 @@ class MainWindow(QMainWindow):
 
     def about(self) -> None:
         """Show what this program is."""
-        QMessageBox.about(self, "About lrp-desktop",
-                          f"lrp-desktop {__version__}\n\nLayer-wise Relevance Propagation for "
-                          "PyTorch image classifiers.")
+        QMessageBox.about(
+            self,
+            "About lrp-desktop",
+            f"lrp-desktop {__version__}\n\nLayer-wise Relevance Propagation for "
+            "PyTorch image classifiers.",
+        )
 
     # -- drag and drop, preferences, closing --------------------------------------------
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt's name)

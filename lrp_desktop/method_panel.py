@@ -34,11 +34,11 @@ METHOD_TIPS = {
     "gradient": "The gradient of the explained logit with respect to the input",
     "smoothgrad": "The gradient averaged over noisy copies of the input",
     "integrated_gradients": "Input times the gradient averaged along the path from a black "
-                            "image to the input",
+    "image to the input",
     "occlusion": "How much the explained logit drops when a square of the image is blacked out",
     "rollout": "Attention rollout (Abnar and Zuidema 2020): how much each patch flows into the "
-               "class token through all attention layers. Vision Transformers with a class token "
-               "only; class-agnostic: the same map for every class",
+    "class token through all attention layers. Vision Transformers with a class token "
+    "only; class-agnostic: the same map for every class",
 }
 
 
@@ -73,17 +73,18 @@ class MethodPanel(QWidget):
         self.method_box = QComboBox()
         for kind, title in METHOD_TITLES.items():
             self.method_box.addItem(title, kind)
-            self.method_box.setItemData(self.method_box.count() - 1, METHOD_TIPS[kind],
-                                        Qt.ItemDataRole.ToolTipRole)
+            self.method_box.setItemData(
+                self.method_box.count() - 1, METHOD_TIPS[kind], Qt.ItemDataRole.ToolTipRole
+            )
         self.method_box.setToolTip("The attribution method of the main view")
         self.method_box.currentIndexChanged.connect(
-            lambda index: session.set_method_kind(self.method_box.itemData(index)))
+            lambda index: session.set_method_kind(self.method_box.itemData(index))
+        )
         self.device_box = QComboBox()
         self.device_box.setToolTip("Where the model computes")
         for device in available_devices():
             self.device_box.addItem(device.label, device.name)
-        self.device_box.activated.connect(
-            lambda index: on_device(self.device_box.itemData(index)))
+        self.device_box.activated.connect(lambda index: on_device(self.device_box.itemData(index)))
         self.form = QFormLayout()
         self.form.addRow("Method:", self.method_box)
         self.params_host = QWidget()
@@ -123,7 +124,8 @@ class MethodPanel(QWidget):
 
     def _params_edited(self, kind: str) -> None:
         self.session.set_method_params(
-            kind, {name: editor.value() for name, editor in self.editors.items()})
+            kind, {name: editor.value() for name, editor in self.editors.items()}
+        )
 
     def _show_device(self) -> None:
         position = self.device_box.findData(self.session.device)

@@ -72,8 +72,12 @@ class ModelDialog(QDialog):
         Finds which architectures are fully supported; without one, none is marked.
     """
 
-    def __init__(self, start_folder: Path, checker: SupportChecker | None = None,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        start_folder: Path,
+        checker: SupportChecker | None = None,
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Choose a model")
         self.start_folder = start_folder
@@ -112,8 +116,10 @@ class ModelDialog(QDialog):
         self.seed = QSpinBox()
         self.seed.setRange(0, 2**31 - 1)
         self.seed.setPrefix("seed ")
-        self.seed.setToolTip("Random weights are drawn from this seed: the same seed gives the "
-                             "same weights and heatmaps, and captions and records name it")
+        self.seed.setToolTip(
+            "Random weights are drawn from this seed: the same seed gives the "
+            "same weights and heatmaps, and captions and records name it"
+        )
         self.own_weights = QRadioButton("Weights from a file:")
         self.weights_group = QButtonGroup(self)
         for button in (self.pretrained, self.random, self.own_weights):
@@ -136,20 +142,27 @@ class ModelDialog(QDialog):
         self.file_path = self._path_row()
         self.file_architecture = QComboBox()
         self.file_architecture.addItems([FROM_FILE, *names])
-        self.file_architecture.setToolTip("The architecture the weights belong to; a safetensors "
-                                          "file written by this program names it itself")
+        self.file_architecture.setToolTip(
+            "The architecture the weights belong to; a safetensors "
+            "file written by this program names it itself"
+        )
         file_box = QGroupBox()
         file_form = QFormLayout(file_box)
         file_form.addRow("File:", self.file_path)
         file_form.addRow("Architecture:", self.file_architecture)
-        file_form.addRow(QLabel("A file holding a whole pickled model runs code when loaded; "
-                                "you will be asked before that happens."))
+        file_form.addRow(
+            QLabel(
+                "A file holding a whole pickled model runs code when loaded; "
+                "you will be asked before that happens."
+            )
+        )
 
         demo_box = QGroupBox()
         QFormLayout(demo_box).addRow("Model:", self.demo_name)
 
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Ok
-                                   | QDialogButtonBox.StandardButton.Cancel)
+        buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
         layout = QVBoxLayout(self)
@@ -183,8 +196,9 @@ class ModelDialog(QDialog):
         return row
 
     def _browse(self, edit: QLineEdit) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose a weights file",
-                                              str(self.start_folder), WEIGHT_FILTER)
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Choose a weights file", str(self.start_folder), WEIGHT_FILTER
+        )
         if path:
             edit.setText(path)
 
@@ -231,7 +245,7 @@ class ModelDialog(QDialog):
                 combo.setItemIcon(position, icon)
                 combo.setItemData(position, tooltip, Qt.ItemDataRole.ToolTipRole)
                 if combo.currentText() != typed:  # Qt shows the current item's text again when
-                    combo.setEditText(typed)       # its data changes, over what was typed
+                    combo.setEditText(typed)  # its data changes, over what was typed
         if support.name == self.architecture.currentText():
             self._update_note()
 

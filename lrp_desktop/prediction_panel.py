@@ -103,8 +103,10 @@ class PredictionPanel(QWidget):
         order = np.argsort(probabilities)[::-1][:TOP_K]
         target = int(explanation.target[0])
         logit = float(explanation.explained_output[0])
-        self.headline.setText(f"Explaining <b>{model.class_names[target]}</b> "
-                              f"(p = {probabilities[target]:.3f}, logit {logit:.3g})")
+        self.headline.setText(
+            f"Explaining <b>{model.class_names[target]}</b> "
+            f"(p = {probabilities[target]:.3f}, logit {logit:.3g})"
+        )
         for row, (name, bar) in enumerate(zip(self.names, self.bars, strict=True)):
             if row >= len(order):
                 name.setText("")

@@ -76,8 +76,9 @@ def missing_libraries(library: Path) -> list[str]:
     ldd = shutil.which("ldd")
     if ldd is not None:
         try:
-            result = subprocess.run([ldd, str(library)], capture_output=True, text=True,
-                                    timeout=10, check=False)
+            result = subprocess.run(
+                [ldd, str(library)], capture_output=True, text=True, timeout=10, check=False
+            )
         except (OSError, subprocess.SubprocessError):
             return []
         return list(dict.fromkeys(_NOT_FOUND.findall(result.stdout)))
@@ -95,13 +96,18 @@ def _install_lines(missing: list[str]) -> list[str]:
         return []
     debian = " ".join(dict.fromkeys(deb for deb, _ in known))
     fedora = " ".join(dict.fromkeys(rpm for _, rpm in known))
-    return ["Install them with", f"  Debian/Ubuntu: sudo apt-get install {debian}",
-            f"  Fedora:        sudo dnf install {fedora}"]
+    return [
+        "Install them with",
+        f"  Debian/Ubuntu: sudo apt-get install {debian}",
+        f"  Fedora:        sudo dnf install {fedora}",
+    ]
 
 
-def platform_problem(environ: Mapping[str, str] | None = None,
-                     find_missing: Callable[[Path], list[str]] | None = None,
-                     plugin: Path | None = None) -> str | None:
+def platform_problem(
+    environ: Mapping[str, str] | None = None,
+    find_missing: Callable[[Path], list[str]] | None = None,
+    plugin: Path | None = None,
+) -> str | None:
     """Return why Qt's platform plugin will not load here, as a message for the user, or None.
 
     Only Qt's X11 platform (``xcb``) is checked, and only on Linux: the one Qt picks when
@@ -131,12 +137,17 @@ def platform_problem(environ: Mapping[str, str] | None = None,
     plugin = plugin if plugin is not None else xcb_plugin()
     missing = find_missing(plugin) if plugin is not None else []
     if missing:
-        lines = ["lrp-desktop: Qt cannot load its X11 platform plugin (xcb): these system "
-                 f"libraries are missing: {', '.join(missing)}.", *_install_lines(missing),
-                 "(Run headless with QT_QPA_PLATFORM=offscreen, e.g. for --screenshot.)"]
+        lines = [
+            "lrp-desktop: Qt cannot load its X11 platform plugin (xcb): these system "
+            f"libraries are missing: {', '.join(missing)}.",
+            *_install_lines(missing),
+            "(Run headless with QT_QPA_PLATFORM=offscreen, e.g. for --screenshot.)",
+        ]
         return "\n".join(lines)
     if not environ.get("DISPLAY") and (requested or not environ.get("WAYLAND_DISPLAY")):
-        return ("lrp-desktop: no display to open a window on (DISPLAY is not set). Start it from "
-                "a desktop session, or run headless with QT_QPA_PLATFORM=offscreen "
-                "(e.g. with --screenshot PATH).")
+        return (
+            "lrp-desktop: no display to open a window on (DISPLAY is not set). Start it from "
+            "a desktop session, or run headless with QT_QPA_PLATFORM=offscreen "
+            "(e.g. with --screenshot PATH)."
+        )
     return None

@@ -71,8 +71,9 @@ class Reporter(QObject):
 
     reported = Signal(object)  # Message
 
-    def __init__(self, confirm_handler: ConfirmHandler | None = None,
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, confirm_handler: ConfirmHandler | None = None, parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self.messages: list[Message] = []
         self.questions: list[tuple[str, str, bool]] = []
@@ -81,16 +82,18 @@ class Reporter(QObject):
     def report(self, message: Message) -> None:
         """Record ``message`` and tell the observers."""
         self.messages.append(message)
-        log.log(logging.ERROR if message.level is Level.ERROR else logging.INFO, "%s",
-                message.full_text())
+        log.log(
+            logging.ERROR if message.level is Level.ERROR else logging.INFO,
+            "%s",
+            message.full_text(),
+        )
         self.reported.emit(message)
 
     def error(self, title: str, text: str, hint: str = "") -> None:
         """Report an error: something the user asked for did not happen."""
         self.report(Message(Level.ERROR, title, text, hint))
 
-    def warning(self, title: str, text: str, hint: str = "", details: tuple[str, ...] = ()
-                ) -> None:
+    def warning(self, title: str, text: str, hint: str = "", details: tuple[str, ...] = ()) -> None:
         """Report a warning: it worked, but not quite as asked (details: see :class:`Message`)."""
         self.report(Message(Level.WARNING, title, text, hint, tuple(details)))
 

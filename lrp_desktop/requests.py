@@ -45,8 +45,10 @@ from .session import ModelInfo
 from .worker import Job, UserFacingError
 
 _LOAD_COUNTER = itertools.count(1)
-OUT_OF_MEMORY_HINT = ("Switch to the CPU (Compute > Device), use a smaller model, or close other "
-                      "programs that use the GPU.")
+OUT_OF_MEMORY_HINT = (
+    "Switch to the CPU (Compute > Device), use a smaller model, or close other "
+    "programs that use the GPU."
+)
 
 
 @dataclass
@@ -98,8 +100,9 @@ def _on_device(model: torch.nn.Module, device: torch.device) -> None:
     except torch.cuda.OutOfMemoryError as error:
         model.to("cpu")
         _free_gpu_memory()
-        raise UserFacingError(f"The model does not fit into the memory of {device}.",
-                              OUT_OF_MEMORY_HINT) from error
+        raise UserFacingError(
+            f"The model does not fit into the memory of {device}.", OUT_OF_MEMORY_HINT
+        ) from error
 
 
 @dataclass(frozen=True)
@@ -152,12 +155,20 @@ class LoadModelRequest:
 
         def download_progress(done: int, total: int) -> None:
             job.check()
-            job.progress(done / total if total else 0.0,
-                         f"Downloading weights: {done / 2**20:.1f} of {total / 2**20:.1f} MiB")
+            job.progress(
+                done / total if total else 0.0,
+                f"Downloading weights: {done / 2**20:.1f} of {total / 2**20:.1f} MiB",
+            )
 
         try:
-            loaded = load_model(self.source, self.weights, pretrained=self.pretrained,
-                                progress=download_progress, trust=self.trust, seed=self.seed)
+            loaded = load_model(
+                self.source,
+                self.weights,
+                pretrained=self.pretrained,
+                progress=download_progress,
+                trust=self.trust,
+                seed=self.seed,
+            )
         except ModelLoadError as error:
             if self.trust or "trust=True" not in str(error):
                 raise
@@ -289,17 +300,23 @@ class ExplainRequest:
         job.check()
         compute = explain_channel if isinstance(self.method, ChannelMethod) else explain
         try:
-            explanation = compute(loaded.model, image.tensor[None], self.method, self.target,
-                                  cancel=job.cancelled,
-                                  progress=lambda share: job.progress(share, self.method.label()))
+            explanation = compute(
+                loaded.model,
+                image.tensor[None],
+                self.method,
+                self.target,
+                cancel=job.cancelled,
+                progress=lambda share: job.progress(share, self.method.label()),
+            )
         except DeviceOutOfMemoryError as error:
-            raise UserFacingError(f"The GPU ran out of memory while explaining "
-                                  f"{self.path.name} with {self.method.label()}.",
-                                  OUT_OF_MEMORY_HINT) from error
+            raise UserFacingError(
+                f"The GPU ran out of memory while explaining "
+                f"{self.path.name} with {self.method.label()}.",
+                OUT_OF_MEMORY_HINT,
+            ) from error
         except NonFiniteError as error:
             raise UserFacingError(f"{self.path.name}: {error}") from error
-        return ExplainResult(self.key, self.path, explanation, image.display,
-                             threading.get_ident())
+        return ExplainResult(self.key, self.path, explanation, image.display, threading.get_ident())
 
 
 @dataclass(frozen=True)
@@ -375,8 +392,7 @@ class CoverageRequest:
 
     def run(self, context: StructureContext, job: Job) -> CoverageResult:
         """Walk the skeleton with the rule map's composite."""
-        return CoverageResult(self.rulemap.fingerprint(),
-                              coverage(context.skeleton, self.rulemap))
+        return CoverageResult(self.rulemap.fingerprint(), coverage(context.skeleton, self.rulemap))
 
 
 @dataclass(frozen=True)
@@ -480,8 +496,16 @@ class EvaluateRequest:
                 job.progress((done + fraction) / len(by_image), f"Perturbing {name}")
 
             result = evaluate.region_perturbation(
-                loaded.model, inputs, relevance, targets, region_size=self.region_size,
-                steps=self.steps, fill=self.fill, cancel=job.cancelled, progress=share)
+                loaded.model,
+                inputs,
+                relevance,
+                targets,
+                region_size=self.region_size,
+                steps=self.steps,
+                fill=self.fill,
+                cancel=job.cancelled,
+                progress=share,
+            )
             steps = result.steps
             mask = evaluate.object_mask(path, loaded.spec)
             scores = None if mask is None else evaluate.localisation_scores(relevance, mask)
@@ -489,9 +513,15 @@ class EvaluateRequest:
             baseline, baseline_aopc = result.random[0], float(result.random_aopc[0])
             for row, position in enumerate(positions):
                 curves[position] = PanelCurves(
-                    result.morf[row], result.lerf[row], baseline,
-                    float(result.morf_aopc[row]), float(result.lerf_aopc[row]), baseline_aopc,
+                    result.morf[row],
+                    result.lerf[row],
+                    baseline,
+                    float(result.morf_aopc[row]),
+                    float(result.lerf_aopc[row]),
+                    baseline_aopc,
                     None if scores is None else float(scores.mass_accuracy[row]),
-                    None if scores is None else float(scores.rank_accuracy[row]))
-        return EvaluationResult(tuple(curves[i] for i in range(len(self.items))),
-                                self.region_size, steps, self.fill)
+                    None if scores is None else float(scores.rank_accuracy[row]),
+                )
+        return EvaluationResult(
+            tuple(curves[i] for i in range(len(self.items))), self.region_size, steps, self.fill
+        )

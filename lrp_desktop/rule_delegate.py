@@ -32,15 +32,20 @@ def disable_unfit(combo: QComboBox, modules: list) -> None:
         fits = all(spec.handles(module) for module in modules)
         items.item(row).setEnabled(fits)
         if not fits:
-            items.item(row).setToolTip(f"{spec.description}\n\nNot available: needs "
-                                       f"{spec.accepts_text}.")
+            items.item(row).setToolTip(
+                f"{spec.description}\n\nNot available: needs {spec.accepts_text}."
+            )
 
 
 class RuleDelegate(QStyledItemDelegate):
     """Edits a rule cell with :func:`rule_combo`; the choice is committed as soon as it is made."""
 
-    def createEditor(self, parent: QWidget, option: QStyleOptionViewItem,  # noqa: N802
-                     index: Index) -> QWidget:
+    def createEditor(
+        self,
+        parent: QWidget,
+        option: QStyleOptionViewItem,  # noqa: N802
+        index: Index,
+    ) -> QWidget:
         """Return a rule combo box; rules that do not fit the row's layers are disabled."""
         combo = rule_combo(parent)
         model = index.model()
@@ -59,8 +64,12 @@ class RuleDelegate(QStyledItemDelegate):
         if position >= 0:
             editor.setCurrentIndex(position)
 
-    def setModelData(self, editor: QWidget, model: QAbstractItemModel,  # noqa: N802
-                     index: Index) -> None:
+    def setModelData(
+        self,
+        editor: QWidget,
+        model: QAbstractItemModel,  # noqa: N802
+        index: Index,
+    ) -> None:
         """Write the chosen rule to the model (unless it is the one already there)."""
         rule = editor.currentData()
         if rule != index.data(Qt.ItemDataRole.EditRole):

@@ -43,8 +43,9 @@ def preset_rulemap(info: ModelInfo, preset: str, canonizer: str | None = None) -
     return preset_rulemap_on(info.skeleton, info.spec, preset, canonizer)
 
 
-def preset_rulemap_on(skeleton: Any, spec: Any, preset: str, canonizer: str | None = None
-                      ) -> RuleMap:
+def preset_rulemap_on(
+    skeleton: Any, spec: Any, preset: str, canonizer: str | None = None
+) -> RuleMap:
     """Return what ``preset`` gives every layer of ``skeleton``, a model described by ``spec``.
 
     Parameters
@@ -114,8 +115,11 @@ def unfit_layers(session: Session, names: Iterable[str], rule: str) -> list[str]
     """Return which of ``names`` the rule cannot handle, with the layer's type."""
     spec = RULE_CHOICES[rule]
     leaves = layer_modules(session)
-    return [f"{name} ({type(leaves[name]).__name__})" for name in names
-            if name in leaves and not spec.handles(leaves[name])]
+    return [
+        f"{name} ({type(leaves[name]).__name__})"
+        for name in names
+        if name in leaves and not spec.handles(leaves[name])
+    ]
 
 
 def layer_modules(session: Session) -> dict:
@@ -124,8 +128,9 @@ def layer_modules(session: Session) -> dict:
     return dict(canonized_leaves(info.skeleton, session.rulemap.canonizer))
 
 
-def apply_rule(session: Session, names: Iterable[str], choice: RuleChoice,
-               reporter: Reporter) -> list[str]:
+def apply_rule(
+    session: Session, names: Iterable[str], choice: RuleChoice, reporter: Reporter
+) -> list[str]:
     """Give the layers ``names`` the rule ``choice`` as one undoable edit.
 
     Layers the rule cannot handle are left alone and reported. Returns the layers changed.
@@ -133,16 +138,19 @@ def apply_rule(session: Session, names: Iterable[str], choice: RuleChoice,
     names = list(names)
     unfit = unfit_layers(session, names, choice.rule)
     if unfit:
-        reporter.warning(f"{choice.rule} was not given to {len(unfit)} layer(s)",
-                         f"{choice.rule} needs {RULE_CHOICES[choice.rule].accepts_text}; these "
-                         f"layers are not: {', '.join(unfit)}",
-                         "Select layers of a suitable type.")
+        reporter.warning(
+            f"{choice.rule} was not given to {len(unfit)} layer(s)",
+            f"{choice.rule} needs {RULE_CHOICES[choice.rule].accepts_text}; these "
+            f"layers are not: {', '.join(unfit)}",
+            "Select layers of a suitable type.",
+        )
         skipped = {item.split(" (")[0] for item in unfit}
         names = [name for name in names if name not in skipped]
     if names:
         target = names[0] if len(names) == 1 else f"{len(names)} layers"
-        edit_rulemap(session, session.rulemap.with_rule(names, choice),
-                     f"set {target} to {choice.label()}")
+        edit_rulemap(
+            session, session.rulemap.with_rule(names, choice), f"set {target} to {choice.label()}"
+        )
     return names
 
 
@@ -159,8 +167,9 @@ def save_rules(session: Session, path: Path, reporter: Reporter) -> bool:
     try:
         session.rulemap.save(path)
     except OSError as error:
-        reporter.error("Could not save the rules", f"{path}: {error}",
-                       "Choose a folder you can write to.")
+        reporter.error(
+            "Could not save the rules", f"{path}: {error}", "Choose a folder you can write to."
+        )
         return False
     reporter.info("Saved the rules", str(path))
     return True
@@ -176,13 +185,18 @@ def load_rules(session: Session, path: Path, reporter: Reporter) -> bool:
         rulemap = RuleMap.load(path)
         problems = rulemap.mismatches(info.skeleton)
     except ValueError as error:
-        reporter.error("Could not load the rules", str(error),
-                       "Choose a JSON file saved with File > Save rules.")
+        reporter.error(
+            "Could not load the rules",
+            str(error),
+            "Choose a JSON file saved with File > Save rules.",
+        )
         return False
     if problems:
-        reporter.error(f"The rules in {Path(path).name} do not fit {info.spec.title}",
-                       "These layers do not match:\n" + "\n".join(problems),
-                       "Load rules saved for this model, or fix the listed layers.")
+        reporter.error(
+            f"The rules in {Path(path).name} do not fit {info.spec.title}",
+            "These layers do not match:\n" + "\n".join(problems),
+            "Load rules saved for this model, or fix the listed layers.",
+        )
         return False
     edit_rulemap(session, rulemap, f"load rules from {Path(path).name}")
     reporter.info("Loaded the rules", str(path))

@@ -87,8 +87,9 @@ def build_tree(skeleton: Any, leaves: list[tuple[str, Any]]) -> Node:
                 parent.children.append(groups[path])
             parent = groups[path]
         n_params = sum(p.numel() for p in module.parameters(recurse=False))
-        parent.children.append(Node(name, parts[-1] or "(model)", type(module).__name__, parent,
-                                    module, n_params))
+        parent.children.append(
+            Node(name, parts[-1] or "(model)", type(module).__name__, parent, module, n_params)
+        )
     _sum_params(root)
     return root
 
@@ -105,8 +106,11 @@ def format_params(choice: RuleChoice | None) -> str:
         return ""
     parts = []
     for name, value in choice.params.items():
-        shown = "[" + ", ".join(f"{v:g}" for v in value) + "]" if isinstance(value, tuple) \
+        shown = (
+            "[" + ", ".join(f"{v:g}" for v in value) + "]"
+            if isinstance(value, tuple)
             else f"{value:g}"
+        )
         parts.append(f"{name}={shown}")
     return ", ".join(parts)
 
@@ -125,8 +129,10 @@ def parse_params(text: str) -> dict[str, Any]:
     while position < len(text):
         match = _PAIR.match(text, position)
         if match is None:
-            raise ValueError(f"cannot read {text[position:]!r}; write name=value pairs such as "
-                             "gamma=0.25, epsilon=1e-6")
+            raise ValueError(
+                f"cannot read {text[position:]!r}; write name=value pairs such as "
+                "gamma=0.25, epsilon=1e-6"
+            )
         name, value = match.groups()
         try:
             params[name] = json.loads(value) if value.startswith("[") else float(value)
@@ -147,8 +153,7 @@ class RuleTreeModel(QAbstractItemModel):
         Where rejected edits are explained.
     """
 
-    def __init__(self, session: Session, reporter: Reporter,
-                 parent: QObject | None = None) -> None:
+    def __init__(self, session: Session, reporter: Reporter, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.reporter = reporter
@@ -158,7 +163,8 @@ class RuleTreeModel(QAbstractItemModel):
         self._summary: dict[str, tuple[str, str]] = {}
         self._audit_notes: dict[str, list[str]] = {}
         self._warning_icon = QApplication.style().standardIcon(
-            QStyle.StandardPixmap.SP_MessageBoxWarning)
+            QStyle.StandardPixmap.SP_MessageBoxWarning
+        )
         session.model_changed.connect(self.rebuild)
         session.rulemap_changed.connect(self._on_rulemap_changed)
         session.coverage_changed.connect(self._on_coverage_changed)
@@ -260,11 +266,18 @@ class RuleTreeModel(QAbstractItemModel):
         """Return the number of columns."""
         return len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Qt.Orientation,  # noqa: N802
-                   role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+    def headerData(
+        self,
+        section: int,
+        orientation: Qt.Orientation,  # noqa: N802
+        role: int = Qt.ItemDataRole.DisplayRole,
+    ) -> Any:
         """Return the column titles."""
-        if (orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole
-                and 0 <= section < len(COLUMNS)):
+        if (
+            orientation == Qt.Orientation.Horizontal
+            and role == Qt.ItemDataRole.DisplayRole
+            and 0 <= section < len(COLUMNS)
+        ):
             return COLUMNS[section]
         return None
 
@@ -274,9 +287,12 @@ class RuleTreeModel(QAbstractItemModel):
             return Qt.ItemFlag.NoItemFlags
         flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
         node = self.node(index)
-        if index.column() == RULE or (index.column() == RULE_PARAMS and node.is_layer
-                                      and self._choice(node) is not None
-                                      and RULE_CHOICES[self._choice(node).rule].params):
+        if index.column() == RULE or (
+            index.column() == RULE_PARAMS
+            and node.is_layer
+            and self._choice(node) is not None
+            and RULE_CHOICES[self._choice(node).rule].params
+        ):
             flags |= Qt.ItemFlag.ItemIsEditable
         return flags
 
@@ -317,8 +333,10 @@ class RuleTreeModel(QAbstractItemModel):
             return [f"{layer.name}: {entry.reason}"]
         if choice is not None and not RULE_CHOICES[choice.rule].handles(layer.module):
             spec = RULE_CHOICES[choice.rule]
-            return [f"{layer.name}: the {choice.rule} rule cannot handle a {layer.module_type} "
-                    f"(it needs {spec.accepts_text})"]
+            return [
+                f"{layer.name}: the {choice.rule} rule cannot handle a {layer.module_type} "
+                f"(it needs {spec.accepts_text})"
+            ]
         return []
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
@@ -337,8 +355,11 @@ class RuleTreeModel(QAbstractItemModel):
             return None
         if role == Qt.ItemDataRole.DecorationRole and self.warning(node):
             return self._warning_icon
-        if (role == Qt.ItemDataRole.BackgroundRole and self.warning(node)
-                and (node.is_layer or node.name in self._audit_notes)):
+        if (
+            role == Qt.ItemDataRole.BackgroundRole
+            and self.warning(node)
+            and (node.is_layer or node.name in self._audit_notes)
+        ):
             return QBrush(WARN_BACKGROUND)
         if role == Qt.ItemDataRole.ForegroundRole and self.rule_name(node) == NO_RULE:
             return QBrush(NO_RULE_FOREGROUND)
@@ -358,8 +379,11 @@ class RuleTreeModel(QAbstractItemModel):
     def _tooltip(self, node: Node, column: int) -> str:
         if column == NAME:
             added = describe_part(node.name) if node.is_layer else None
-            parts = (node.name or "(model)", added and f"Added by the canonizer. {added}",
-                     self.warning(node))
+            parts = (
+                node.name or "(model)",
+                added and f"Added by the canonizer. {added}",
+                self.warning(node),
+            )
             return "\n\n".join(part for part in parts if part)
         if column == RULE:
             parts = [self.warning(node)]
@@ -375,13 +399,19 @@ class RuleTreeModel(QAbstractItemModel):
         if column == RULE_PARAMS and node.is_layer:
             choice = self._choice(node)
             if choice is not None:
-                return "\n".join(f"{param.name}: {param.description}"
-                                 for param in RULE_CHOICES[choice.rule].params)
+                return "\n".join(
+                    f"{param.name}: {param.description}"
+                    for param in RULE_CHOICES[choice.rule].params
+                )
         return ""
 
     # -- editing ------------------------------------------------------------------------
-    def setData(self, index: Index, value: Any,  # noqa: N802 (Qt's name)
-                role: int = Qt.ItemDataRole.EditRole) -> bool:
+    def setData(
+        self,
+        index: Index,
+        value: Any,  # noqa: N802 (Qt's name)
+        role: int = Qt.ItemDataRole.EditRole,
+    ) -> bool:
         """Set a rule (a rule name or a ``RuleChoice``) or a layer's rule parameters.
 
         The change becomes one undoable step of the session's rule map. A rule the layer cannot
@@ -400,11 +430,13 @@ class RuleTreeModel(QAbstractItemModel):
         if isinstance(value, RuleChoice):
             choice = value
         elif value in RULE_CHOICES:
-            choice = choice_for(self.session, value,
-                                self._choice(node) if node.is_layer else None)
+            choice = choice_for(self.session, value, self._choice(node) if node.is_layer else None)
         else:
-            self.reporter.error("Unknown rule", f"{value!r} is not a rule.",
-                                f"Choose one of {', '.join(RULE_CHOICES)}.")
+            self.reporter.error(
+                "Unknown rule",
+                f"{value!r} is not a rule.",
+                f"Choose one of {', '.join(RULE_CHOICES)}.",
+            )
             return False
         names = [layer.name for layer in node.layers()]
         return bool(apply_rule(self.session, names, choice, self.reporter))
@@ -417,7 +449,10 @@ class RuleTreeModel(QAbstractItemModel):
             params = value if isinstance(value, dict) else parse_params(str(value))
             choice = RuleChoice(current.rule, {**current.params, **params})
         except ValueError as error:
-            self.reporter.error(f"Parameters of {node.name} not changed", str(error),
-                                "Write name=value pairs, e.g. gamma=0.25.")
+            self.reporter.error(
+                f"Parameters of {node.name} not changed",
+                str(error),
+                "Write name=value pairs, e.g. gamma=0.25.",
+            )
             return False
         return bool(apply_rule(self.session, [node.name], choice, self.reporter))

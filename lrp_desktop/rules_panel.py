@@ -41,10 +41,10 @@ CANONIZER_TIPS = {
     "merge_batchnorm": "Fold each batch normalisation into the layer before it",
     "vgg": "Canonizer for torchvision VGG models (folds batch normalisation)",
     "resnet": "Canonizer for torchvision ResNets: folds batch normalisation and turns each "
-              "residual addition into a Sum layer that takes a rule",
+    "residual addition into a Sum layer that takes a rule",
     "torchvision": "Canonizer for every torchvision CNN: folds batch normalisation and turns "
-                   "residual additions, squeeze-and-excitation products, layer scales, input "
-                   "transforms and inline pooling into layers that take rules",
+    "residual additions, squeeze-and-excitation products, layer scales, input "
+    "transforms and inline pooling into layers that take rules",
 }
 CANONIZER_TIP = "How the model is rewritten before rules are attached"
 
@@ -111,8 +111,11 @@ class RuleEditor(QGroupBox):
 
     def params(self) -> dict[str, Any]:
         """Return the parameters typed in (empty fields take the defaults)."""
-        return {name: parse_value(edit.text()) for name, edit in self.editors.items()
-                if edit.text().strip()}
+        return {
+            name: parse_value(edit.text())
+            for name, edit in self.editors.items()
+            if edit.text().strip()
+        }
 
 
 def _shown(value: Any) -> str:
@@ -136,40 +139,54 @@ class RulesPanel(QWidget):
         Called with the name of the preset the user picks (it fills every layer).
     """
 
-    def __init__(self, session: Session, reporter: Reporter, apply_action: QAction,
-                 choose_preset: Callable[[str], object], parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        reporter: Reporter,
+        apply_action: QAction,
+        choose_preset: Callable[[str], object],
+        parent: QWidget | None = None,
+    ) -> None:
         super().__init__(parent)
         self.session = session
         self.reporter = reporter
         self.preset_box = QComboBox()
         for preset in COMPOSITES:
             self.preset_box.addItem(preset, preset)
-            self.preset_box.setItemData(self.preset_box.count() - 1,
-                                        PRESET_DESCRIPTIONS.get(preset, ""),
-                                        Qt.ItemDataRole.ToolTipRole)
+            self.preset_box.setItemData(
+                self.preset_box.count() - 1,
+                PRESET_DESCRIPTIONS.get(preset, ""),
+                Qt.ItemDataRole.ToolTipRole,
+            )
         self.preset_box.setToolTip("Fill every layer with a preset composite's rules")
         self.preset_box.activated.connect(
-            lambda position: choose_preset(self.preset_box.itemData(position)))
+            lambda position: choose_preset(self.preset_box.itemData(position))
+        )
         self.canonizer_box = QComboBox()
         for name in CANONIZERS:
             self.canonizer_box.addItem(name, name)
-            self.canonizer_box.setItemData(self.canonizer_box.count() - 1,
-                                           CANONIZER_TIPS.get(name, ""),
-                                           Qt.ItemDataRole.ToolTipRole)
+            self.canonizer_box.setItemData(
+                self.canonizer_box.count() - 1,
+                CANONIZER_TIPS.get(name, ""),
+                Qt.ItemDataRole.ToolTipRole,
+            )
         self.canonizer_box.setToolTip(CANONIZER_TIP)
         self.recommendation = QLabel()
         self.recommendation.setWordWrap(True)
         self.recommendation.setStyleSheet("font-size: 9pt;")
         self.canonizer_box.activated.connect(
-            lambda position: change_canonizer(session, self.canonizer_box.itemData(position)))
+            lambda position: change_canonizer(session, self.canonizer_box.itemData(position))
+        )
         self.model = RuleTreeModel(session, reporter, self)
         self.tree = QTreeView()
         self.tree.setModel(self.model)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.tree.setEditTriggers(QAbstractItemView.EditTrigger.DoubleClicked
-                                  | QAbstractItemView.EditTrigger.SelectedClicked
-                                  | QAbstractItemView.EditTrigger.EditKeyPressed)
+        self.tree.setEditTriggers(
+            QAbstractItemView.EditTrigger.DoubleClicked
+            | QAbstractItemView.EditTrigger.SelectedClicked
+            | QAbstractItemView.EditTrigger.EditKeyPressed
+        )
         self.tree.setAlternatingRowColors(True)
         # one line per row: measuring a single row spares asking every row for its size (in
         # Python) each time the rules change
@@ -199,11 +216,11 @@ class RulesPanel(QWidget):
         """Say what suits the model (from its structure) and why, the details as tooltips."""
         model = self.session.model
         details = "" if model is None else describe(model.recommendation)
-        self.recommendation.setText("" if model is None else
-                                    f"Suits this model: {model.recommendation.summary()}")
+        self.recommendation.setText(
+            "" if model is None else f"Suits this model: {model.recommendation.summary()}"
+        )
         self.recommendation.setToolTip(details)
-        self.canonizer_box.setToolTip(f"{CANONIZER_TIP}\n\n{details}" if details
-                                      else CANONIZER_TIP)
+        self.canonizer_box.setToolTip(f"{CANONIZER_TIP}\n\n{details}" if details else CANONIZER_TIP)
 
     def _on_reset(self) -> None:
         if len(self.model.nodes) <= EXPAND_ALL_ROWS:
@@ -223,8 +240,9 @@ class RulesPanel(QWidget):
             return
         preset = base_preset(rulemap, self.session.model)
         self.preset_box.setCurrentIndex(max(self.preset_box.findData(preset), 0))
-        self.preset_box.setToolTip(f"{rulemap.preset or preset}: "
-                                   f"{PRESET_DESCRIPTIONS.get(preset, '')}")
+        self.preset_box.setToolTip(
+            f"{rulemap.preset or preset}: {PRESET_DESCRIPTIONS.get(preset, '')}"
+        )
         self.canonizer_box.setCurrentIndex(self.canonizer_box.findData(rulemap.canonizer))
 
     def selected_layers(self) -> list[str]:
@@ -239,7 +257,8 @@ class RulesPanel(QWidget):
     def _on_selection(self) -> None:
         names = self.selected_layers()
         self.editor.selection_label.setText(
-            f"{len(names)} layer(s) selected" if names else "Nothing selected")
+            f"{len(names)} layer(s) selected" if names else "Nothing selected"
+        )
         rulemap = self.session.rulemap
         if not names or rulemap is None:
             return
@@ -251,8 +270,11 @@ class RulesPanel(QWidget):
         """Give the selected layers the rule and parameters of the rule editor."""
         names = self.selected_layers()
         if not names:
-            self.reporter.error("No layers selected", "Select layers in the tree first.",
-                                "Ctrl+click or Shift+click selects several.")
+            self.reporter.error(
+                "No layers selected",
+                "Select layers in the tree first.",
+                "Ctrl+click or Shift+click selects several.",
+            )
             return
         try:
             base = choice_for(self.session, self.editor.rule())

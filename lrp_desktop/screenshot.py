@@ -28,8 +28,10 @@ def everything_shown(app: Application) -> bool:
         return False
     if not session.explanation_is_current or not session.coverage_is_current:
         return False
-    return all(session.panel_result(panel) is not None and panel.image in session.displays
-               for panel in session.comparison.panels)
+    return all(
+        session.panel_result(panel) is not None and panel.image in session.displays
+        for panel in session.comparison.panels
+    )
 
 
 class Screenshot(QObject):
@@ -75,8 +77,10 @@ class Screenshot(QObject):
             self._settling = True
             QTimer.singleShot(SETTLE_MS, self._save)
         elif time.monotonic() > self.deadline:
-            self._finish(EXIT_TIMEOUT, f"no screenshot: the explanations were not shown within "
-                                       f"{self.timeout_s:g} s")
+            self._finish(
+                EXIT_TIMEOUT,
+                f"no screenshot: the explanations were not shown within {self.timeout_s:g} s",
+            )
 
     def _save(self) -> None:
         if self.exit_code is not None:

@@ -417,8 +417,10 @@ class Session(QObject):
         if display.layer not in LAYERS:
             raise ValueError(f"unknown layer {display.layer!r}; choose one of {', '.join(LAYERS)}")
         if display.overlay not in OVERLAY_STYLES:
-            raise ValueError(f"unknown overlay style {display.overlay!r}; choose one of "
-                             f"{', '.join(OVERLAY_STYLES)}")
+            raise ValueError(
+                f"unknown overlay style {display.overlay!r}; choose one of "
+                f"{', '.join(OVERLAY_STYLES)}"
+            )
         if display != self.display:
             self.display = display
             self.display_changed.emit()

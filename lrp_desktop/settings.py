@@ -23,8 +23,9 @@ FOLDER_KINDS = ("images", "weights", "rules", "export")
 
 def default_settings() -> QSettings:
     """Return the user's settings store (organisation and application "lrp-desktop")."""
-    return QSettings(QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION,
-                     APPLICATION)
+    return QSettings(
+        QSettings.Format.IniFormat, QSettings.Scope.UserScope, ORGANISATION, APPLICATION
+    )
 
 
 def fresh_settings(folder: Path) -> QSettings:

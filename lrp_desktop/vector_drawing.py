@@ -48,11 +48,20 @@ LONG_TOKEN = 24
 COLOUR_BAR_WIDTH = 34.0
 CAPTION_HEIGHT = 48.0
 #: Distinct colours for methods (Okabe-Ito, readable by colour-blind readers); the baseline is grey.
-METHOD_COLOURS = ((0, 114, 178), (213, 94, 0), (0, 158, 115), (204, 121, 167), (230, 159, 0),
-                  (86, 180, 233), (240, 228, 66), (0, 0, 0))
+METHOD_COLOURS = (
+    (0, 114, 178),
+    (213, 94, 0),
+    (0, 158, 115),
+    (204, 121, 167),
+    (230, 159, 0),
+    (86, 180, 233),
+    (240, 228, 66),
+    (0, 0, 0),
+)
 BASELINE_COLOUR = (120, 120, 120)
-WRAP = int(Qt.TextFlag.TextWordWrap) | int(Qt.AlignmentFlag.AlignLeft) \
-    | int(Qt.AlignmentFlag.AlignTop)
+WRAP = (
+    int(Qt.TextFlag.TextWordWrap) | int(Qt.AlignmentFlag.AlignLeft) | int(Qt.AlignmentFlag.AlignTop)
+)
 
 
 def method_colour(index: int) -> tuple[int, int, int]:
@@ -69,10 +78,10 @@ def ensure_application() -> QGuiApplication:
     return application
 
 
-
 @contextmanager
-def vector_painter(path: Path, size: tuple[float, float] | None = None
-                   ) -> Iterator[tuple[QPainter, QRectF, QPdfWriter | None]]:
+def vector_painter(
+    path: Path, size: tuple[float, float] | None = None
+) -> Iterator[tuple[QPainter, QRectF, QPdfWriter | None]]:
     """Open a painter on a PDF or SVG file (by the suffix of ``path``).
 
     Parameters
@@ -96,11 +105,16 @@ def vector_painter(path: Path, size: tuple[float, float] | None = None
         writer = QPdfWriter(str(path))
         writer.setResolution(DPI)
         writer.setCreator("lrp-desktop")
-        page_size = QPageSize(QPageSize.PageSizeId.A4) if size is None else \
-            QPageSize(QSizeF(*size), QPageSize.Unit.Point, "figure",
-                      QPageSize.SizeMatchPolicy.ExactMatch)
-        orientation = QPageLayout.Orientation.Landscape if size is None else \
-            QPageLayout.Orientation.Portrait
+        page_size = (
+            QPageSize(QPageSize.PageSizeId.A4)
+            if size is None
+            else QPageSize(
+                QSizeF(*size), QPageSize.Unit.Point, "figure", QPageSize.SizeMatchPolicy.ExactMatch
+            )
+        )
+        orientation = (
+            QPageLayout.Orientation.Landscape if size is None else QPageLayout.Orientation.Portrait
+        )
         writer.setPageLayout(QPageLayout(page_size, orientation, QMarginsF(0, 0, 0, 0)))
         device, page = writer, QRectF(writer.pageLayout().paintRectPixels(DPI))
     else:
@@ -140,8 +154,7 @@ def heading(painter: QPainter, area: QRectF, line: str) -> float:
     return text(painter, box, line, 13, bold=True) + GAP
 
 
-def text(painter: QPainter, box: QRectF, content: str, size: float, bold: bool = False
-         ) -> float:
+def text(painter: QPainter, box: QRectF, content: str, size: float, bold: bool = False) -> float:
     """Draw ``content`` wrapped into ``box`` (shrinking the font until it fits); return its
     bottom."""
     while True:
@@ -185,36 +198,56 @@ def draw_colour_bar(painter: QPainter, box: QRectF, scale: Scale) -> None:
     painter.setPen(QPen(QColor(60, 60, 60), 0.5))
     painter.drawRect(bar)
     painter.setFont(font(5.5))
-    for fraction, value in ((0.0, scale.high), (0.5, (scale.low + scale.high) / 2),
-                            (1.0, scale.low)):
+    for fraction, value in (
+        (0.0, scale.high),
+        (0.5, (scale.low + scale.high) / 2),
+        (1.0, scale.low),
+    ):
         y = bar.top() + fraction * bar.height()
         painter.drawLine(QPointF(bar.right(), y), QPointF(bar.right() + 2, y))
-        painter.drawText(QRectF(bar.right() + 2.5, y - 5, box.width() - 10, 10),
-                         int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
-                         f"{value:.2g}")
+        painter.drawText(
+            QRectF(bar.right() + 2.5, y - 5, box.width() - 10, 10),
+            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+            f"{value:.2g}",
+        )
 
 
-def draw_panels(painter: QPainter, box: QRectF, pictures: Sequence[np.ndarray],
-                captions: Sequence[str], scales: Sequence[Scale | None],
-                columns: int | None = None) -> None:
+def draw_panels(
+    painter: QPainter,
+    box: QRectF,
+    pictures: Sequence[np.ndarray],
+    captions: Sequence[str],
+    scales: Sequence[Scale | None],
+    columns: int | None = None,
+) -> None:
     """Draw pictures in a grid inside ``box``, each with its wrapped caption below and, where
     its scale is given, a colour bar beside it."""
     columns = columns or len(pictures)
     rows = -(-len(pictures) // columns)
     cell_width = (box.width() - GAP * (columns - 1)) / columns
     cell_height = (box.height() - GAP * (rows - 1)) / rows
-    for index, (picture, caption, scale) in enumerate(zip(pictures, captions, scales,
-                                                          strict=True)):
+    for index, (picture, caption, scale) in enumerate(zip(pictures, captions, scales, strict=True)):
         row, column = divmod(index, columns)
-        cell = QRectF(box.left() + column * (cell_width + GAP),
-                      box.top() + row * (cell_height + GAP), cell_width, cell_height)
+        cell = QRectF(
+            box.left() + column * (cell_width + GAP),
+            box.top() + row * (cell_height + GAP),
+            cell_width,
+            cell_height,
+        )
         bar = COLOUR_BAR_WIDTH if scale is not None else 0.0
         drawn = draw_picture(painter, cell.adjusted(0, 0, -bar, -CAPTION_HEIGHT), picture)
         if scale is not None:
-            draw_colour_bar(painter, QRectF(drawn.right() + 3, drawn.top(), bar - 3,
-                                            drawn.height()), scale)
-        text(painter, QRectF(cell.left(), drawn.bottom() + 3, cell.width(),
-                             cell.bottom() - drawn.bottom() - 3), caption, 7)
+            draw_colour_bar(
+                painter, QRectF(drawn.right() + 3, drawn.top(), bar - 3, drawn.height()), scale
+            )
+        text(
+            painter,
+            QRectF(
+                cell.left(), drawn.bottom() + 3, cell.width(), cell.bottom() - drawn.bottom() - 3
+            ),
+            caption,
+            7,
+        )
 
 
 def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: str) -> None:
@@ -222,8 +255,9 @@ def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: st
     title and a legend beside the plot."""
     top = text(painter, QRectF(box.left(), box.top(), box.width(), 14), title, 8, bold=True)
     legend_width = box.width() * 0.34
-    plot = QRectF(box.left() + 34, top + 4, box.width() - legend_width - 40,
-                  box.bottom() - top - 26)
+    plot = QRectF(
+        box.left() + 34, top + 4, box.width() - legend_width - 40, box.bottom() - top - 26
+    )
     if not bands or plot.width() <= 0 or plot.height() <= 0:
         return
     low = min(float(np.min(b.mean - b.std)) for b in bands)
@@ -232,8 +266,10 @@ def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: st
     steps = max(len(b.mean) for b in bands) - 1 or 1
 
     def point(step: float, value: float) -> QPointF:
-        return QPointF(plot.left() + plot.width() * step / steps,
-                       plot.bottom() - plot.height() * (value - low) / (high - low))
+        return QPointF(
+            plot.left() + plot.width() * step / steps,
+            plot.bottom() - plot.height() * (value - low) / (high - low),
+        )
 
     painter.setPen(QPen(QColor(40, 40, 40), 0.7))
     painter.setBrush(Qt.BrushStyle.NoBrush)
@@ -241,15 +277,21 @@ def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: st
     painter.setFont(font(6))
     for value in (low, (low + high) / 2, high):
         y = point(0, value).y()
-        painter.drawText(QRectF(box.left(), y - 5, 32, 10),
-                         int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
-                         f"{value:.3g}")
+        painter.drawText(
+            QRectF(box.left(), y - 5, 32, 10),
+            int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter),
+            f"{value:.3g}",
+        )
     for step in (0, steps // 2, steps):
         x = point(step, low).x()
-        painter.drawText(QRectF(x - 15, plot.bottom() + 2, 30, 10),
-                         int(Qt.AlignmentFlag.AlignHCenter), str(step))
-    painter.drawText(QRectF(plot.left(), plot.bottom() + 11, plot.width(), 10),
-                     int(Qt.AlignmentFlag.AlignHCenter), "regions removed (steps)")
+        painter.drawText(
+            QRectF(x - 15, plot.bottom() + 2, 30, 10), int(Qt.AlignmentFlag.AlignHCenter), str(step)
+        )
+    painter.drawText(
+        QRectF(plot.left(), plot.bottom() + 11, plot.width(), 10),
+        int(Qt.AlignmentFlag.AlignHCenter),
+        "regions removed (steps)",
+    )
     for index, curve in enumerate(bands):
         baseline = curve.label == BASELINE_LABEL
         rgb = BASELINE_COLOUR if baseline else method_colour(index)
@@ -264,11 +306,11 @@ def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: st
         if baseline:
             pen.setStyle(Qt.PenStyle.DashLine)
         painter.setPen(pen)
-        painter.drawPolyline(QPolygonF([point(x, v) for x, v in zip(xs, curve.mean,
-                                                                     strict=True)]))
+        painter.drawPolyline(QPolygonF([point(x, v) for x, v in zip(xs, curve.mean, strict=True)]))
         legend_y = plot.top() + index * 22
-        painter.drawLine(QPointF(plot.right() + 8, legend_y + 5),
-                         QPointF(plot.right() + 22, legend_y + 5))
+        painter.drawLine(
+            QPointF(plot.right() + 8, legend_y + 5), QPointF(plot.right() + 22, legend_y + 5)
+        )
         label = curve.label + (f" (n={curve.count})" if curve.count > 1 else "")
         text(painter, QRectF(plot.right() + 25, legend_y, legend_width - 20, 21), label, 6.5)
 
@@ -295,8 +337,11 @@ def draw_table(painter: QPainter, box: QRectF, rows: Sequence[Sequence[str]]) ->
         painter.setPen(QColor(20, 20, 20))
         metrics = QFontMetricsF(painter.font())
         for cell, width in zip(row, widths, strict=True):
-            painter.drawText(QRectF(x + 2, y + 1, width - 4, height - 2),
-                             _cell_flags(metrics, str(cell), width - 4), str(cell))
+            painter.drawText(
+                QRectF(x + 2, y + 1, width - 4, height - 2),
+                _cell_flags(metrics, str(cell), width - 4),
+                str(cell),
+            )
             x += width
         y += height
         painter.setPen(QPen(QColor(200, 200, 200), 0.4))
@@ -304,18 +349,22 @@ def draw_table(painter: QPainter, box: QRectF, rows: Sequence[Sequence[str]]) ->
     return y
 
 
-def _table_layout(rows: Sequence[Sequence[str]], width: float, size: float
-                  ) -> tuple[list[float], list[float], bool]:
+def _table_layout(
+    rows: Sequence[Sequence[str]], width: float, size: float
+) -> tuple[list[float], list[float], bool]:
     """Column widths and row heights of ``rows`` at font ``size``, and whether every word fits
     its column.  Columns get their natural width where all fit, otherwise at least their longest
     word (up to an even share of ``width``) and the rest by how much more they would need."""
     metrics = QFontMetricsF(font(size, bold=True))
     plain = QFontMetricsF(font(size))
     columns = len(rows[0])
-    natural = [max(metrics.horizontalAdvance(str(row[c])) for row in rows) + 6
-               for c in range(columns)]
-    words = [max(metrics.horizontalAdvance(word) for row in rows for word in
-                 _words(str(row[c]))) + 6 for c in range(columns)]
+    natural = [
+        max(metrics.horizontalAdvance(str(row[c])) for row in rows) + 6 for c in range(columns)
+    ]
+    words = [
+        max(metrics.horizontalAdvance(word) for row in rows for word in _words(str(row[c]))) + 6
+        for c in range(columns)
+    ]
     if sum(natural) <= width:
         widths = [n * width / sum(natural) for n in natural]
     else:
@@ -326,9 +375,12 @@ def _table_layout(rows: Sequence[Sequence[str]], width: float, size: float
     heights = []
     for index, row in enumerate(rows):
         used = metrics if index == 0 else plain
-        tallest = max(used.boundingRect(QRectF(0, 0, max(w - 4, 1), 1e6),
-                                        _cell_flags(used, str(cell), w - 4), str(cell)).height()
-                      for cell, w in zip(row, widths, strict=True))
+        tallest = max(
+            used.boundingRect(
+                QRectF(0, 0, max(w - 4, 1), 1e6), _cell_flags(used, str(cell), w - 4), str(cell)
+            ).height()
+            for cell, w in zip(row, widths, strict=True)
+        )
         heights.append(tallest + 3)
     return widths, heights, sum(words) <= width
 

@@ -19,9 +19,14 @@ MAX_COLUMNS = 4
 CURVES_TITLE = "Perturbation curves (MoRF), mean \u00b1 std per method, with the random baseline"
 
 
-def write_figure(path: str | Path, pictures: Sequence[np.ndarray], captions: Sequence[str],
-                 scales: Sequence[Scale | None], title: str,
-                 curves: Sequence[Band] = ()) -> Path:
+def write_figure(
+    path: str | Path,
+    pictures: Sequence[np.ndarray],
+    captions: Sequence[str],
+    scales: Sequence[Scale | None],
+    title: str,
+    curves: Sequence[Band] = (),
+) -> Path:
     """Write a figure as PDF or SVG (by the suffix of ``path``).
 
     Parameters
@@ -52,10 +57,21 @@ def write_figure(path: str | Path, pictures: Sequence[np.ndarray], captions: Seq
     with vector_painter(path, (width, height)) as (painter, page, _):
         area = page.adjusted(MARGIN, MARGIN, -MARGIN, -MARGIN)
         top = heading(painter, QRectF(area.left(), area.top(), area.width(), 36), title)
-        draw_panels(painter, QRectF(area.left(), top, area.width(), panels_height),
-                    pictures, captions, scales, columns)
+        draw_panels(
+            painter,
+            QRectF(area.left(), top, area.width(), panels_height),
+            pictures,
+            captions,
+            scales,
+            columns,
+        )
         if plot_height:
-            draw_curves(painter, QRectF(area.left(), top + panels_height + GAP,
-                                        min(area.width(), 560.0), plot_height),
-                        curves, CURVES_TITLE)
+            draw_curves(
+                painter,
+                QRectF(
+                    area.left(), top + panels_height + GAP, min(area.width(), 560.0), plot_height
+                ),
+                curves,
+                CURVES_TITLE,
+            )
     return path

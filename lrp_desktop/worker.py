@@ -271,4 +271,3 @@ class WorkerHost(QObject):
     def _on_cancelled(self, request_id: int) -> None:
         self._done(request_id)
         self.cancelled.emit(request_id)
-

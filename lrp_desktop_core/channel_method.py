@@ -100,8 +100,14 @@ def explain_channel(
     assert method.rulemap is not None
     start = time.perf_counter()
     concepts = concept_heatmaps(
-        model, inputs, method.rulemap, method.layer, [method.channel], target,
-        cancel=cancel, progress=progress,
+        model,
+        inputs,
+        method.rulemap,
+        method.layer,
+        [method.channel],
+        target,
+        cancel=cancel,
+        progress=progress,
     )
     return replace(
         concept_explanation(concepts, method, row=0),

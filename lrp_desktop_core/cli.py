@@ -301,8 +301,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             cli_report.write(args.report, loaded, method, args, job.report)
         except (OSError, ValueError) as error:
-            print(f"lrp-explain: error: cannot write the report {args.report}: {error}",
-                  file=sys.stderr)
+            print(
+                f"lrp-explain: error: cannot write the report {args.report}: {error}",
+                file=sys.stderr,
+            )
             return 1
     failed = sum(row.values.get("status") != "ok" for row in rows)
     elapsed = time.perf_counter() - start
@@ -670,9 +672,20 @@ def _explain_batch(
             continue
         row.values.update(_summary_values(record), **scores[index] if args.evaluate else {})
         if job.report is not None:
-            job.report.append(cli_report.image_page(
-                loaded, method, image.display, explanation, index, record, row.image.name,
-                args.cmap, args.overlay, curves))
+            job.report.append(
+                cli_report.image_page(
+                    loaded,
+                    method,
+                    image.display,
+                    explanation,
+                    index,
+                    record,
+                    row.image.name,
+                    args.cmap,
+                    args.overlay,
+                    curves,
+                )
+            )
     return explanation.warnings
 
 

@@ -87,8 +87,14 @@ def run_index(args: argparse.Namespace, loaded: Any, rulemap: Any, paths: list[P
 
     try:
         index = index_references(
-            loaded.model, loaded.spec, rulemap, args.layer, paths,
-            store=args.concept_store, batch_size=args.batch_size, progress=show,
+            loaded.model,
+            loaded.spec,
+            rulemap,
+            args.layer,
+            paths,
+            store=args.concept_store,
+            batch_size=args.batch_size,
+            progress=show,
         )
     except (ImageLoadError, OSError) as error:
         print(f"\nlrp-explain: error: indexing failed: {error}", file=sys.stderr)
@@ -114,7 +120,12 @@ def write_concepts(
 ) -> dict[str, Any]:
     """Compute and write ``<stem>_concepts.npz`` for one image; return the JSON record's part."""
     concepts = concept_heatmaps(
-        model, tensor[None], rulemap, args.layer, args.concepts, target,
+        model,
+        tensor[None],
+        rulemap,
+        args.layer,
+        args.concepts,
+        target,
         batch_size=args.batch_size,
     )
     np.savez_compressed(

@@ -76,8 +76,9 @@ def image_page(
     target = record["target"]
     output = float(record["explained_output"])
     share = float(record["relevance_sum"]) / output if output else float("nan")
-    caption = (f"{method.label()}; class {target['name']} ({target['index']}); "
-               f"sum R / logit {share:.3f}")
+    caption = (
+        f"{method.label()}; class {target['name']} ({target['index']}); sum R / logit {share:.3f}"
+    )
     header = ["method", "class", "sum R / logit"]
     row = [method.label(), str(target["name"]), f"{share:.3f}"]
     evaluations = []
@@ -85,8 +86,11 @@ def image_page(
         scores = {key: _number(record["evaluation"].get(key)) for key in SCORE_TITLES}
         header += list(SCORE_TITLES.values())
         row += ["n/a" if value is None else f"{value:.4g}" for value in scores.values()]
-        evaluations.append(ImageScores(method.label(), curves.morf[index], curves.lerf[index],
-                                       curves.random[index], scores))
+        evaluations.append(
+            ImageScores(
+                method.label(), curves.morf[index], curves.lerf[index], curves.random[index], scores
+            )
+        )
     return ImagePage(
         title=f"{image_name}: {loaded.title}",
         image=display,
@@ -99,8 +103,13 @@ def image_page(
     )
 
 
-def write(path: Path, loaded: LoadedModel, method: Method, args: argparse.Namespace,
-          pages: list[ImagePage]) -> Path:
+def write(
+    path: Path,
+    loaded: LoadedModel,
+    method: Method,
+    args: argparse.Namespace,
+    pages: list[ImagePage],
+) -> Path:
     """Write the report of a run: its settings, then ``pages``."""
     settings = {
         "model": loaded.title,
@@ -108,13 +117,15 @@ def write(path: Path, loaded: LoadedModel, method: Method, args: argparse.Namesp
         "weights file": str(loaded.weights_path or "(none)"),
         "weights sha256": loaded.weights_sha256 or "(none)",
         "device": str(args.device),
-        "method": method.label() + (f", canonizer {method.rulemap.canonizer}"
-                                    if method.rulemap is not None else ""),
+        "method": method.label()
+        + (f", canonizer {method.rulemap.canonizer}" if method.rulemap is not None else ""),
         "colours": f"{args.cmap}, overlay {args.overlay}, clip {DEFAULT_CLIP_PERCENTILE}",
     }
     if args.evaluate:
-        settings["perturbation"] = (f"regions of {args.region_size} px, fill {args.fill}, "
-                                    "one random baseline per image (seed 0)")
+        settings["perturbation"] = (
+            f"regions of {args.region_size} px, fill {args.fill}, "
+            "one random baseline per image (seed 0)"
+        )
     writer = importlib.import_module(WRITER_MODULE)
     return writer.write_report(path, Report(loaded.title, settings, pages))
 

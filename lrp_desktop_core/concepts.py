@@ -237,8 +237,15 @@ def concept_heatmaps(
     masks = torch.zeros(len(chosen), len(per_channel), dtype=batch.dtype, device=batch.device)
     masks[torch.arange(len(chosen)), torch.as_tensor(chosen, device=batch.device)] = 1
     heatmaps = conditional_relevance(
-        model, batch, rulemap, layer, plain.layer_calls, masks,
-        batch_size=batch_size, cancel=cancel, progress=progress,
+        model,
+        batch,
+        rulemap,
+        layer,
+        plain.layer_calls,
+        masks,
+        batch_size=batch_size,
+        cancel=cancel,
+        progress=progress,
     )
     return Concepts(
         channels=chosen,

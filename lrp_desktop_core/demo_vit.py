@@ -67,8 +67,9 @@ class DemoViTConfig:
 
     def to_metadata(self) -> dict[str, str]:
         """Return the hyperparameters as safetensors metadata (JSON in string values)."""
-        return {f"vit_{name}": json.dumps(value)
-                for name, value in dataclasses.asdict(self).items()}
+        return {
+            f"vit_{name}": json.dumps(value) for name, value in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_metadata(cls, metadata: Mapping[str, str]) -> DemoViTConfig:
@@ -94,6 +95,8 @@ def build_demo_vit(
         The hyperparameters.
     """
     kwargs = dataclasses.asdict(config)
-    stem = [ConvStemConfig(out_channels=channels, kernel_size=3, stride=2)
-            for channels in kwargs.pop("stem_channels")]
+    stem = [
+        ConvStemConfig(out_channels=channels, kernel_size=3, stride=2)
+        for channels in kwargs.pop("stem_channels")
+    ]
     return VisionTransformer(num_classes=num_classes, conv_stem_configs=stem or None, **kwargs)

@@ -255,8 +255,15 @@ def _picture(kind: str, display: np.ndarray, relevance: np.ndarray, look: dict) 
     if kind == "heatmap":
         return colorize(relevance, look["cmap"], look["mode"], look["bounds"])
     draw = side_by_side if kind == "side_by_side" else overlay
-    picture = draw(display, relevance, look["cmap"], look["opacity"], look["mode"],
-                   bounds=look["bounds"], style=look["style"])
+    picture = draw(
+        display,
+        relevance,
+        look["cmap"],
+        look["opacity"],
+        look["mode"],
+        bounds=look["bounds"],
+        style=look["style"],
+    )
     return np.ascontiguousarray(picture[..., :3])
 
 

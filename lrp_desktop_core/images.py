@@ -93,9 +93,11 @@ def to_rgb(image: Image.Image, name: str = "the image") -> Image.Image:
         elif image.mode == "F" and values.max(initial=0) <= 1.0:
             values = values * 255.0
         image = Image.fromarray(np.clip(np.round(values), 0, 255).astype(np.uint8))
-    has_alpha = image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or (
-        image.mode == "P" and "transparency" in image.info
-    ) or (image.mode in ("L", "RGB") and "transparency" in image.info)
+    has_alpha = (
+        image.mode in ("RGBA", "LA", "PA", "La", "RGBa")
+        or (image.mode == "P" and "transparency" in image.info)
+        or (image.mode in ("L", "RGB") and "transparency" in image.info)
+    )
     if has_alpha:
         rgba = image.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))

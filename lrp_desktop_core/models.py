@@ -478,8 +478,9 @@ def _random_model(spec: ModelSpec, seed: int | None) -> LoadedModel:
     leaving the global random state as it was."""
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
-    logger.info("%s has random weights (seed %d): pass pretrained=True or a weights file",
-                spec.name, seed)
+    logger.info(
+        "%s has random weights (seed %d): pass pretrained=True or a weights file", spec.name, seed
+    )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = spec.builder().eval()
@@ -532,7 +533,9 @@ def load_model(
         raise ValueError("give either pretrained=True or a weights file, not both")
     name = str(source)
     random_weights = (
-        name in list_models() and weights is None and not pretrained
+        name in list_models()
+        and weights is None
+        and not pretrained
         and get_spec(name).default_weights is None
     )
     if seed is not None and not random_weights:

@@ -246,8 +246,13 @@ def index_references(
     finished = stored_references(folder)
     assert finished is not None
     return ReferenceIndex(
-        finished.layer, finished.paths, finished.images, finished.scores, finished.boxes,
-        finished.skipped, computed=len(ordered) - start,
+        finished.layer,
+        finished.paths,
+        finished.images,
+        finished.scores,
+        finished.boxes,
+        finished.skipped,
+        computed=len(ordered) - start,
     )
 
 
@@ -324,7 +329,12 @@ def _regions(
         masks = batch.new_zeros((len(channels), per_channel * layer_shape[0]))
         masks[np.arange(len(channels)), channels * per_channel + positions[channels, ranks]] = 1
         heatmaps = conditional_relevance(
-            model, batch, rulemap, layer, plain.layer_calls, masks.reshape(-1, *layer_shape),
+            model,
+            batch,
+            rulemap,
+            layer,
+            plain.layer_calls,
+            masks.reshape(-1, *layer_shape),
             batch_size=REGION_BATCH,
         )
         for channel, rank, heatmap in zip(channels, ranks, heatmaps):

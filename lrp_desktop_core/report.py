@@ -128,8 +128,10 @@ class Report:
     def mean_curves(self, kind: str) -> list[Band]:
         """Return the mean ``kind`` curve ("morf" or "lerf") per method with its spread, then
         the random baseline (one per image, so each image counts once)."""
-        bands = [band(method, [getattr(item, kind) for item in group])
-                 for method, group in _by_method(self.evaluations()).items()]
+        bands = [
+            band(method, [getattr(item, kind) for item in group])
+            for method, group in _by_method(self.evaluations()).items()
+        ]
         baselines = [page.evaluations[0].random for page in self.pages if page.evaluations]
         if baselines:
             bands.append(band(BASELINE_LABEL, baselines))

@@ -284,7 +284,11 @@ class Gamma(SignSplitRule):
         self.zero_params = zero_params
         super().__init__(
             input_modifiers=[
-                positive_part, negative_part, positive_part, negative_part, unchanged_input
+                positive_part,
+                negative_part,
+                positive_part,
+                negative_part,
+                unchanged_input,
             ],
             param_modifiers=[
                 GammaMod(gamma, min=0.0, zero_params=zero_params),
@@ -321,11 +325,7 @@ class Gamma(SignSplitRule):
             return None
         record = self.stored_tensors
         zeroed = zero_bias(self.zero_params)
-        if (
-            grad_output[0] is None
-            or not self._fast_path_applies(module)
-            or set(zeroed) != {"bias"}
-        ):
+        if grad_output[0] is None or not self._fast_path_applies(module) or set(zeroed) != {"bias"}:
             return tuple(None for _ in grad_output)  # the module's own gradient is not used
         index = record["positions"][0]
         args = list(record["input"])

@@ -82,8 +82,17 @@ def _polygon(label: str, radius: float) -> np.ndarray:
         arm, half = radius * 0.95, radius * 0.32
         return np.array(
             [
-                (-half, -arm), (half, -arm), (half, -half), (arm, -half), (arm, half), (half, half),
-                (half, arm), (-half, arm), (-half, half), (-arm, half), (-arm, -half),
+                (-half, -arm),
+                (half, -arm),
+                (half, -half),
+                (arm, -half),
+                (arm, half),
+                (half, half),
+                (half, arm),
+                (-half, arm),
+                (-half, half),
+                (-arm, half),
+                (-arm, -half),
                 (-half, -half),
             ]
         )
@@ -174,8 +183,12 @@ def render(seed: int, index: int, label: int | None = None) -> tuple[np.ndarray,
     colour = _shape_colour(rng, ends)
     if SHAPES[label] == "circle":
         r = radius * 0.85 * scale
-        box = [centre[0] * scale - r, centre[1] * scale - r, centre[0] * scale + r,
-               centre[1] * scale + r]
+        box = [
+            centre[0] * scale - r,
+            centre[1] * scale - r,
+            centre[0] * scale + r,
+            centre[1] * scale + r,
+        ]
         draw.ellipse(box, fill=colour)
         ImageDraw.Draw(mask_canvas).ellipse(box, fill=255)
     else:

@@ -190,7 +190,10 @@ def train(demo: BundledDemo, settings: TrainingSettings) -> tuple[nn.Module, dic
         held_out_accuracy = accuracy(model, held_out_inputs, held_out_labels)
         logger.info(
             "epoch %d/%d: loss %.4f, held-out accuracy %.4f (%.0f s)",
-            epoch + 1, settings.epochs, total_loss / len(labels), held_out_accuracy,
+            epoch + 1,
+            settings.epochs,
+            total_loss / len(labels),
+            held_out_accuracy,
             time.perf_counter() - started,
         )
 
@@ -246,7 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-count", type=int, help="training images (default: the demo's)")
     parser.add_argument("--lr", type=float, help="peak learning rate (default: the demo's)")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="CPU threads for torch (1 is reproducible and copes best with a busy machine)",
     )
     args = parser.parse_args(argv)
@@ -254,8 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     demo, settings = DEMOS[args.model], TRAINING[args.model]
-    overrides = {"epochs": args.epochs, "train_count": args.train_count,
-                 "learning_rate": args.lr}
+    overrides = {"epochs": args.epochs, "train_count": args.train_count, "learning_rate": args.lr}
     settings = dataclasses.replace(
         settings, **{key: value for key, value in overrides.items() if value is not None}
     )

@@ -40,8 +40,14 @@ _STANDARD_MODULES = ("torch.", "collections.", "builtins.", "__builtin__.", "_co
 # What zipfile raises for a damaged archive: bad structure, checksum or compressed data, truncation,
 # an unknown compression method (NotImplementedError) or encryption (RuntimeError).
 _ZIP_DAMAGE = (
-    zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, OSError, NotImplementedError,
-    RuntimeError, ValueError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    NotImplementedError,
+    RuntimeError,
+    ValueError,
 )
 
 
@@ -201,8 +207,9 @@ def _load_pickled(path: Path, trust: bool, is_zip: bool) -> object:
         if not imports:  # refused objects always name a class, so this is damage
             raise _damaged_error(path, error) from error
         if not trust:
-            raise _untrusted_error(path, "a pickled Python object, not just weights", imports) \
-                from error
+            raise _untrusted_error(
+                path, "a pickled Python object, not just weights", imports
+            ) from error
     except Exception as error:  # torch raises many types for damaged archives
         raise _damaged_error(path, error) from error
     try:
@@ -229,7 +236,7 @@ def _strip_prefixes(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     state = dict(state)
     for prefix in _KEY_PREFIXES:
         if state and all(key.startswith(prefix) for key in state):
-            state = {key[len(prefix):]: value for key, value in state.items()}
+            state = {key[len(prefix) :]: value for key, value in state.items()}
     return state
 
 
@@ -263,9 +270,7 @@ def _check_finite(content: WeightsFile) -> None:
     """
     tensors: Iterable[tuple[str, torch.Tensor]] = content.state_dict.items()
     if content.module is not None:
-        tensors = itertools.chain(
-            content.module.named_parameters(), content.module.named_buffers()
-        )
+        tensors = itertools.chain(content.module.named_parameters(), content.module.named_buffers())
     for name, tensor in tensors:
         if not tensor.is_floating_point() or bool(torch.isfinite(tensor).all()):
             continue

@@ -29,9 +29,17 @@ def vit_demo():
 
 @pytest.fixture
 def tree(qtbot, vit_demo):
-    info = ModelInfo("demo_vit#test", vit_demo.spec, "demo_vit", vit_demo.weights_path,
-                     vit_demo.weights_sha256, copy.deepcopy(vit_demo.model).to("meta"), 0, "cpu",
-                     recommend(vit_demo.model))
+    info = ModelInfo(
+        "demo_vit#test",
+        vit_demo.spec,
+        "demo_vit",
+        vit_demo.weights_path,
+        vit_demo.weights_sha256,
+        copy.deepcopy(vit_demo.model).to("meta"),
+        0,
+        "cpu",
+        recommend(vit_demo.model),
+    )
     session = Session()
     session.set_model(info, starting_rulemap(info))
     return RuleTreeModel(session, Reporter())

@@ -75,8 +75,10 @@ def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
         wait_for_heatmap(qtbot, app)
         session = app.session
         assert session.audit_is_current
-        assert {(finding.module, finding.op) for finding in session.audit} == \
-            {("features.1", "mul"), ("features.1", "sigmoid")}
+        assert {(finding.module, finding.op) for finding in session.audit} == {
+            ("features.1", "mul"),
+            ("features.1", "sigmoid"),
+        }
         # one warning in the message bar, every finding behind "Details"
         [message] = audit_warnings(app)
         assert "2 operations on the relevance path have no rule" in message.text
@@ -93,8 +95,9 @@ def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
         cell = tree.index_of_layer("features.1", RULE)
         tooltip = tree.data(cell, Qt.ItemDataRole.ToolTipRole)
         assert "mul outside any module with a rule in `features.1`" in tooltip
-        assert "mul outside" in tree.data(tree.index_of_layer("features.1", NAME),
-                                          Qt.ItemDataRole.ToolTipRole)
+        assert "mul outside" in tree.data(
+            tree.index_of_layer("features.1", NAME), Qt.ItemDataRole.ToolTipRole
+        )
         assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
         assert tree.data(cell, Qt.ItemDataRole.BackgroundRole) is not None
         group = tree.index_of_layer("features", RULE)
@@ -108,8 +111,9 @@ def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
         assert "may be wrong" in caption.text()
         assert "mul outside" in caption.toolTip()
         app.window.compare("current")
-        qtbot.waitUntil(lambda: session.panel_result(session.comparison.panels[0]) is not None,
-                        timeout=WAIT_MS)
+        qtbot.waitUntil(
+            lambda: session.panel_result(session.comparison.panels[0]) is not None, timeout=WAIT_MS
+        )
         assert "may be wrong" in app.window.comparison.panels[0].caption.text()
         # another rule elsewhere leaves the findings as they are: nothing new is said
         assert tree.setData(tree.index_of_layer("fc", RULE), "ZPlus")
@@ -129,8 +133,10 @@ def test_model_dialog_marks_what_is_fully_supported(qtbot, tmp_path):
 
         def marked(name: str) -> tuple[int, str]:
             position = combo.findText(name, Qt.MatchFlag.MatchExactly)
-            return (combo.itemIcon(position).cacheKey(),
-                    combo.itemData(position, Qt.ItemDataRole.ToolTipRole) or "")
+            return (
+                combo.itemIcon(position).cacheKey(),
+                combo.itemData(position, Qt.ItemDataRole.ToolTipRole) or "",
+            )
 
         assert combo.currentText() == "resnet18"
         qtbot.waitUntil(lambda: marked("resnet18")[1] != "", timeout=WAIT_MS)
@@ -154,8 +160,13 @@ def test_model_dialog_marks_what_is_fully_supported(qtbot, tmp_path):
 @pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")
 def test_lrp_on_a_torchscript_model_is_refused_clearly_and_other_methods_work(qtbot, tmp_path):
     path = tmp_path / "scripted.pt"
-    network = nn.Sequential(nn.Conv2d(3, 4, 3, stride=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                            nn.Flatten(), nn.Linear(4, 3))
+    network = nn.Sequential(
+        nn.Conv2d(3, 4, 3, stride=4),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     torch.jit.script(network).save(str(path))
     app = viewer_on(qtbot, tmp_path, path)
     try:

@@ -21,8 +21,10 @@ PRESETS = ("epsilon_gamma_box", "epsilon_plus", "epsilon_alpha2_beta1")
 
 def wait_for_panels(qtbot, app):
     session = app.session
-    qtbot.waitUntil(lambda: all(session.panel_result(panel) is not None
-                                for panel in session.comparison.panels), timeout=60_000)
+    qtbot.waitUntil(
+        lambda: all(session.panel_result(panel) is not None for panel in session.comparison.panels),
+        timeout=60_000,
+    )
     wait_idle(qtbot, app)
 
 
@@ -75,8 +77,9 @@ def test_same_configuration_over_several_images(qtbot, viewer):
     viewer.window.compare_all_images()
     assert [spec.image for spec in session.comparison.panels] == session.images
     wait_for_panels(qtbot, viewer)
-    assert {spec.image.name for spec in session.comparison.panels} == \
-        {path.name for path in session.images}
+    assert {spec.image.name for spec in session.comparison.panels} == {
+        path.name for path in session.images
+    }
     session.remove_panel(0)
     assert len(viewer.window.comparison.panels) == len(session.images) - 1
 
@@ -124,8 +127,10 @@ def test_every_export_format_is_written_and_reads_back(qtbot, compared, tmp_path
     (view,) = window.export("view", tmp_path / "view.png")
     assert read_png(view) == (window.main_view.width(), window.main_view.height())
 
-    figures = [window.export("figure", tmp_path / f"figure{suffix}")[0]
-               for suffix in (".png", ".svg", ".pdf")]
+    figures = [
+        window.export("figure", tmp_path / f"figure{suffix}")[0]
+        for suffix in (".png", ".svg", ".pdf")
+    ]
     width, height = read_png(figures[0])
     assert width > 3 * 160 and height > 160
     svg = ElementTree.parse(figures[1]).getroot()

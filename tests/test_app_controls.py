@@ -70,8 +70,13 @@ def test_dropping_files_opens_them(qtbot, viewer, tmp_path):
     Image.new("RGB", (70, 50), (200, 40, 40)).save(dropped)
     data = QMimeData()
     data.setUrls([QUrl.fromLocalFile(str(dropped))])
-    event = QDropEvent(QPointF(10, 10), Qt.DropAction.CopyAction, data,
-                       Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier)
+    event = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        data,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
     viewer.window.dropEvent(event)
     assert viewer.session.current_image == dropped.resolve()
     wait_for_heatmap(qtbot, viewer)
@@ -101,9 +106,10 @@ def test_apply_rule_to_selected_layers(qtbot, viewer):
     tree = panel.model
     selection = panel.tree.selectionModel()
     for name in ("features.stage2.conv", "features.stage3.conv"):
-        selection.select(tree.index_of_layer(name),
-                         QItemSelectionModel.SelectionFlag.Select
-                         | QItemSelectionModel.SelectionFlag.Rows)
+        selection.select(
+            tree.index_of_layer(name),
+            QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows,
+        )
     assert panel.selected_layers() == ["features.stage2.conv", "features.stage3.conv"]
     assert "2 layer(s)" in panel.editor.selection_label.text()
     panel.editor.rule_box.setCurrentIndex(panel.editor.rule_box.findData("AlphaBeta"))
@@ -127,8 +133,9 @@ def test_a_download_shows_progress_and_can_be_cancelled(qtbot, viewer, monkeypat
     fractions = []
     viewer.host.progress.connect(lambda _id, fraction, _text: fractions.append(fraction))
 
-    def downloading_load(source, weights=None, *, pretrained=False, progress=None, trust=False,
-                         seed=None):
+    def downloading_load(
+        source, weights=None, *, pretrained=False, progress=None, trust=False, seed=None
+    ):
         for done in range(1, 4):
             time.sleep(PROGRESS_INTERVAL * 1.5)  # progress is passed on at most this often
             progress(done * 100, 400)
@@ -141,16 +148,16 @@ def test_a_download_shows_progress_and_can_be_cancelled(qtbot, viewer, monkeypat
     assert 0.25 in fractions and 0.75 in fractions
     wait_for_heatmap(qtbot, viewer)
 
-    def endless_download(source, weights=None, *, pretrained=False, progress=None, trust=False,
-                         seed=None):
+    def endless_download(
+        source, weights=None, *, pretrained=False, progress=None, trust=False, seed=None
+    ):
         while True:
             progress(1, 400)
 
     monkeypatch.setattr(requests, "load_model", endless_download)
     key = session.model.key
     viewer.controller.load_model("demo", pretrained=True)
-    qtbot.waitUntil(lambda: viewer.host.busy and session.status.state == "running",
-                    timeout=10_000)
+    qtbot.waitUntil(lambda: viewer.host.busy and session.status.state == "running", timeout=10_000)
     viewer.controller.cancel()
     wait_idle(qtbot, viewer)
     assert session.model.key == key

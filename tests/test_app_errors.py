@@ -55,8 +55,7 @@ def test_bad_image_files_are_reported_and_dropped(qtbot, viewer, tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.parameters(), params, strict=True))
 
 
-def test_a_folder_opens_as_a_list_and_a_folder_without_images_is_reported(qtbot, viewer,
-                                                                         tmp_path):
+def test_a_folder_opens_as_a_list_and_a_folder_without_images_is_reported(qtbot, viewer, tmp_path):
     for index in range(2):
         Image.new("RGB", (80, 60), (index * 100, 50, 50)).save(tmp_path / f"pic{index}.png")
     (tmp_path / "readme.txt").write_text("not listed")
@@ -77,8 +76,11 @@ def test_bad_weights_keep_the_current_model(qtbot, viewer, tmp_path):
     garbage.write_bytes(b"\x00\x01 definitely not safetensors" * 10)
     mismatched = tmp_path / "other.safetensors"
     save_file({"weight": torch.zeros(2, 3), "bias": torch.zeros(2)}, str(mismatched))
-    for weights, expected in ((garbage, "garbage.safetensors"), (mismatched, "other.safetensors"),
-                              (tmp_path / "absent.pt", "absent.pt")):
+    for weights, expected in (
+        (garbage, "garbage.safetensors"),
+        (mismatched, "other.safetensors"),
+        (tmp_path / "absent.pt", "absent.pt"),
+    ):
         before = len(viewer.reporter.errors())
         viewer.controller.load_model("demo", weights)
         message = new_error(qtbot, viewer, before)
@@ -91,8 +93,9 @@ def test_bad_weights_keep_the_current_model(qtbot, viewer, tmp_path):
 
 
 def test_a_model_file_with_code_needs_consent(qtbot, tmp_path):
-    network = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                            nn.Linear(4, 3))
+    network = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
+    )
     path = tmp_path / "whole_model.pt"
     torch.save(network, path)
     image = tmp_path / "picture.png"

@@ -20,19 +20,22 @@ def select_layer(viewer, name: str, open_view: bool = True) -> None:
     panel = viewer.window.rules_panel
     panel.tree.selectionModel().select(
         panel.model.index_of_layer(name),
-        QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows)
+        QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+    )
 
 
 def wait_for_concepts(qtbot, viewer, layer: str):
     view = viewer.window.layer_view
-    qtbot.waitUntil(lambda: view.result is not None and view.result.concepts.layer == layer,
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: view.result is not None and view.result.concepts.layer == layer, timeout=WAIT_MS
+    )
     wait_idle(qtbot, viewer)
     return view
 
 
 def test_selecting_a_layer_shows_its_channels_and_a_click_updates_the_main_view(
-        qtbot, viewer, tmp_path):
+    qtbot, viewer, tmp_path
+):
     model = viewer.host.worker.context.loaded.model
     before = {name: value.clone() for name, value in model.state_dict().items()}
     plain = viewer.session.explanation.relevance[0].copy()
@@ -54,8 +57,7 @@ def test_selecting_a_layer_shows_its_channels_and_a_click_updates_the_main_view(
     assert f"channel {concepts.channels[2]} of {LAYER}" in shown.method.label()
     assert viewer.session.explanation_is_current
     view.select_channel(None)
-    np.testing.assert_allclose(viewer.session.explanation.relevance[0], plain, rtol=1e-4,
-                               atol=1e-6)
+    np.testing.assert_allclose(viewer.session.explanation.relevance[0], plain, rtol=1e-4, atol=1e-6)
 
     # reference images of the clicked channel, from an indexed folder
     folder = demo_samples()[0].parent
@@ -82,8 +84,9 @@ def test_selecting_a_layer_shows_its_channels_and_a_click_updates_the_main_view(
     panel = viewer.session.comparison.panels[-1]
     assert panel.method.channel == int(concepts.channels[1]) and panel.method.layer == LAYER
     qtbot.waitUntil(lambda: viewer.session.panel_result(panel) is not None, timeout=WAIT_MS)
-    np.testing.assert_allclose(viewer.session.panel_result(panel).relevance[0],
-                               concepts.relevance[1], rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        viewer.session.panel_result(panel).relevance[0], concepts.relevance[1], rtol=1e-5, atol=1e-7
+    )
 
     assert view.export_png(tmp_path / "concepts.png")
     assert (tmp_path / "concepts.png").stat().st_size > 1000
@@ -92,7 +95,8 @@ def test_selecting_a_layer_shows_its_channels_and_a_click_updates_the_main_view(
 
 
 def test_a_cancelled_computation_leaves_the_model_unchanged_and_a_second_look_is_cached(
-        qtbot, viewer):
+    qtbot, viewer
+):
     model = viewer.host.worker.context.loaded.model
     before = {name: value.clone() for name, value in model.state_dict().items()}
     view = viewer.window.layer_view

@@ -18,8 +18,19 @@ def temporary_settings(tmp_path):
 
 def test_screenshot_of_a_comparison(qapp, tmp_path, capsys):
     shot = tmp_path / "shots" / "compare.png"
-    code = main(["--composite", "epsilon_plus", "--compare", "epsilon_plus",
-                 "epsilon_alpha2_beta1", "--screenshot", str(shot), "--timeout", "90"])
+    code = main(
+        [
+            "--composite",
+            "epsilon_plus",
+            "--compare",
+            "epsilon_plus",
+            "epsilon_alpha2_beta1",
+            "--screenshot",
+            str(shot),
+            "--timeout",
+            "90",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     with Image.open(shot) as picture:
         assert picture.width >= 800 and picture.height >= 600

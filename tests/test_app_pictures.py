@@ -31,8 +31,9 @@ def shown(viewer) -> np.ndarray:
 def test_overlay_style_is_a_display_setting_offered_and_remembered(qtbot, viewer):
     session, controls = viewer.session, viewer.window.display_controls
     assert session.display.overlay == "greyscale"
-    assert [controls.style_box.itemData(i) for i in range(controls.style_box.count())] == \
-        list(OVERLAY_STYLES)
+    assert [controls.style_box.itemData(i) for i in range(controls.style_box.count())] == list(
+        OVERLAY_STYLES
+    )
     key = session.explanation_key
     pictures = {}
     for style in OVERLAY_STYLES:
@@ -70,8 +71,9 @@ def test_side_by_side_view_shows_input_heatmap_and_overlay(qtbot, viewer):
 
 def test_raw_export_equals_the_screen(qtbot, viewer, tmp_path):
     session = viewer.session
-    session.set_display(cmap="rdbu", opacity=0.8, mode="signed", clip_percentile=90.0,
-                        overlay="weighted")
+    session.set_display(
+        cmap="rdbu", opacity=0.8, mode="signed", clip_percentile=90.0, overlay="weighted"
+    )
     written = save_current_explanation(session, tmp_path, "shot")
     with Image.open(written["overlay"]) as saved:
         np.testing.assert_array_equal(np.asarray(saved), shown(viewer)[..., :3])
@@ -87,8 +89,10 @@ def test_conservation_is_shown_for_lrp_with_a_tooltip_and_not_for_occlusion(qtbo
     window.compare("epsilon_plus")
     window.compare("occlusion")
     window.compare("gradient")
-    qtbot.waitUntil(lambda: all(session.panel_result(spec) is not None
-                                for spec in session.comparison.panels), timeout=60_000)
+    qtbot.waitUntil(
+        lambda: all(session.panel_result(spec) is not None for spec in session.comparison.panels),
+        timeout=60_000,
+    )
     wait_idle(qtbot, viewer)
     lrp, occlusion, gradient = window.comparison.panels
     assert "conserved" in lrp.note.text() and lrp.note.toolTip()
@@ -101,8 +105,10 @@ def test_shared_scales_are_per_kind_of_method_each_with_its_bar(qtbot, viewer):
     window, session = viewer.window, viewer.session
     for entry in ("epsilon_plus", "epsilon_gamma_box", "occlusion"):
         window.compare(entry)
-    qtbot.waitUntil(lambda: all(session.panel_result(spec) is not None
-                                for spec in session.comparison.panels), timeout=60_000)
+    qtbot.waitUntil(
+        lambda: all(session.panel_result(spec) is not None for spec in session.comparison.panels),
+        timeout=60_000,
+    )
     wait_idle(qtbot, viewer)
     comparison = window.comparison
     first, second, occlusion = (panel.view.bounds for panel in comparison.panels)
@@ -132,8 +138,7 @@ def test_command_line_seed_reaches_the_model_load(qtbot, tmp_path, monkeypatch):
     assert (args.seed, args.random_weights) == (4, True)
     app = make_viewer(qtbot, tmp_path)
     calls = []
-    monkeypatch.setattr(app.controller, "load_model",
-                        lambda *a, **k: calls.append((a, k)))
+    monkeypatch.setattr(app.controller, "load_model", lambda *a, **k: calls.append((a, k)))
     monkeypatch.setattr(app.controller, "open_paths", lambda paths: [])
     try:
         start(app, StartOptions(model="resnet18", seed=4))
@@ -141,8 +146,11 @@ def test_command_line_seed_reaches_the_model_load(qtbot, tmp_path, monkeypatch):
         start(app, StartOptions(model="resnet18"))
     finally:
         app.shutdown()
-    assert [(k["pretrained"], k["seed"]) for _, k in calls] == [(False, 4), (False, None),
-                                                                 (True, None)]
+    assert [(k["pretrained"], k["seed"]) for _, k in calls] == [
+        (False, 4),
+        (False, None),
+        (True, None),
+    ]
 
 
 def test_exported_record_names_the_weights(qtbot, viewer, tmp_path):
@@ -154,18 +162,34 @@ def test_exported_record_names_the_weights(qtbot, viewer, tmp_path):
 
 def send_wheel(widget, modifiers) -> None:
     centre = QPointF(widget.width() / 2, widget.height() / 2)
-    event = QWheelEvent(centre, widget.mapToGlobal(centre), QPoint(0, 0), QPoint(0, -120),
-                        Qt.MouseButton.NoButton, modifiers, Qt.ScrollPhase.NoScrollPhase, False)
+    event = QWheelEvent(
+        centre,
+        widget.mapToGlobal(centre),
+        QPoint(0, 0),
+        QPoint(0, -120),
+        Qt.MouseButton.NoButton,
+        modifiers,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(widget.viewport(), event)
 
 
 def test_panels_fit_their_view_and_the_wheel_scrolls_unless_ctrl_is_held(qtbot, viewer):
     window, session = viewer.window, viewer.session
-    for preset in ("epsilon_plus", "epsilon_gamma_box", "epsilon_alpha2_beta1", "epsilon",
-                   "epsilon_plus_flat", "epsilon_gamma_box"):
+    for preset in (
+        "epsilon_plus",
+        "epsilon_gamma_box",
+        "epsilon_alpha2_beta1",
+        "epsilon",
+        "epsilon_plus_flat",
+        "epsilon_gamma_box",
+    ):
         window.compare(preset)
-    qtbot.waitUntil(lambda: all(session.panel_result(spec) is not None
-                                for spec in session.comparison.panels), timeout=60_000)
+    qtbot.waitUntil(
+        lambda: all(session.panel_result(spec) is not None for spec in session.comparison.panels),
+        timeout=60_000,
+    )
     wait_idle(qtbot, viewer)
     window.show()
     window.resize(1100, 560)  # two rows of panels do not fit
@@ -195,13 +219,15 @@ def test_a_cancelled_panel_says_so_and_f5_computes_it_again(qtbot, viewer):
     wait_idle(qtbot, viewer)
     qtbot.wait(50)
     specs, panels = session.comparison.panels, window.comparison.panels
-    cancelled = [index for index, spec in enumerate(specs)
-                 if session.panel_state(spec) == "cancelled"]
+    cancelled = [
+        index for index, spec in enumerate(specs) if session.panel_state(spec) == "cancelled"
+    ]
     assert cancelled
     for index in cancelled:
         assert session.panel_result(specs[index]) is None  # not computed behind the user's back
         assert "cancelled" in panels[index].note.text()
     window.actions.explain.trigger()
-    qtbot.waitUntil(lambda: all(session.panel_result(spec) is not None for spec in specs),
-                    timeout=60_000)
+    qtbot.waitUntil(
+        lambda: all(session.panel_result(spec) is not None for spec in specs), timeout=60_000
+    )
     assert not any("cancelled" in panel.note.text() for panel in window.comparison.panels)

@@ -26,8 +26,9 @@ PICTURES = Path("/tmp/issue11")
 
 
 def pdf_text(path: Path) -> str:
-    return subprocess.run(["pdftotext", "-layout", str(path), "-"], check=True,
-                          capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["pdftotext", "-layout", str(path), "-"], check=True, capture_output=True, text=True
+    ).stdout
 
 
 def assert_vector_pdf(path: Path) -> None:
@@ -35,8 +36,9 @@ def assert_vector_pdf(path: Path) -> None:
     data = path.read_bytes()
     assert data.startswith(b"%PDF")
     assert b"/DCTDecode" not in data
-    fonts = subprocess.run(["pdffonts", str(path)], check=True, capture_output=True,
-                           text=True).stdout.splitlines()[2:]
+    fonts = subprocess.run(
+        ["pdffonts", str(path)], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[2:]
     assert fonts and all(" yes " in line for line in fonts)  # every font embedded
 
 
@@ -75,8 +77,11 @@ def test_plot_shows_mean_curves_with_bands_distinct_colours_and_legend_outside(q
     evaluation = evaluated.session.evaluation
     means = plot.curve_items()
     assert len(means) == 3  # two methods and the random baseline, each a mean over two images
-    gradient = [c.morf for c, s in zip(evaluation.panels, evaluated.session.comparison.panels,
-                                       strict=True) if s.method.kind == "gradient"]
+    gradient = [
+        c.morf
+        for c, s in zip(evaluation.panels, evaluated.session.comparison.panels, strict=True)
+        if s.method.kind == "gradient"
+    ]
     assert np.allclose(plot.means["Gradient"].yData, np.mean(gradient, axis=0))
     assert set(plot.means) == {"LRP epsilon_plus", "Gradient", BASELINE_LABEL}
     assert len(plot.bands) == 3  # a +- std band for each
@@ -127,9 +132,22 @@ def test_report_is_vector_with_summary_and_the_apps_baseline(qtbot, evaluated, t
         assert all(item.random is page.evaluations[0].random for item in page.evaluations)
     PICTURES.mkdir(parents=True, exist_ok=True)
     for page in (1, 2):
-        subprocess.run(["pdftoppm", "-png", "-r", "60", "-f", str(page), "-l", str(page),
-                        "-singlefile", str(path), str(PICTURES / f"report_page{page}")],
-                       check=True)
+        subprocess.run(
+            [
+                "pdftoppm",
+                "-png",
+                "-r",
+                "60",
+                "-f",
+                str(page),
+                "-l",
+                str(page),
+                "-singlefile",
+                str(path),
+                str(PICTURES / f"report_page{page}"),
+            ],
+            check=True,
+        )
         assert (PICTURES / f"report_page{page}.png").stat().st_size > 5_000
 
 
@@ -140,8 +158,24 @@ def test_cli_writes_the_same_report_for_a_batch(tmp_path):
     for path in demo_samples()[:3]:
         shutil.copy(path, folder / path.name)
     report = tmp_path / "batch.pdf"
-    assert main([str(folder), "--out", str(tmp_path / "out"), "--quiet", "--evaluate",
-                 "--region-size", "16", "--format", "json", "--report", str(report)]) == 0
+    assert (
+        main(
+            [
+                str(folder),
+                "--out",
+                str(tmp_path / "out"),
+                "--quiet",
+                "--evaluate",
+                "--region-size",
+                "16",
+                "--format",
+                "json",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
     assert_vector_pdf(report)
     text = pdf_text(report)
     pages = [page for page in text.split("\f") if page.strip()]
@@ -166,5 +200,7 @@ def test_figures_are_vector_pdf_and_svg_with_text_and_mean_curves(qtbot, evaluat
     assert evaluated.session.model.spec.title in text
     svg = window.export("figure", tmp_path / "figure.svg")[0].read_text()
     assert "<text" in svg and "Gradient" in svg and "image/png" in svg and "jpeg" not in svg
-    subprocess.run(["pdftoppm", "-png", "-r", "60", "-singlefile", str(pdf),
-                    str(PICTURES / "figure")], check=True)
+    subprocess.run(
+        ["pdftoppm", "-png", "-r", "60", "-singlefile", str(pdf), str(PICTURES / "figure")],
+        check=True,
+    )

@@ -30,8 +30,17 @@ from lrp_desktop_core.rulemap import RULE_CHOICES, RuleChoice, RuleMap
 def demo_info():
     loaded = load_model("demo")
     skeleton = copy.deepcopy(loaded.model).to("meta")
-    return ModelInfo("demo#test", loaded.spec, "demo", loaded.weights_path,
-                     loaded.weights_sha256, skeleton, 0, "cpu", recommend(loaded.model))
+    return ModelInfo(
+        "demo#test",
+        loaded.spec,
+        "demo",
+        loaded.weights_path,
+        loaded.weights_sha256,
+        skeleton,
+        0,
+        "cpu",
+        recommend(loaded.model),
+    )
 
 
 @pytest.fixture
@@ -121,8 +130,9 @@ def test_layers_without_rule_are_marked_with_the_reason(editing):
     cell = model.index_of_layer("features.residual.sum", RULE)
     assert model.setData(cell, "none")
     assert not session.coverage_is_current
-    session.set_coverage(session.rulemap.fingerprint(),
-                         coverage(session.model.skeleton, session.rulemap))
+    session.set_coverage(
+        session.rulemap.fingerprint(), coverage(session.model.skeleton, session.rulemap)
+    )
     assert session.coverage_is_current
     assert model.data(cell, Qt.ItemDataRole.DecorationRole) is not None
     tooltip = model.data(cell, Qt.ItemDataRole.ToolTipRole)
@@ -150,8 +160,10 @@ def test_rule_combo_offers_every_rule_with_its_description(qtbot, editing):
     combo = rule_combo()
     assert combo.count() == len(RULE_CHOICES)
     for row in range(combo.count()):
-        assert combo.itemData(row, Qt.ItemDataRole.ToolTipRole) == \
-            RULE_CHOICES[combo.itemData(row)].description
+        assert (
+            combo.itemData(row, Qt.ItemDataRole.ToolTipRole)
+            == RULE_CHOICES[combo.itemData(row)].description
+        )
 
 
 def test_delegate_edits_the_rule_in_place(qtbot, editing):
@@ -190,8 +202,7 @@ def test_rules_of_another_model_are_refused_naming_the_layers(tmp_path, editing)
     assert "head.fc" in text
 
 
-@pytest.mark.parametrize("content", ["{not json", json.dumps({"layers": {"x": {"rule": "?"}}}),
-                                     ""])
+@pytest.mark.parametrize("content", ["{not json", json.dumps({"layers": {"x": {"rule": "?"}}}), ""])
 def test_bad_rules_files_are_reported(tmp_path, editing, content):
     session, reporter, _ = editing
     before = session.rulemap

@@ -20,31 +20,46 @@ def test_the_torch_free_names_match_the_catalogues():
 
 
 def test_the_path_to_the_first_window_does_not_import_torch():
-    code = ("import sys\n"
-            "import lrp_desktop.__main__ as command\n"
-            "from PySide6.QtWidgets import QApplication\n"
-            "command.parse_args(['--model', 'demo'])\n"
-            "qt_app = QApplication([])\n"
-            "window = command._loading_window()\n"
-            "window.show()\n"
-            "qt_app.processEvents()\n"
-            "print(window.isVisible(), 'torch' in sys.modules)\n")
+    code = (
+        "import sys\n"
+        "import lrp_desktop.__main__ as command\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "command.parse_args(['--model', 'demo'])\n"
+        "qt_app = QApplication([])\n"
+        "window = command._loading_window()\n"
+        "window.show()\n"
+        "qt_app.processEvents()\n"
+        "print(window.isVisible(), 'torch' in sys.modules)\n"
+    )
     env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            env=env, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
     assert result.stdout.split() == ["True", "False"], result.stderr
 
 
 def test_a_screenshot_from_a_cold_start(tmp_path):
     shot = tmp_path / "shot.png"
-    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LRP_DESKTOP_TIMINGS="1",
-               HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path))
-    result = subprocess.run([sys.executable, "-m", "lrp_desktop", "--screenshot", str(shot),
-                             "--timeout", "150"], capture_output=True, text=True, env=env,
-                            timeout=300)
+    env = dict(
+        os.environ,
+        QT_QPA_PLATFORM="offscreen",
+        LRP_DESKTOP_TIMINGS="1",
+        HOME=str(tmp_path),
+        XDG_CONFIG_HOME=str(tmp_path),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "lrp_desktop", "--screenshot", str(shot), "--timeout", "150"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
-    events = [line.split()[1:-1] for line in result.stderr.splitlines()
-              if line.startswith("lrp-desktop-timing:")]
+    events = [
+        line.split()[1:-1]
+        for line in result.stderr.splitlines()
+        if line.startswith("lrp-desktop-timing:")
+    ]
     assert events[:2] == [["window", "shown"], ["engine", "loaded"]]
     assert ["first", "heatmap"] in events
     with Image.open(shot) as picture:

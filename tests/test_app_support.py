@@ -38,8 +38,9 @@ def viewer(qtbot, tmp_path):
 
 def wait_for_heatmap(qtbot, app: Application) -> np.ndarray:
     """Wait until the main view shows the explanation of the current settings; return it."""
-    qtbot.waitUntil(lambda: app.session.explanation_is_current and not app.host.busy,
-                    timeout=WAIT_MS)
+    qtbot.waitUntil(
+        lambda: app.session.explanation_is_current and not app.host.busy, timeout=WAIT_MS
+    )
     return app.session.explanation.relevance[0]
 
 

@@ -41,8 +41,10 @@ def test_starts_on_the_demo_with_the_recommended_rules(viewer):
     assert np.abs(explanation.relevance).sum() > 0
     assert viewer.window.main_view.view.image_item.image is not None
     assert "class" in viewer.window.main_view.caption.text()
-    assert viewer.window.prediction.names[0].text() == \
-        session.model.class_names[int(np.argmax(explanation.probabilities[0]))]
+    assert (
+        viewer.window.prediction.names[0].text()
+        == session.model.class_names[int(np.argmax(explanation.probabilities[0]))]
+    )
     # the class chooser finds classes by any part of their name
     completer = viewer.window.prediction.class_box.completer()
     completer.setCompletionPrefix("ria")
@@ -82,7 +84,8 @@ def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, 
 
 
 def test_a_preset_is_built_off_the_gui_thread_and_a_superseded_choice_is_dropped(
-        qtbot, viewer, monkeypatch):
+    qtbot, viewer, monkeypatch
+):
     session = viewer.session
     builders: list[int] = []
     recommended = RuleMap.recommended.__func__
@@ -120,8 +123,13 @@ def test_display_changes_redraw_without_recomputing(qtbot, viewer):
     item = viewer.window.main_view.view.image_item
     submitted = viewer.host._next_id
     pictures = [item.image.copy()]
-    for change in ({"cmap": "hot"}, {"opacity": 0.2}, {"mode": "positive"},
-                   {"clip_percentile": 90.0}, {"layer": "heatmap"}):
+    for change in (
+        {"cmap": "hot"},
+        {"opacity": 0.2},
+        {"mode": "positive"},
+        {"clip_percentile": 90.0},
+        {"layer": "heatmap"},
+    ):
         session.set_display(**change)
         pictures.append(item.image.copy())
     assert all(not np.array_equal(a, b) for a, b in zip(pictures, pictures[1:]))
@@ -135,8 +143,10 @@ def test_choosing_a_class_explains_it_and_stale_answers_are_not_shown(qtbot, vie
     session = viewer.session
     shown = []
     session.explanation_changed.connect(
-        lambda: shown.append(None if session.explanation is None
-                             else int(session.explanation.target[0])))
+        lambda: shown.append(
+            None if session.explanation is None else int(session.explanation.target[0])
+        )
+    )
     session.set_target(3)
     qtbot.waitUntil(lambda: viewer.controller._main is not None, timeout=5000)
     session.set_target(1)  # replaces the request for class 3
@@ -168,8 +178,9 @@ def test_cancel_stops_a_long_explanation_and_the_viewer_stays_usable(qtbot, view
     snapshot = model_snapshot(viewer)
     session.set_method_params("occlusion", {"window": 2, "stride": 1, "batch_size": 4})
     session.set_method_kind("occlusion")
-    qtbot.waitUntil(lambda: session.status.state == "running" and session.status.fraction > 0,
-                    timeout=30_000)
+    qtbot.waitUntil(
+        lambda: session.status.state == "running" and session.status.fraction > 0, timeout=30_000
+    )
     assert viewer.window.cancel_button.isVisibleTo(viewer.window)
     viewer.window.actions.cancel.trigger()
     qtbot.waitUntil(lambda: session.status.state == "cancelled", timeout=30_000)

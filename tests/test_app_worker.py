@@ -95,8 +95,10 @@ def test_a_failure_becomes_a_message_and_the_worker_lives_on(qtbot, host):
     log: list = []
     later = host.submit(Record(7, log))
     qtbot.waitUntil(lambda: len(outcomes) == 3, timeout=5000)
-    assert outcomes[plain] == ("failed", Failure("Breaking failed", "the disk is full",
-                                                 "a general hint"))
+    assert outcomes[plain] == (
+        "failed",
+        Failure("Breaking failed", "the disk is full", "a general hint"),
+    )
     assert outcomes[advised][1].hint == "choose one"
     assert outcomes[later] == ("done", 7)
 

@@ -296,17 +296,17 @@ def test_merged_weights_are_reused_while_the_parameters_are_unchanged():
         bn.running_var.mul_(2.0)  # an in-place change of the statistics
     second = merged_weight()
     assert second is not first
-    expected = conv.weight.detach() * (bn.weight / (bn.running_var + bn.eps).sqrt())[
-        :, None, None, None
-    ]
+    expected = (
+        conv.weight.detach() * (bn.weight / (bn.running_var + bn.eps).sqrt())[:, None, None, None]
+    )
     torch.testing.assert_close(second.detach(), expected.detach())
     with torch.no_grad():
         conv.weight.add_(1.0)  # an in-place change of the layer's weight
     assert merged_weight() is not second
     model.load_state_dict(nn.Sequential(nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3)).state_dict())
     third = merged_weight()
-    expected = conv.weight.detach() * (bn.weight / (bn.running_var + bn.eps).sqrt())[
-        :, None, None, None
-    ]
+    expected = (
+        conv.weight.detach() * (bn.weight / (bn.running_var + bn.eps).sqrt())[:, None, None, None]
+    )
     torch.testing.assert_close(third.detach(), expected.detach())
     assert conv.weight is original

@@ -256,8 +256,13 @@ def test_same_seed_gives_bit_identical_relevance_and_records_it(samples, tmp_pat
         runs[name] = (np.load(out / f"{stem}.npy"), json.loads((out / f"{stem}.json").read_text()))
     assert runs["a"][0].tobytes() == runs["b"][0].tobytes()
     assert not np.array_equal(runs["a"][0], runs["c"][0])
-    assert runs["a"][1]["weights"] == {"file": None, "sha256": None, "pretrained": None,
-                                       "random": True, "seed": 5}
+    assert runs["a"][1]["weights"] == {
+        "file": None,
+        "sha256": None,
+        "pretrained": None,
+        "random": True,
+        "seed": 5,
+    }
 
 
 def test_seed_is_refused_for_weights_from_a_file(samples, tmp_path, capsys):
@@ -266,14 +271,17 @@ def test_seed_is_refused_for_weights_from_a_file(samples, tmp_path, capsys):
     assert "random weights only" in capsys.readouterr().err
 
 
-def test_format_png_is_an_alias_of_overlay_and_unknown_formats_are_refused(samples, tmp_path,
-                                                                           capsys):
+def test_format_png_is_an_alias_of_overlay_and_unknown_formats_are_refused(
+    samples, tmp_path, capsys
+):
     image = str(first_image(samples))
     stem = Path(image).stem
     argv = [image, "--format", "png,side_by_side", "--overlay", "contour", "--quiet"]
     assert main(argv + ["--out", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob(f"{stem}*")) == [
-        f"{stem}_overlay.png", f"{stem}_side_by_side.png"]
+        f"{stem}_overlay.png",
+        f"{stem}_side_by_side.png",
+    ]
     assert main([image, "--format", "tiff", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "overlay, heatmap" in capsys.readouterr().err
 

@@ -42,8 +42,13 @@ def test_index_concepts_stores_reference_images_once(tmp_path, capsys):
         shutil.copy(path, folder / path.name)
     (folder / "circle_01_mask.png").write_bytes(b"not an image, and not listed")
     arguments = [
-        "--index-concepts", str(folder), "--layer", "features.stage2.conv",
-        "--concept-store", str(tmp_path / "store"), "--quiet",
+        "--index-concepts",
+        str(folder),
+        "--layer",
+        "features.stage2.conv",
+        "--concept-store",
+        str(tmp_path / "store"),
+        "--quiet",
     ]
     assert main(arguments) == 0
     assert "from 3 images (3 explained now" in capsys.readouterr().err

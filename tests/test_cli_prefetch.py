@@ -38,8 +38,9 @@ def test_prefetch_gives_the_same_outputs_in_the_same_order(folder, tmp_path, cap
     outputs = {}
     for prefetch in ("0", "2"):
         out = tmp_path / f"out{prefetch}"
-        code = main([str(folder), "--out", str(out), "--batch-size", "3",
-                     "--prefetch", prefetch, "--quiet"])
+        code = main(
+            [str(folder), "--out", str(out), "--batch-size", "3", "--prefetch", prefetch, "--quiet"]
+        )
         err = capsys.readouterr().err
         assert code == 1  # the corrupt image fails, the rest are explained
         assert "_broken.png" in err and "skipped" in err
@@ -64,7 +65,7 @@ def test_prefetch_gives_the_same_outputs_in_the_same_order(folder, tmp_path, cap
 def test_loaded_batches_keep_order_and_errors_and_stop_early(folder):
     spec = get_spec("demo")
     rows = [Row(path, path.stem) for path in sorted(folder.iterdir())]
-    batches = [rows[first:first + 2] for first in range(0, len(rows), 2)]
+    batches = [rows[first : first + 2] for first in range(0, len(rows), 2)]
     for ahead in (0, 1, 3):
         seen = [item for batch in loaded_batches(batches, spec, ahead) for item in batch]
         assert [row for row, _ in seen] == rows
@@ -72,4 +73,3 @@ def test_loaded_batches_keep_order_and_errors_and_stop_early(folder):
         assert failed == [rows[4].stem]
     first = next(iter(loaded_batches(batches, spec, 2)))  # abandoned after one batch
     assert len(first) == 2
-

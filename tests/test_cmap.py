@@ -200,8 +200,16 @@ def test_builtin_names_are_exactly_the_documented_ones():
 
 def test_diverging_maps_are_recognised():
     diverging = {name for name in CMAPS if CMAPS[name].diverging}
-    assert diverging == {"coldnhot", "bwr", "france", "seismic", "coolio", "coleus", "rdbu",
-                         "coolwarm"}
+    assert diverging == {
+        "coldnhot",
+        "bwr",
+        "france",
+        "seismic",
+        "coolio",
+        "coleus",
+        "rdbu",
+        "coolwarm",
+    }
 
 
 @pytest.mark.parametrize("name", ["rdbu", "coolwarm"])

@@ -250,7 +250,14 @@ def test_name_layer_map_composite_prefers_names():
 def test_layer_map_base_and_its_stabilizer():
     base = layer_map_base(stabilizer=0.25)
     assert [type(rule) for _, rule in base] == [
-        Pass, Norm, Norm, Pass, LayerNormEpsilon, SignalTakesAll, Pass, AttentionConservative
+        Pass,
+        Norm,
+        Norm,
+        Pass,
+        LayerNormEpsilon,
+        SignalTakesAll,
+        Pass,
+        AttentionConservative,
     ]
     assert base[1][0] == (Sum, Prepend) and base[5][0] is Product
     assert base[6][0] == (Scale, ChannelAffine)

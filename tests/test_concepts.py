@@ -145,8 +145,14 @@ def test_a_cancelled_run_leaves_the_model_unchanged(demo):
     reports = []
     with pytest.raises(ExplainCancelled):
         concept_heatmaps(
-            model, torch.randn(1, 3, 64, 64), rulemap, "features.stage3.conv", "all",
-            batch_size=8, progress=reports.append, cancel=lambda: len(reports) >= 2,
+            model,
+            torch.randn(1, 3, 64, 64),
+            rulemap,
+            "features.stage3.conv",
+            "all",
+            batch_size=8,
+            progress=reports.append,
+            cancel=lambda: len(reports) >= 2,
         )
     assert reports == [1 / 8, 2 / 8]
     _assert_untouched(model, before)

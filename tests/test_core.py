@@ -70,9 +70,20 @@ def test_constructor_signatures_follow_the_reference(cls):
 
 def test_every_reference_name_is_exported():
     names = {
-        "Stabilizer", "stabilize", "expand", "zero_wrap", "uncompress", "ParamMod",
-        "collect_leaves", "Identity", "Hook", "BasicHook", "RemovableHandle",
-        "RemovableHandleList", "Composite", "CompositeContext",
+        "Stabilizer",
+        "stabilize",
+        "expand",
+        "zero_wrap",
+        "uncompress",
+        "ParamMod",
+        "collect_leaves",
+        "Identity",
+        "Hook",
+        "BasicHook",
+        "RemovableHandle",
+        "RemovableHandleList",
+        "Composite",
+        "CompositeContext",
     }
     assert names <= set(core.__all__)
     for method in ("register", "remove", "context", "inactive"):
@@ -210,7 +221,10 @@ def test_uncompress_inverts_compress(data, selector):
 
 def test_uncompress_example():
     assert list(uncompress([1, 2, 3, 4], [False, True, True, False], ["b", "c"])) == [
-        1, "b", "c", 4,
+        1,
+        "b",
+        "c",
+        4,
     ]
 
 
@@ -592,9 +606,9 @@ def test_parameters_keep_identity_and_values_through_register_attribution_remove
     snapshot = _snapshot(model)
     clamp = ParamMod(lambda tensor, name: tensor.clamp(min=0))
     composite = Composite(
-        lambda ctx, name, module: BasicHook(param_modifiers=[clamp])
-        if isinstance(module, nn.Linear)
-        else None
+        lambda ctx, name, module: (
+            BasicHook(param_modifiers=[clamp]) if isinstance(module, nn.Linear) else None
+        )
     )
     composite.register(model)
     _assert_unchanged(model, snapshot)

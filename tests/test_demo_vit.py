@@ -109,9 +109,11 @@ def test_every_rule_of_the_recommended_map_runs_and_the_audit_is_clean(vit):
 
 def counted(backward, calls: dict[int, int], key: int):
     """Wrap a hook's ``backward`` so that ``calls[key]`` counts its calls."""
+
     def wrapper(*args, **kwargs):
         calls[key] = calls.get(key, 0) + 1
         return backward(*args, **kwargs)
+
     return wrapper
 
 

@@ -67,8 +67,13 @@ def test_record_names_classes_settings_and_versions():
     assert record["explained_output"] == 1.0
     assert record["method"]["kind"] == "gradient"
     assert record["rulemap"] is None and record["canonizer"] is None
-    assert record["weights"] == {"file": "/tmp/w.safetensors", "sha256": "ab" * 32,
-                                 "pretrained": None, "random": False, "seed": None}
+    assert record["weights"] == {
+        "file": "/tmp/w.safetensors",
+        "sha256": "ab" * 32,
+        "pretrained": None,
+        "random": False,
+        "seed": None,
+    }
     assert set(record["versions"]) >= {"lrp-desktop", "torch", "torchvision"}
     json.dumps(record)  # JSON-ready as it is
 
@@ -89,16 +94,20 @@ def test_save_explanation_writes_each_format(tmp_path):
     np.testing.assert_array_equal(np.load(written["npy"]), explanation.relevance[0])
     saved = json.loads(written["json"].read_text())
     assert saved["target"]["index"] == 0
-    assert saved["files"] == {"overlay": "sample_overlay.png", "heatmap": "sample_heatmap.png",
-                              "npy": "sample.npy"}
+    assert saved["files"] == {
+        "overlay": "sample_overlay.png",
+        "heatmap": "sample_heatmap.png",
+        "npy": "sample.npy",
+    }
     assert saved["display"]["style"] == "greyscale" and len(saved["display"]["bounds"]) == 2
 
 
 def test_save_explanation_png_alias_and_side_by_side(tmp_path):
     explanation = fake_explanation()
     display = np.full((6, 6, 3), 128, dtype=np.uint8)
-    written = save_explanation(tmp_path, "s", display, explanation, 0, {},
-                               formats=("png", "side_by_side", "overlay"))
+    written = save_explanation(
+        tmp_path, "s", display, explanation, 0, {}, formats=("png", "side_by_side", "overlay")
+    )
     assert list(written) == ["overlay", "side_by_side"]
     with Image.open(written["side_by_side"]) as picture:
         assert picture.size == (3 * 6 + 2 * SIDE_BY_SIDE_GAP, 6)
@@ -108,10 +117,21 @@ def test_save_explanation_draws_with_given_bounds_and_style(tmp_path):
     explanation = fake_explanation()
     display = np.full((6, 6, 3), 128, dtype=np.uint8)
     bound = float(np.abs(explanation.relevance[0].sum(0)).max()) * 4
-    written = save_explanation(tmp_path, "s", display, explanation, 0, {}, formats=("overlay",),
-                               style="weighted", bounds=(-bound, bound), opacity=0.8)
-    expected = overlay(display, explanation.relevance[0], opacity=0.8, bounds=(-bound, bound),
-                       style="weighted")[..., :3]
+    written = save_explanation(
+        tmp_path,
+        "s",
+        display,
+        explanation,
+        0,
+        {},
+        formats=("overlay",),
+        style="weighted",
+        bounds=(-bound, bound),
+        opacity=0.8,
+    )
+    expected = overlay(
+        display, explanation.relevance[0], opacity=0.8, bounds=(-bound, bound), style="weighted"
+    )[..., :3]
     with Image.open(written["overlay"]) as picture:
         np.testing.assert_array_equal(np.asarray(picture), expected)
 
@@ -176,18 +196,38 @@ def test_report_summarises_scores_and_curves_across_images():
 
     def page(offset: float, mass: float | None) -> ImagePage:
         baseline = np.linspace(5, 2, 6)
-        scores = [ImageScores(method, np.linspace(5, 0, 6) + offset, np.full(6, 5.0), baseline,
-                              {"morf_aopc": 2.0 + offset, "lerf_aopc": 0.1,
-                               "random_aopc": 1.0, "mass_accuracy": mass,
-                               "rank_accuracy": None})
-                  for method in ("LRP", "Gradient")]
-        return ImagePage("x.png", picture, [heatmap, heatmap], ["LRP", "Gradient"], [0, 0],
-                         [scale], evaluations=scores)
+        scores = [
+            ImageScores(
+                method,
+                np.linspace(5, 0, 6) + offset,
+                np.full(6, 5.0),
+                baseline,
+                {
+                    "morf_aopc": 2.0 + offset,
+                    "lerf_aopc": 0.1,
+                    "random_aopc": 1.0,
+                    "mass_accuracy": mass,
+                    "rank_accuracy": None,
+                },
+            )
+            for method in ("LRP", "Gradient")
+        ]
+        return ImagePage(
+            "x.png",
+            picture,
+            [heatmap, heatmap],
+            ["LRP", "Gradient"],
+            [0, 0],
+            [scale],
+            evaluations=scores,
+        )
 
     report = Report("demo", {"fill": "blur"}, [page(0.0, 0.5), page(2.0, None)])
     table = report.summary_table()
-    assert table[0][:2] == ["method", "images"] and [row[0] for row in table[1:]] == \
-        ["LRP", "Gradient"]
+    assert table[0][:2] == ["method", "images"] and [row[0] for row in table[1:]] == [
+        "LRP",
+        "Gradient",
+    ]
     assert table[1][2] == "3 \u00b1 1"  # AOPC MoRF over the two images
     assert table[1][-2] == "0.5" and table[1][-1] == "n/a"  # missing values are left out
     morf = report.mean_curves("morf")

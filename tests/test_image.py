@@ -323,8 +323,9 @@ def test_overlay_of_zero_relevance_is_the_picture_without_warnings(mode):
     image = picture()
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        result = overlay(image, np.zeros((3, 8, 8)), mode=mode, clip_percentile=99.5,
-                         style="weighted")
+        result = overlay(
+            image, np.zeros((3, 8, 8)), mode=mode, clip_percentile=99.5, style="weighted"
+        )
     np.testing.assert_array_equal(result[..., :3], image)
 
 
@@ -354,8 +355,15 @@ def test_overlay_signed_colours_positive_red_and_negative_blue(cmap):
 def test_overlay_strength_scales_opacity():
     image = np.zeros((1, 3, 3), dtype=np.uint8)
     relevance = np.array([[0.0, 0.5, 1.0]])
-    layer = overlay(image, relevance, cmap="gray", mode="absolute", opacity=0.8, composite=False,
-                    style="weighted")
+    layer = overlay(
+        image,
+        relevance,
+        cmap="gray",
+        mode="absolute",
+        opacity=0.8,
+        composite=False,
+        style="weighted",
+    )
     np.testing.assert_array_equal(layer[0, :, 3], np.round(np.array([0.0, 0.4, 0.8]) * 255))
     unchanged = overlay(picture(), split_relevance(), opacity=0.0, style="weighted")
     np.testing.assert_array_equal(unchanged[..., :3], picture())
@@ -385,8 +393,9 @@ def test_overlay_shared_bounds_win():
     relevance = np.random.default_rng(2).normal(size=(8, 8))
     shared = heatmap_bounds(2 * relevance)  # a second panel twice as strong sets the scale
     own = overlay(image, relevance, composite=False, style="weighted")
-    first = overlay(image, relevance, bounds=shared, clip_percentile=50, composite=False,
-                    style="weighted")
+    first = overlay(
+        image, relevance, bounds=shared, clip_percentile=50, composite=False, style="weighted"
+    )
     second = overlay(image, 2 * relevance, bounds=shared, composite=False, style="weighted")
     assert np.abs(2 * first[..., 3].astype(int) - second[..., 3]).max() <= 2
     assert (first[..., 3] < own[..., 3]).any()
@@ -439,8 +448,9 @@ def test_greyscale_style_is_the_default_and_shows_both_signs_on_a_red_photo():
     relevance[:, :4] = 1.0  # positive
     relevance[:, 12:] = -1.0  # negative, as strong
     result = overlay(red_photo(), relevance, "coolwarm", opacity=0.6)
-    np.testing.assert_array_equal(result, overlay(red_photo(), relevance, "coolwarm", opacity=0.6,
-                                                  style="greyscale"))
+    np.testing.assert_array_equal(
+        result, overlay(red_photo(), relevance, "coolwarm", opacity=0.6, style="greyscale")
+    )
     background, positive, negative = result[0, 8], result[0, 0], result[0, -1]
     assert is_grey(result[:, 5:11])  # no relevance: the photo in grey, its red gone
     assert positive[0] > positive[2] + 40 and negative[2] > negative[0] + 40
@@ -488,10 +498,12 @@ def test_side_by_side_puts_input_heatmap_and_overlay_in_a_row():
     np.testing.assert_array_equal(row[:, :8], image)
     assert (row[:, 8 : 8 + SIDE_BY_SIDE_GAP] == 255).all()
     start = 8 + SIDE_BY_SIDE_GAP
-    np.testing.assert_array_equal(row[:, start : start + 8],
-                                  colorize(relevance, "bwr", bounds=(-1.0, 1.0)))
-    np.testing.assert_array_equal(row[:, -8:],
-                                  overlay(image, relevance, "bwr", bounds=(-1.0, 1.0))[..., :3])
+    np.testing.assert_array_equal(
+        row[:, start : start + 8], colorize(relevance, "bwr", bounds=(-1.0, 1.0))
+    )
+    np.testing.assert_array_equal(
+        row[:, -8:], overlay(image, relevance, "bwr", bounds=(-1.0, 1.0))[..., :3]
+    )
 
 
 def test_unknown_overlay_style_is_refused():

@@ -98,8 +98,12 @@ def test_every_torchvision_spec_builds_without_downloading(no_network, hub_dir):
 
 @pytest.mark.parametrize(
     ("name", "resize", "crop", "interpolation"),
-    [("resnet18", 256, 224, "bilinear"), ("inception_v3", 342, 299, "bilinear"),
-     ("efficientnet_b1", 255, 240, "bilinear"), ("vit_h_14", 518, 518, "bicubic")],
+    [
+        ("resnet18", 256, 224, "bilinear"),
+        ("inception_v3", 342, 299, "bilinear"),
+        ("efficientnet_b1", 255, 240, "bilinear"),
+        ("vit_h_14", 518, 518, "bicubic"),
+    ],
 )
 def test_spec_takes_transforms_from_torchvision_metadata(name, resize, crop, interpolation):
     spec = get_spec(name)
@@ -127,13 +131,23 @@ def _on_meta(name: str) -> nn.Module:
 
 @pytest.mark.parametrize(
     ("name", "canonizer", "supported"),
-    [("vgg16", "none", True), ("vgg11_bn", "merge_batchnorm", True),
-     ("resnet50", "resnet", True), ("resnext50_32x4d", "resnet", True),
-     ("wide_resnet50_2", "resnet", True), ("mobilenet_v3_small", "torchvision", True),
-     ("densenet121", "torchvision", True), ("regnet_x_400mf", "torchvision", True),
-     ("squeezenet1_0", "none", True), ("alexnet", "none", True), ("vit_b_16", "torchvision", True),
-     ("convnext_tiny", "torchvision", True), ("swin_t", "torchvision", True),
-     ("swin_v2_t", "none", False), ("maxvit_t", "torchvision", True)],
+    [
+        ("vgg16", "none", True),
+        ("vgg11_bn", "merge_batchnorm", True),
+        ("resnet50", "resnet", True),
+        ("resnext50_32x4d", "resnet", True),
+        ("wide_resnet50_2", "resnet", True),
+        ("mobilenet_v3_small", "torchvision", True),
+        ("densenet121", "torchvision", True),
+        ("regnet_x_400mf", "torchvision", True),
+        ("squeezenet1_0", "none", True),
+        ("alexnet", "none", True),
+        ("vit_b_16", "torchvision", True),
+        ("convnext_tiny", "torchvision", True),
+        ("swin_t", "torchvision", True),
+        ("swin_v2_t", "none", False),
+        ("maxvit_t", "torchvision", True),
+    ],
 )
 def test_recommendation_follows_the_structure(name, canonizer, supported):
     model = get_spec(name).builder() if name.startswith("regnet") else _on_meta(name)
@@ -239,8 +253,15 @@ def _save_safetensors(state, path):
         (".pt", lambda state, path: torch.save({f"module.{k}": v for k, v in state.items()}, path)),
         (".pt", lambda state, path: torch.save(state, path, _use_new_zipfile_serialization=False)),
     ],
-    ids=["safetensors", "safetensors_without_suffix", "state_dict", "wrapped_state_dict",
-         "wrapped_model", "module_prefix", "legacy_format"],
+    ids=[
+        "safetensors",
+        "safetensors_without_suffix",
+        "state_dict",
+        "wrapped_state_dict",
+        "wrapped_model",
+        "module_prefix",
+        "legacy_format",
+    ],
 )
 def test_weights_round_trip(tmp_path, demo_state, suffix, writer):
     path = tmp_path / f"weights{suffix}"
@@ -355,8 +376,11 @@ def _truncated_archive(path: Path) -> None:
         ("notes.pth", lambda p: p.write_text("these are not weights"), "not a model file"),
         ("cut.pt", _truncated_archive, "damaged or incomplete"),
         ("cut_inside.pt", _damaged_record, "cannot be read"),
-        ("cut.safetensors", lambda p: p.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a"),
-         "not a valid safetensors"),
+        (
+            "cut.safetensors",
+            lambda p: p.write_bytes(b'\x10\x00\x00\x00\x00\x00\x00\x00{"a'),
+            "not a valid safetensors",
+        ),
         ("number.pt", lambda p: torch.save(torch.tensor(3.0), p), "not model weights"),
         ("settings.pt", lambda p: torch.save({"lr": 0.1, "epochs": 3}, p), "not a state dict"),
         ("folder.pt", lambda p: p.mkdir(), "folder"),
@@ -403,13 +427,19 @@ def test_random_weights_are_seeded_named_honestly_and_leave_the_global_rng_alone
     first = load_model("squeezenet1_1", seed=3)
     assert torch.equal(torch.random.get_rng_state(), state)
     again = load_model("squeezenet1_1", seed=3)
-    for (name, value), other in zip(first.model.state_dict().items(),
-                                    again.model.state_dict().values(), strict=True):
+    for (name, value), other in zip(
+        first.model.state_dict().items(), again.model.state_dict().values(), strict=True
+    ):
         assert torch.equal(value, other), name
     assert "IMAGENET" not in first.spec.title and "IMAGENET" not in first.title
     assert first.title == "squeezenet1_1 (torchvision), random weights (seed 3)"
-    assert first.weights == {"file": None, "sha256": None, "pretrained": None, "random": True,
-                             "seed": 3}
+    assert first.weights == {
+        "file": None,
+        "sha256": None,
+        "pretrained": None,
+        "random": True,
+        "seed": 3,
+    }
     drawn = load_model("squeezenet1_1")
     assert isinstance(drawn.seed, int) and f"(seed {drawn.seed})" in drawn.title
 
@@ -417,8 +447,9 @@ def test_random_weights_are_seeded_named_honestly_and_leave_the_global_rng_alone
 def test_weights_labels_name_files_by_hash_and_pretrained_weights_by_name():
     demo = load_model("demo")
     assert demo.weights["random"] is False and demo.weights["seed"] is None
-    assert demo.title.endswith(f"weights {demo.weights_path.name} (sha256 "
-                               f"{demo.weights_sha256[:8]})")
+    assert demo.title.endswith(
+        f"weights {demo.weights_path.name} (sha256 {demo.weights_sha256[:8]})"
+    )
     record = weights_record(Path("/hub/resnet18-f37072fd.pth"), "f37072fd" * 8, "IMAGENET1K_V1")
     assert weights_label(record) == "IMAGENET1K_V1 weights"
     with pytest.raises(ValueError, match="random weights only"):

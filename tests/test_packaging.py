@@ -26,8 +26,11 @@ def test_the_version_comes_from_the_package_metadata():
     declared = re.search(r'^version = "([^"]+)"', pyproject, re.MULTILINE).group(1)
     assert lrp_desktop_core.__version__ == lrp_desktop.__version__ == version("lrp-desktop")
     assert declared == version("lrp-desktop"), "stale install: run pip install -e '.[dev]' again"
-    sources = [path for path in ROOT.glob("lrp_desktop*/**/*.py")
-               if re.search(r"^__version__ = ['\"]\d", path.read_text(encoding="utf-8"), re.M)]
+    sources = [
+        path
+        for path in ROOT.glob("lrp_desktop*/**/*.py")
+        if re.search(r"^__version__ = ['\"]\d", path.read_text(encoding="utf-8"), re.M)
+    ]
     assert sources == [], "the version is written only in pyproject.toml"
 
 
@@ -49,9 +52,22 @@ def wheel(tmp_path_factory) -> Iterator[zipfile.ZipFile]:
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy2(ROOT / name, source / name)
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps",
-                    "--no-build-isolation", "--quiet", "--wheel-dir", str(out)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "--wheel-dir",
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+    )
     (path,) = out.glob("lrp_desktop-*.whl")
     with zipfile.ZipFile(path) as archive:
         yield archive
@@ -59,14 +75,28 @@ def wheel(tmp_path_factory) -> Iterator[zipfile.ZipFile]:
 
 def test_the_wheel_holds_both_packages_and_the_demos(wheel):
     names = set(wheel.namelist())
-    assert {"lrp_desktop/__init__.py", "lrp_desktop/__main__.py", "lrp_desktop_core/__init__.py",
-            "lrp_desktop_core/cli.py"} <= names
+    assert {
+        "lrp_desktop/__init__.py",
+        "lrp_desktop/__main__.py",
+        "lrp_desktop_core/__init__.py",
+        "lrp_desktop_core/cli.py",
+    } <= names
     package = Path(lrp_desktop_core.__file__).resolve().parent
-    bundled = {path.relative_to(package.parent).as_posix()
-               for path in DEMO_DIR.rglob("*") if path.is_file()}
-    assert {f"lrp_desktop_core/demo_data/{name}" for name in
-            ("demo_net.safetensors", "demo_vit.safetensors", "samples/samples.json",
-             "samples/circle_01.png", "samples/circle_01_mask.png")} <= bundled
+    bundled = {
+        path.relative_to(package.parent).as_posix()
+        for path in DEMO_DIR.rglob("*")
+        if path.is_file()
+    }
+    assert {
+        f"lrp_desktop_core/demo_data/{name}"
+        for name in (
+            "demo_net.safetensors",
+            "demo_vit.safetensors",
+            "samples/samples.json",
+            "samples/circle_01.png",
+            "samples/circle_01_mask.png",
+        )
+    } <= bundled
     assert bundled <= names
     assert not any(name.startswith(("tests/", "bench/", "resources/")) for name in names)
 
@@ -74,8 +104,9 @@ def test_the_wheel_holds_both_packages_and_the_demos(wheel):
 def test_the_wheel_declares_the_version_and_both_commands(wheel):
     (metadata,) = [name for name in wheel.namelist() if name.endswith(".dist-info/METADATA")]
     assert f"\nVersion: {version('lrp-desktop')}\n" in wheel.read(metadata).decode()
-    (entry_points,) = [name for name in wheel.namelist()
-                       if name.endswith(".dist-info/entry_points.txt")]
+    (entry_points,) = [
+        name for name in wheel.namelist() if name.endswith(".dist-info/entry_points.txt")
+    ]
     text = wheel.read(entry_points).decode()
     assert "lrp-desktop = lrp_desktop.__main__:main" in text
     assert "lrp-explain = lrp_desktop_core.cli:main" in text

@@ -24,8 +24,14 @@ def demo():
 def full_index(demo, tmp_path_factory):
     loaded, rulemap = demo
     return index_references(
-        loaded.model, loaded.spec, rulemap, LAYER, demo_samples(),
-        store=tmp_path_factory.mktemp("store"), top_n=3, batch_size=4,
+        loaded.model,
+        loaded.spec,
+        rulemap,
+        LAYER,
+        demo_samples(),
+        store=tmp_path_factory.mktemp("store"),
+        top_n=3,
+        batch_size=4,
     )
 
 
@@ -71,15 +77,29 @@ def test_an_interrupted_run_resumes_and_gives_the_same_index(demo, full_index, t
     reports = []
     with pytest.raises(ExplainCancelled):
         index_references(
-            loaded.model, loaded.spec, rulemap, LAYER, demo_samples(), store=tmp_path,
-            top_n=3, batch_size=4, progress=reports.append, cancel=lambda: len(reports) >= 1,
+            loaded.model,
+            loaded.spec,
+            rulemap,
+            LAYER,
+            demo_samples(),
+            store=tmp_path,
+            top_n=3,
+            batch_size=4,
+            progress=reports.append,
+            cancel=lambda: len(reports) >= 1,
         )
     for name, value in loaded.model.state_dict().items():
         assert torch.equal(value, before[name])
     assert all(not module._forward_hooks for module in loaded.model.modules())
     resumed = index_references(
-        loaded.model, loaded.spec, rulemap, LAYER, demo_samples(), store=tmp_path,
-        top_n=3, batch_size=4,
+        loaded.model,
+        loaded.spec,
+        rulemap,
+        LAYER,
+        demo_samples(),
+        store=tmp_path,
+        top_n=3,
+        batch_size=4,
     )
     assert resumed.computed == len(demo_samples()) - 4
     for by in RANKINGS:
@@ -101,6 +121,10 @@ def test_a_bad_layer_fails_before_loading_images(demo, tmp_path):
     loaded, rulemap = demo
     with pytest.raises(LayerNotFoundError, match="features.stage3.conv"):
         index_references(
-            loaded.model, loaded.spec, rulemap, "features.stage3.cov", [tmp_path / "x.png"],
+            loaded.model,
+            loaded.spec,
+            rulemap,
+            "features.stage3.cov",
+            [tmp_path / "x.png"],
             store=tmp_path,
         )

@@ -597,9 +597,10 @@ def test_pass_leaves_a_merged_batch_norm_unhooked():
         output = hooked(leaf)
         (again,) = torch.autograd.grad(output, leaf, torch.ones_like(output))
     torch.testing.assert_close(relevance, again, rtol=0, atol=0)
-    merged = model[0].weight * (model[1].weight / (model[1].running_var + model[1].eps).sqrt())[
-        :, None, None, None
-    ]
+    merged = (
+        model[0].weight
+        * (model[1].weight / (model[1].running_var + model[1].eps).sqrt())[:, None, None, None]
+    )
     z = nn.functional.conv2d(
         x,
         merged,
@@ -609,7 +610,5 @@ def test_pass_leaves_a_merged_batch_norm_unhooked():
         + model[1].bias,
     )
     leaf = x.clone().requires_grad_()
-    (expected,) = torch.autograd.grad(
-        nn.functional.conv2d(leaf, merged), leaf, 1 / s(z)
-    )
+    (expected,) = torch.autograd.grad(nn.functional.conv2d(leaf, merged), leaf, 1 / s(z))
     torch.testing.assert_close(relevance, (x * expected).detach())
