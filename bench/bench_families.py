@@ -107,7 +107,7 @@ class Row:
 
 
 def build(name: str, seed: int = 0) -> tuple[nn.Module, RuleMap, str]:
-    """The registry model ``name`` with seeded random weights, its LRP rules and its family."""
+    """Return registry model ``name`` (seeded random weights), its LRP rules and its family."""
     torch.manual_seed(seed)
     loaded = load_model(name)
     rulemap = RuleMap.recommended(loaded.model, loaded.spec, PRESET)
@@ -162,7 +162,7 @@ def measure_row(name: str, args: argparse.Namespace) -> Row:
 
 
 def peak_memory_mib(name: str, engine: str, args: argparse.Namespace) -> str:
-    """The extra peak RSS of one attribution, measured in a fresh process."""
+    """Return the extra peak RSS of one attribution, measured in a fresh process."""
     command = [sys.executable, __file__, "--measure-one", f"{name},{engine}"]
     command += ["--batch", str(args.batch), "--threads", str(args.threads)]
     environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
@@ -208,7 +208,7 @@ def format_row(row: Row, memory: bool) -> str:
 
 
 def header(memory: bool) -> str:
-    """The table's header line and rule."""
+    """Return the table's header line and rule."""
     line = (
         f"{'model':<19} {'family':<13} {'size':>4} {'gradient s':>10} {'ours s':>8} "
         f"{'zennit s':>9} {'ours/grad':>9} {'ours/zennit':>11} {'max rel diff':>12}"

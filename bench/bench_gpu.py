@@ -45,7 +45,7 @@ Attribution = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def functions_for(model: nn.Module, name: str) -> dict[str, Attribution]:
-    """The engines of one model: zennit's where it has a canonizer for the model."""
+    """Return the engines of one model: zennit's where it has a canonizer for the model."""
     if name in CANONIZER_OF:
         return attribution_functions(model, name, CNN_PRESET)
 
@@ -60,7 +60,7 @@ def functions_for(model: nn.Module, name: str) -> dict[str, Attribution]:
 
 
 def synchronised(function: Attribution, device: torch.device) -> Attribution:
-    """``function`` followed by a wait for the device, so that timing covers its work."""
+    """Wrap ``function`` to wait for the device, so that timing covers its work."""
 
     def call(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         result = function(images, one_hot)

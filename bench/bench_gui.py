@@ -105,7 +105,7 @@ class Heartbeat:
 
     def gaps(self, first: int = 0, last: int | None = None) -> list[float]:
         ticks = self.ticks[max(first - 1, 0) : last]
-        return [(later - earlier) * 1000 for earlier, later in zip(ticks, ticks[1:], strict=False)]
+        return [(later - earlier) * 1000 for earlier, later in itertools.pairwise(ticks)]
 
     def worst(self) -> dict[str, float]:
         result: dict[str, float] = {}

@@ -38,7 +38,7 @@ GAMMA = RuleChoice("Gamma", {"gamma": 0.25})
 
 
 def rule_maps(model: nn.Module, spec) -> dict[str, RuleMap]:
-    """The rule map of every compared setting, keyed by its column name."""
+    """Return the rule map of every compared setting, keyed by its column name."""
     cp = RuleMap.recommended(model, spec, "vit_cp")
     first = next(iter(cp))
     weighted = [name for name, choice in cp.items() if choice.rule == "Epsilon" and name != first]
@@ -73,7 +73,7 @@ def measure(name: str, repeats: int, batch: int) -> dict[str, float]:
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A Markdown table: seconds and the ratio to the gradient per model and setting."""
+    """Return a Markdown table: seconds and the ratio to the gradient per model and setting."""
     settings = list(next(iter(rows.values())))
     lines = [
         "| model | " + " | ".join(settings) + " |",

@@ -36,13 +36,13 @@ ATTENTION_PRESETS = ("vit_cp", "vit_attnlrp")
 
 
 def held_out_inputs(spec, count: int) -> tuple[torch.Tensor, np.ndarray]:
-    """The first ``count`` held-out images, normalised as the model expects, and their labels."""
+    """Return the first ``count`` held-out images, normalised for the model, and their labels."""
     batch = shapes.generate(count, seed=HELD_OUT_SEED)
     return to_tensor(batch.images, torch.tensor(spec.mean), torch.tensor(spec.std)), batch.labels
 
 
 def heatmaps(model, spec, inputs: torch.Tensor, labels: np.ndarray) -> dict[str, np.ndarray]:
-    """The relevance of every compared method, keyed by its row name."""
+    """Return the relevance of every compared method, keyed by its row name."""
     recommendation = recommend(model)
     presets = (
         ATTENTION_PRESETS
@@ -73,7 +73,7 @@ def row(name: str, fill: str, morf: np.ndarray, lerf: np.ndarray) -> str:
 
 
 def table(model_name: str, count: int, fills: list[str], region_size: int) -> str:
-    """The Markdown table of the module documentation."""
+    """Return the Markdown table of the module documentation."""
     torch.manual_seed(0)
     loaded = load_model(model_name)
     model, spec = loaded.model, loaded.spec

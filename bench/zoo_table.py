@@ -100,7 +100,7 @@ class Result:
     note: str = ""
 
     def cells(self) -> list[str]:
-        """The row's markdown cells, in the order of :data:`COLUMNS`."""
+        """Return the row's markdown cells, in the order of :data:`COLUMNS`."""
         ratio = (
             self.lrp_seconds / self.gradient_seconds
             if self.lrp_seconds is not None and self.gradient_seconds
@@ -136,9 +136,12 @@ they only shift attention scores inside the softmax, whose weights the attention
 
 
 def make_bias_free(model: nn.Module, generator: torch.Generator) -> None:
-    """Zero every additive constant (:data:`ADDITIVE_CONSTANTS`) and batch-norm mean; give batch
+    """Make ``model`` bias-free with lively statistics.
+
+    Zero every additive constant (:data:`ADDITIVE_CONSTANTS`) and batch-norm mean; give batch
     norms random scales and variances, and weights that are zero everywhere (torchvision's Vision
-    Transformer head) random values."""
+    Transformer head) random values.
+    """
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             if name.rsplit(".", 1)[-1] in ADDITIVE_CONSTANTS:
@@ -161,8 +164,10 @@ def _uniform(
 
 
 def arrive_as_a_file(name: str, folder: Path, skip_larger_than: int | None) -> LoadedModel | int:
-    """Build ``name`` bias-free, save it whole and load it back (or count its parameters and
-    return that number, where it has more than ``skip_larger_than``)."""
+    """Build ``name`` bias-free, save it whole and load it back.
+
+    Where it has more than ``skip_larger_than`` parameters, return that number instead.
+    """
     torch.manual_seed(SEED)
     model = get_spec(name).builder().eval()
     parameters = sum(parameter.numel() for parameter in model.parameters())
@@ -178,8 +183,10 @@ def arrive_as_a_file(name: str, folder: Path, skip_larger_than: int | None) -> L
 
 
 def input_size(name: str, override: int | None = None) -> tuple[int, str]:
-    """The registry's input size of ``name`` (or the fallback, with a note saying so), unless
-    ``override`` gives one."""
+    """Return the input size of ``name`` and a note saying where it comes from.
+
+    ``override`` wins; else the registry's size, else the fallback (the note says so).
+    """
     if override is not None:
         return override, f"input {override} (--size)"
     size = get_spec(name).input_size[0]
@@ -281,7 +288,7 @@ def measure_in_child(name: str, args: argparse.Namespace) -> Result:
 
 
 def write_header(stream: TextIO, float64: bool) -> None:
-    """The settings, then the markdown table's header."""
+    """Return the settings, then the markdown table's header."""
     dtype = "float64, epsilon = stabilizer = 1e-30" if float64 else "float32"
     stream.write(
         f"Bias-free random-weight models (seed {SEED}) loaded from whole-module files; "

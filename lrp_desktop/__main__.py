@@ -206,7 +206,8 @@ def _loading_window():
 def _load_engine(window) -> BaseException | None:
     """Import :data:`ENGINE_MODULES` in a thread while the event loop runs; return any error.
 
-    Returns early, with the import still running, where ``window`` is closed meanwhile."""
+    Returns early, with the import still running, where ``window`` is closed meanwhile.
+    """
     from PySide6.QtCore import QEventLoop, QTimer
 
     failure: list[BaseException] = []

@@ -80,8 +80,10 @@ class Auditor(QObject):
         host.cancelled.connect(self._on_cancelled)
 
     def audit(self) -> None:
-        """Have the worker audit the session's rule map; one audited before (an undo, say) is
-        shown again without asking."""
+        """Have the worker audit the session's rule map.
+
+        A map audited before (an undo, say) is shown again without asking.
+        """
         if self._request is not None:
             self.host.cancel(self._request)
             self._request = None

@@ -1,5 +1,8 @@
-"""The perturbation curves of the compared heatmaps: settings, and one plot that scales to many
-images (the mean curve per method with a +- std band, per-image curves on demand)."""
+"""The perturbation curves of the compared heatmaps: their settings and their plot.
+
+The plot scales to many images: the mean curve per method with a +- std band, per-image curves
+on demand.
+"""
 
 from __future__ import annotations
 
@@ -68,8 +71,10 @@ class EvaluationSettings(QWidget):
 
 
 class EvaluationPlot(QWidget):
-    """MoRF curves per method, averaged over images with a +- std band, and the random baseline
-    (one per image) the same way; the legend sits below the plot, never over it.
+    """MoRF curves per method, averaged over images with a +- std band.
+
+    The random baseline (one per image) is drawn the same way; the legend sits below the plot,
+    never over it.
 
     Attributes
     ----------
@@ -108,8 +113,10 @@ class EvaluationPlot(QWidget):
         self.canvas.setMinimumHeight(240)
 
     def show_evaluation(self, evaluation, methods: Sequence[str], images: Sequence[Path]) -> None:
-        """Plot the mean MoRF curve per method (``methods``: each panel's method label) and the
-        mean random baseline, one per image, each with a +- std band."""
+        """Plot the mean MoRF curve per method and the mean random baseline, each with a band.
+
+        ``methods`` holds each panel's method label; the baseline is one per image.
+        """
         self._shown = (evaluation, tuple(methods), tuple(images))
         self._replot()
 

@@ -61,8 +61,10 @@ def pretrained_status(name: str) -> str:
 
 
 class ModelDialog(QDialog):
-    """Choose a bundled demo, a torchvision classifier (pretrained, random or from a weights
-    file), or a model file whose architecture is named in it or chosen here.
+    """Choose a bundled demo, a torchvision classifier or a model file.
+
+    A torchvision classifier comes pretrained, random or from a weights file; a model file names
+    its architecture or has it chosen here.
 
     Parameters
     ----------

@@ -51,8 +51,10 @@ class Support:
         return self.recommendation is not None and self.recommendation.supported
 
     def verdict(self) -> str:
-        """Return a few words: "fully supported", or the first part that is not (the tooltip
-        lists them all)."""
+        """Return a few words: "fully supported", or the first part that is not.
+
+        The tooltip lists them all.
+        """
         if self.recommendation is None:
             return f"support unknown: {self.problem}"
         if self.supported:
@@ -81,8 +83,11 @@ def describe(recommendation: Recommendation) -> str:
 
 
 class _LayersOnMeta(TorchFunctionMode):
-    """Create on the meta device only what layers create through their ``factory_kwargs`` (an
-    explicit ``device=None``); other tensors stay real, for builders that read their values."""
+    """Create on the meta device only what layers create through their ``factory_kwargs``.
+
+    Those calls pass an explicit ``device=None``; other tensors stay real, for builders that read
+    their values.
+    """
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -111,8 +111,10 @@ _DUNDER_OPS = {"add": "add", "sub": "sub", "mul": "mul", "truediv": "div", "matm
 
 
 def _op_name(func: Callable) -> str:
-    """Return ``func``'s name, in-place and operator spellings normalised (``__iadd__``,
-    ``add_`` -> ``add``)."""
+    """Return ``func``'s name with in-place and operator spellings normalised.
+
+    ``__iadd__`` and ``add_`` both become ``add``.
+    """
     name = getattr(func, "__name__", repr(func))
     if name.startswith("__") and name.endswith("__"):
         core = name[2:-2]
@@ -127,9 +129,11 @@ def _zero(value: Any) -> bool:
 
 
 def _is_neutral(name: str, args: tuple, kwargs: dict) -> bool:
-    """Whether an op leaves relevance as it is or its gradient redistributes it conservatively:
-    views and copies, ReLU, max pooling, means, zero padding, dropout in evaluation mode, and
-    average pooling whose windows hold only inputs."""
+    """Tell whether an op's gradient passes relevance on conservatively.
+
+    Such ops are views and copies, ReLU, max pooling, means, zero padding, dropout in evaluation
+    mode, and average pooling whose windows hold only inputs.
+    """
 
     def argument(position: int, key: str, default: Any) -> Any:
         return kwargs.get(key, args[position] if len(args) > position else default)
@@ -219,8 +223,10 @@ class _Audit(TorchFunctionMode):
                 self.owners.set(param, (*(self.owners.get(param) or ()), (name, param_name)))
 
     def attach(self) -> None:
-        """Hook every module so that the innermost running module is on top of the stack, also
-        while its rule's own forward hooks run."""
+        """Register hooks that keep the innermost running module on top of the stack.
+
+        This holds also while its rule's own forward hooks run.
+        """
         for name, module in self.modules.items():
             enter = functools.partial(self._enter, name)
             self.handles.append(

@@ -85,7 +85,7 @@ class ResidualBlock(nn.Module):
 
 def _stage(in_channels: int, out_channels: int) -> nn.Sequential:
     """Return conv-bn-relu followed by 2x2 max pooling, halving height and width."""
-    layers = conv_bn_relu(in_channels, out_channels) + [("pool", nn.MaxPool2d(2))]
+    layers = [*conv_bn_relu(in_channels, out_channels), ("pool", nn.MaxPool2d(2))]
     return nn.Sequential(OrderedDict(layers))
 
 

@@ -1,5 +1,6 @@
-"""The catalogue of bundled demo models: small networks trained on :mod:`.shapes`, shipped with
-their weights so everything works offline.
+"""The catalogue of bundled demo models, small networks trained on :mod:`.shapes`.
+
+They ship with their weights, so everything works offline.
 
 Each :class:`BundledDemo` says how to build its network from the metadata of its weights file;
 :mod:`.models` turns it into a registry spec and :mod:`.train_demo` trains it. All demos share the

@@ -136,7 +136,7 @@ def _machine_available() -> int | None:
 
 
 def _read_number(path: str) -> int | None:
-    """The integer in a one-line system file, None where missing or not a number ("max")."""
+    """Return the integer in a one-line system file, None where missing or not a number ("max")."""
     try:
         with open(path, encoding="ascii") as file:
             return int(file.read().strip())
@@ -145,15 +145,17 @@ def _read_number(path: str) -> int | None:
 
 
 def _cgroup_available() -> int | None:
-    """What the cgroup v2 memory limit leaves (None without a limit)."""
+    """Return what the cgroup v2 memory limit leaves (None without a limit)."""
     limit = _read_number("/sys/fs/cgroup/memory.max")
     used = _read_number("/sys/fs/cgroup/memory.current")
     return None if limit is None or used is None else max(limit - used, 0)
 
 
 def _address_space_available() -> int | None:
-    """What the address-space limit leaves beyond the process's current size (None without, and
-    where the platform has no such limit)."""
+    """Return what the address-space limit leaves beyond the process's current size.
+
+    None without a limit, and where the platform has no such limit.
+    """
     try:
         import resource  # Unix only
     except ImportError:

@@ -44,7 +44,7 @@ def _layout(ndim: int) -> str:
     return f"a {ndim}-D tensor, batch first"
 
 
-def check_input(model: nn.Module, input: torch.Tensor, ndim: int | None = None) -> None:  # noqa: A002
+def check_input(model: nn.Module, input: torch.Tensor, ndim: int | None = None) -> None:
     """Raise a ``ValueError`` naming the input ``model`` expects when ``input`` does not fit.
 
     The layer that takes the input is taken to be the first leaf module with parameters in module

@@ -58,8 +58,8 @@ class UniformSplit(Hook):
         return tuple(_summed_to(share, args[index]) for index in record["positions"])
 
 
-def _normalised_dims(module: nn.Module, input: torch.Tensor) -> tuple[int, ...]:  # noqa: A002
-    """The dimensions a layer norm normalises: channels for LayerNorm2d, else the last ones."""
+def _normalised_dims(module: nn.Module, input: torch.Tensor) -> tuple[int, ...]:
+    """Return the dimensions a layer norm normalises: channels for LayerNorm2d, else the last."""
     if _is_channels_first(module):
         return (1,)
     count = len(module.normalized_shape)

@@ -1,5 +1,7 @@
-"""Attention rollout (Abnar and Zuidema 2020): how much each image patch flows into a Vision
-Transformer's class token through all its attention layers.
+"""Attention rollout (Abnar and Zuidema 2020).
+
+How much each image patch flows into a Vision Transformer's class token through all its attention
+layers.
 
 Every layer's attention matrix ``A_l`` (heads averaged, the paper's choice) is mixed with the
 identity for the residual connection around it and its rows are normalised again,
@@ -24,7 +26,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 - torch's own spelling
+from torch.nn import functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from .attention import AttentionCore
@@ -89,7 +91,7 @@ def _what_it_has(model: nn.Module) -> str:
 
 
 def _attention_canonizer() -> Canonizer:
-    """The rewrite of :mod:`.vit` that runs ``nn.MultiheadAttention`` through an AttentionCore."""
+    """Return the :mod:`.vit` rewrite running ``nn.MultiheadAttention`` through an AttentionCore."""
     types, rewrite, _ = next(entry for entry in VIT_REWRITES if nn.MultiheadAttention in entry[0])
     return AttributeCanonizer(
         lambda name, module: rewrite(module) if isinstance(module, types) else None

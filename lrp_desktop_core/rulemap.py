@@ -203,7 +203,7 @@ class RuleChoice:
         For an unknown rule, unknown or missing parameters, or values the rule rejects.
     """
 
-    __slots__ = ("rule", "_items")
+    __slots__ = ("_items", "rule")
 
     def __init__(self, rule: str, params: Mapping[str, Any] | None = None) -> None:
         if rule not in RULE_CHOICES:
@@ -564,8 +564,10 @@ class RuleMap(Mapping[str, RuleChoice]):
 
     @property
     def is_lrp(self) -> bool:
-        """Whether some layer has an LRP rule (else the map only modifies the gradient, e.g.
-        guided backpropagation)."""
+        """Tell whether some layer has an LRP rule.
+
+        Else the map only modifies the gradient (guided backpropagation, say).
+        """
         return any(choice.rule in LRP_RULES for choice in self._rules.values())
 
     @property

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 - torch's own spelling
+from torch.nn import functional as F
 from torchvision.models.swin_transformer import (
     ShiftedWindowAttention,
     ShiftedWindowAttentionV2,
@@ -58,7 +58,7 @@ def _partition(x: torch.Tensor, window: list[int]) -> torch.Tensor:
 def _merge(
     windows: torch.Tensor, window: list[int], batch: int, size: tuple[int, int]
 ) -> torch.Tensor:
-    """The inverse of :func:`_partition`: (B * windows, tokens, C) -> (B, H, W, C)."""
+    """Return the inverse of :func:`_partition`: (B * windows, tokens, C) -> (B, H, W, C)."""
     height, width = size
     channels = windows.shape[-1]
     x = windows.view(batch, height // window[0], width // window[1], window[0], window[1], -1)
@@ -73,7 +73,7 @@ def _wrapped(size: int, shift: int) -> torch.Tensor:
 def _region_mask(
     size: tuple[int, int], window: list[int], shift: list[int], like: torch.Tensor
 ) -> torch.Tensor:
-    """The additive mask (windows, 1, tokens, tokens) that keeps shifted regions apart.
+    """Return the additive mask (windows, 1, tokens, tokens) that keeps shifted regions apart.
 
     In the last windows along a shifted axis, tokens that the shift brought round from the far
     side of the map sit next to tokens that were not their neighbours; the two groups must not

@@ -243,7 +243,7 @@ BlockRewrite = Callable[[nn.Module], dict | None]
 
 
 def _residual(forward: Callable, condition: str | None = None) -> BlockRewrite:
-    """A rewrite that gives a block a Sum module and ``forward``, where ``condition`` holds."""
+    """Return a rewrite giving a block a Sum module and ``forward``, where ``condition`` holds."""
 
     def rewrite(module: nn.Module) -> dict | None:
         if condition is not None and not getattr(module, condition):
@@ -277,7 +277,7 @@ def _input_transform(module: nn.Module) -> dict | None:
 
 
 def _pooled_head(forward: Callable, relu: bool = False) -> BlockRewrite:
-    """A rewrite for models whose forward pools (and applies a ReLU) inline before the head."""
+    """Return a rewrite for models whose forward pools (and maybe ReLUs) inline before the head."""
 
     def rewrite(module: nn.Module) -> dict:
         modules = {"canonizer_relu": nn.ReLU()} if relu else {}
@@ -354,8 +354,11 @@ class ResNetBottleneckCanonizer(BlockCanonizer):
 
 
 class ResNetCanonizer(CompositeCanonizer):
-    """Canonizer for torchvision's ResNets: merges all batch norms and makes residual additions
-    ``Sum`` modules (``canonizer_sum`` of each block)."""
+    """Canonizer for torchvision's ResNets.
+
+    It merges all batch norms and makes residual additions ``Sum`` modules (``canonizer_sum`` of
+    each block).
+    """
 
     def __init__(self) -> None:
         super().__init__(
@@ -448,9 +451,10 @@ BLOCK_REWRITES: tuple[tuple[tuple[type, ...], BlockRewrite, str], ...] = (
 
 
 class TorchvisionCanonizer(CompositeCanonizer):
-    """Canonizer for every torchvision CNN classifier and Vision Transformer: merges batch norms
-    and rewrites each known block (see :data:`BLOCK_REWRITES`) so that every operation on the
-    relevance path is a module.
+    """Canonizer for every torchvision CNN classifier and Vision Transformer.
+
+    It merges batch norms and rewrites each known block (see :data:`BLOCK_REWRITES`) so that every
+    operation on the relevance path is a module.
 
     Blocks are recognised by class, subclasses included; a model without such blocks is left as
     it is apart from Sequential batch-norm merging.

@@ -69,6 +69,7 @@ class TypeGroup(metaclass=_TypeGroupMeta):
     optional_members: tuple[tuple[str, str], ...] = ()
 
     def __new__(cls, *args, **kwargs):
+        """Refuse to make an instance: a group only names layer types."""
         raise TypeError(f"{cls.__name__} is a group of layer types for isinstance checks only")
 
 
@@ -104,8 +105,10 @@ class BatchNorm(TypeGroup):
 
 
 class LayerNorm(TypeGroup):
-    """Layer normalisation: ``torch.nn.LayerNorm`` and its subclasses (e.g. torchvision's
-    channels-first ``LayerNorm2d``)."""
+    """Layer normalisation: ``torch.nn.LayerNorm`` and its subclasses.
+
+    Subclasses include torchvision's channels-first ``LayerNorm2d``.
+    """
 
     members = (nn.LayerNorm,)
 

@@ -52,7 +52,7 @@ class PackedLinear(nn.Linear):
 
 
 def _shared(tensor: torch.Tensor) -> nn.Parameter:
-    """The tensor itself if it is a Parameter, else a Parameter over the same memory."""
+    """Return the tensor itself if it is a Parameter, else a Parameter over the same memory."""
     if isinstance(tensor, nn.Parameter):
         return tensor
     return nn.Parameter(tensor.detach(), requires_grad=tensor.requires_grad)
@@ -64,7 +64,7 @@ def attention_supported(module: nn.MultiheadAttention) -> bool:
 
 
 def _projections(module: nn.MultiheadAttention) -> list[PackedLinear]:
-    """The query, key and value projections of ``module`` as linear layers."""
+    """Return the query, key and value projections of ``module`` as linear layers."""
     size = module.embed_dim
     if module._qkv_same_embed_dim:
         weights = [module.in_proj_weight[i * size : (i + 1) * size] for i in range(3)]
@@ -77,7 +77,7 @@ def _projections(module: nn.MultiheadAttention) -> list[PackedLinear]:
 
 
 def _as_additive(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A boolean mask (True hides) as ``-inf``/0, a float mask as it is, in ``like``'s dtype."""
+    """Return a boolean mask (True hides) as ``-inf``/0, a float one as is, in ``like``'s dtype."""
     if mask.dtype == torch.bool:
         return torch.zeros(mask.shape, dtype=like.dtype, device=like.device).masked_fill(
             mask, float("-inf")
@@ -91,7 +91,7 @@ def _additive_mask(
     attn_mask: torch.Tensor | None,
     is_causal: bool,
 ) -> torch.Tensor | None:
-    """The masks of a call as one additive mask broadcasting to (N, heads, L, S)."""
+    """Return the masks of a call as one additive mask broadcasting to (N, heads, L, S)."""
     if is_causal and attn_mask is None:
         raise ValueError("multi-head attention: is_causal needs attn_mask (as torch requires)")
     batch, heads, length = q.shape[:3]
@@ -154,7 +154,7 @@ def _attention(module: nn.MultiheadAttention) -> dict | None:
     }
 
 
-def _encoder_block_forward(self: EncoderBlock, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+def _encoder_block_forward(self: EncoderBlock, input: torch.Tensor) -> torch.Tensor:
     x = self.ln_1(input)
     x = self.dropout(self.self_attention(x, x, x, need_weights=False)[0])
     x = self.canonizer_attention_sum(torch.stack([x, input], dim=-1))
@@ -169,7 +169,7 @@ def _encoder_block(module: EncoderBlock) -> dict:
     }
 
 
-def _encoder_forward(self: Encoder, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+def _encoder_forward(self: Encoder, input: torch.Tensor) -> torch.Tensor:
     return self.ln(self.layers(self.dropout(self.canonizer_position(input))))
 
 

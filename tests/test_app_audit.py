@@ -42,7 +42,7 @@ def audit_warnings(app) -> list:
 
 
 def viewer_on(qtbot, tmp_path, model_file):
-    """A viewer that loaded ``model_file`` (with consent) for one picture, its first answer in."""
+    """Return a viewer that loaded ``model_file`` (with consent) and answered one picture."""
     image = tmp_path / "picture.png"
     Image.new("RGB", (90, 70), (120, 30, 200)).save(image)
     app = make_viewer(qtbot, tmp_path, answer=True)

@@ -26,7 +26,7 @@ def make_viewer(qtbot, tmp_path, answer: bool = False) -> Application:
 
 @pytest.fixture
 def viewer(qtbot, tmp_path):
-    """A viewer on the demo model, its first heatmap shown; the worker is stopped afterwards."""
+    """Yield a viewer on the demo model, its first heatmap shown; stop its worker afterwards."""
     app = make_viewer(qtbot, tmp_path)
     try:
         start(app, StartOptions())

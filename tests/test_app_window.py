@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -17,7 +18,7 @@ pytest_plugins = ["test_app_support"]
 
 
 def model_snapshot(app):
-    """The real model's parameter objects and a copy of its state (read while the worker idles)."""
+    """Return the real model's parameters and a copy of its state (read while the worker idles)."""
     model = app.host.worker.context.loaded.model
     return list(model.parameters()), {k: v.clone() for k, v in model.state_dict().items()}
 
@@ -132,7 +133,7 @@ def test_display_changes_redraw_without_recomputing(qtbot, viewer):
     ):
         session.set_display(**change)
         pictures.append(item.image.copy())
-    assert all(not np.array_equal(a, b) for a, b in zip(pictures, pictures[1:]))
+    assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(pictures))
     session.set_display(layer="input")
     np.testing.assert_array_equal(item.image, session.current_display)
     assert viewer.window.main_view.view.colorbar.isVisible() is False

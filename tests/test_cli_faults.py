@@ -16,8 +16,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lrp_desktop_core import cli
-from lrp_desktop_core.cli import collect_images, main
+from lrp_desktop_core import cli_run
+from lrp_desktop_core.cli import main
+from lrp_desktop_core.cli_run import collect_images
 from lrp_desktop_core.explain import NonFiniteError
 from lrp_desktop_core.models import demo_samples
 
@@ -33,7 +34,7 @@ def samples(tmp_path) -> Path:
 
 
 def read_summary(path: Path) -> dict[str, dict[str, str]]:
-    """The rows of a summary by image file name."""
+    """Return the rows of a summary by image file name."""
     with path.open(newline="") as handle:
         return {Path(row["image"]).name: row for row in csv.DictReader(handle)}
 
@@ -76,7 +77,7 @@ def test_an_image_the_model_turns_to_nan_fails_and_its_batch_is_explained_again(
     torch.save(BrightIsNaNNet().eval(), model)
     out = tmp_path / "out"
     argv = [str(samples), "--model", str(model), "--trust", "--out", str(out), "--quiet"]
-    assert main(argv + ["--method", "gradient", "--batch-size", "5"]) == 1
+    assert main([*argv, "--method", "gradient", "--batch-size", "5"]) == 1
     rows = read_summary(out / "summary.csv")
     assert rows["white.png"]["status"] == "failed"
     assert "logits" in rows["white.png"]["error"] and "NaN" in rows["white.png"]["error"]
@@ -99,7 +100,7 @@ def test_a_numeric_fault_naming_no_image_or_all_fails_the_whole_batch(
         calls.append(len(inputs))
         raise NonFiniteError("The relevance holds NaN or inf", "relevance", samples_named)
 
-    monkeypatch.setattr(cli, "explain", faulty_explain)
+    monkeypatch.setattr(cli_run, "explain", faulty_explain)
     out = tmp_path / "out"
     argv = [str(samples), "--out", str(out), "--quiet", "--batch-size", "2"]
     assert main(argv) == 1
@@ -110,7 +111,7 @@ def test_a_numeric_fault_naming_no_image_or_all_fails_the_whole_batch(
 
 
 def test_a_numeric_fault_is_narrowed_down_over_repeated_tries(samples, tmp_path, monkeypatch):
-    explain = cli.explain
+    explain = cli_run.explain
     calls = []
 
     def explain_failing_on_first_two(model, inputs, *args, **kwargs):
@@ -119,7 +120,7 @@ def test_a_numeric_fault_is_narrowed_down_over_repeated_tries(samples, tmp_path,
             raise NonFiniteError(f"image 1 of {len(inputs)} is bad", "logits", (0,))
         return explain(model, inputs, *args, **kwargs)
 
-    monkeypatch.setattr(cli, "explain", explain_failing_on_first_two)
+    monkeypatch.setattr(cli_run, "explain", explain_failing_on_first_two)
     out = tmp_path / "out"
     assert main([str(samples), "--out", str(out), "--quiet", "--batch-size", "4"]) == 1
     assert calls == [4, 3, 2]
@@ -169,7 +170,7 @@ def test_a_summary_path_that_is_a_folder_stops_before_any_image(
 ):
     out = tmp_path / "out"
     (out / name).mkdir(parents=True)
-    monkeypatch.setattr(cli, "load_image", lambda *args: pytest.fail("an image was loaded"))
+    monkeypatch.setattr(cli_run, "load_image", lambda *args: pytest.fail("an image was loaded"))
     assert main([str(samples), "--out", str(out), "--quiet", *extra]) == 2
     err = capsys.readouterr().err
     assert f"the summary {out / name} is a folder" in err and "Traceback" not in err
@@ -189,7 +190,7 @@ def test_a_read_only_output_folder_stops_before_any_image(samples, tmp_path, cap
             return real(*args, dir=dir, **kwargs)
 
         monkeypatch.setattr(tempfile, "TemporaryFile", refused)
-    monkeypatch.setattr(cli, "load_image", lambda *args: pytest.fail("an image was loaded"))
+    monkeypatch.setattr(cli_run, "load_image", lambda *args: pytest.fail("an image was loaded"))
     try:
         assert main([str(samples), "--out", str(out), "--quiet"]) == 2
     finally:
@@ -203,7 +204,7 @@ def test_a_writable_output_folder_is_left_as_it_was_by_the_check(samples, tmp_pa
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.csv").write_text("old")
-    monkeypatch.setattr(cli, "_run", lambda *args: [])
+    monkeypatch.setattr(cli_run, "_run", lambda *args: [])
     assert main([str(samples), "--out", str(out), "--quiet"]) == 0
     assert [path.name for path in out.iterdir()] == ["summary.csv"]
 
@@ -211,7 +212,7 @@ def test_a_writable_output_folder_is_left_as_it_was_by_the_check(samples, tmp_pa
 def test_an_unsupported_model_is_said_before_any_image_even_when_every_image_fails(
     samples, tmp_path, monkeypatch, capsys
 ):
-    real_recommend = cli.recommend
+    real_recommend = cli_run.recommend
 
     def unsupported(model):
         found = real_recommend(model)
@@ -220,8 +221,8 @@ def test_an_unsupported_model_is_said_before_any_image_even_when_every_image_fai
     def failing(model, inputs, method, target=None, **kwargs):
         raise NonFiniteError("The relevance holds NaN or inf.", "relevance", ())
 
-    monkeypatch.setattr(cli, "recommend", unsupported)
-    monkeypatch.setattr(cli, "explain", failing)
+    monkeypatch.setattr(cli_run, "recommend", unsupported)
+    monkeypatch.setattr(cli_run, "explain", failing)
     assert main([str(samples), "--out", str(tmp_path / "out"), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "may be wrong:\n  - the attention here has no rule yet" in err

@@ -7,13 +7,13 @@ import pytest
 import torch
 
 from lrp_desktop_core.cmap import (
-    CMAP_TIPS,
     CMAPS,
     ColorMap,
     ColorMapError,
     LazyColorMapCache,
     get_cmap,
 )
+from lrp_desktop_core.names import COLOUR_MAPS
 
 # The end colours each built-in map must have, written out from its documented source.
 BUILTIN_ENDS = {
@@ -135,7 +135,7 @@ def test_source_is_kept_and_assigning_recompiles():
     assert cmap.source == "000,fff" and "000,fff" in repr(cmap)
     cmap.source = "f00,00f"
     np.testing.assert_allclose(cmap(np.array(0.0)), [1, 0, 0])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least two colours"):
         cmap.source = "f00"
     assert cmap.source == "f00,00f"  # a failed assignment leaves the map as it was
 
@@ -168,7 +168,7 @@ def test_source_is_kept_and_assigning_recompiles():
     ],
 )
 def test_bad_source_names_token_index_and_offset(source, token, index, offset, problem):
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="token") as caught:
         ColorMap(source)
     error = caught.value
     assert isinstance(error, ColorMapError)
@@ -221,15 +221,15 @@ def test_print_maps_are_symmetric_in_lightness_and_lightest_at_zero(name):
     assert (np.diff(luma[128:]) <= 0.5).all() and (np.diff(luma[:128]) >= -0.5).all()
 
 
-def test_every_map_has_a_tip():
-    assert set(CMAP_TIPS) == set(CMAPS) and all(CMAP_TIPS.values())
+def test_every_map_is_catalogued_with_a_tip():
+    assert set(COLOUR_MAPS) == set(CMAPS)
 
 
 def test_cache_compiles_lazily_and_once():
     cache = LazyColorMapCache({"good": "000,fff", "broken": "000"})
     assert len(cache) == 2 and list(cache) == ["good", "broken"]
     assert cache["good"] is cache["good"]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least two colours"):
         cache["broken"]  # a bad source only fails when the map is first used
 
 
@@ -237,7 +237,7 @@ def test_cache_assignment_checks_the_source_and_deletion_forgets():
     cache = LazyColorMapCache({})
     cache["mine"] = "f00,0f0"
     assert cache["mine"].source == "f00,0f0"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty token"):
         cache["bad"] = "f00,"
     assert "bad" not in cache
     del cache["mine"]

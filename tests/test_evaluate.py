@@ -21,7 +21,7 @@ BIAS = 0.5
 
 
 def linear_model() -> nn.Module:
-    """A linear classifier on 1 x 4 x 4 inputs: class 0 sums the pixels, class 1 negates them."""
+    """Return a linear classifier on 1 x 4 x 4 inputs: class 0 sums the pixels, class 1 negates."""
     linear = nn.Linear(16, 2).double()
     with torch.no_grad():
         linear.weight[0] = 1.0
@@ -195,7 +195,7 @@ def test_localisation_undefined_cases_give_nan():
 
 @pytest.fixture(scope="module")
 def demo():
-    """The bundled demo model with its samples, object masks and true classes."""
+    """Return the bundled demo model with its samples, object masks and true classes."""
     from lrp_desktop_core.evaluate import object_mask
     from lrp_desktop_core.images import load_image
     from lrp_desktop_core.models import demo_samples, load_model

@@ -182,7 +182,7 @@ def test_figure_pdf_has_one_page(tmp_path):
 
 
 def test_figure_rejects_bad_requests(tmp_path):
-    with pytest.raises(ValueError, match="fig.jpg"):
+    with pytest.raises(ValueError, match=r"fig\.jpg"):
         save_figure(tmp_path / "fig.jpg", panels(), CAPTIONS)
     with pytest.raises(ValueError, match="caption"):
         save_figure(tmp_path / "fig.png", panels(), CAPTIONS[:2])

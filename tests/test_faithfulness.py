@@ -23,8 +23,10 @@ COUNT = 48
 
 @pytest.fixture(scope="module")
 def aopcs() -> dict[str, tuple[float, float]]:
-    """(MoRF AOPC, LeRF AOPC) per method and of the random heatmap, averaged over the images
-    (removed regions blurred)."""
+    """Return (MoRF AOPC, LeRF AOPC) per method and of the random heatmap.
+
+    Both are averaged over the images, removed regions blurred.
+    """
     loaded = load_model("demo_vit")
     model, spec = loaded.model, loaded.spec
     batch = shapes.generate(COUNT, seed=HELD_OUT_SEED)

@@ -431,7 +431,7 @@ def test_cmaps_usable_by_name_in_overlay():
 
 
 def red_photo(height: int = 16, width: int = 16) -> np.ndarray:
-    """A saturated red picture: the colour a red-yellow heatmap is easily mistaken for."""
+    """Return a saturated red picture: the colour a red-yellow heatmap is easily mistaken for."""
     image = np.zeros((height, width, 3), dtype=np.uint8)
     image[..., 0] = 220
     return image

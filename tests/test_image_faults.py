@@ -16,13 +16,13 @@ from lrp_desktop_core.models import ModelSpec, get_spec
 
 @pytest.fixture(scope="module")
 def spec():
-    """The demo's spec: resize the shorter side to 64, centre-crop 64x64."""
+    """Return the demo's spec: resize the shorter side to 64, centre-crop 64x64."""
     return get_spec("demo")
 
 
 @pytest.fixture
 def fitted_sizes(monkeypatch) -> list[tuple[int, int]]:
-    """The sizes of the images handed to the preprocessing (``ModelSpec.fit``), in order."""
+    """Return the sizes of the images handed to the preprocessing (``ModelSpec.fit``), in order."""
     sizes: list[tuple[int, int]] = []
     fit = ModelSpec.fit
 
@@ -41,7 +41,7 @@ def _float_tiff(path, bad_value: float, count: int) -> None:
 
 
 def _checkered(width: int, height: int) -> Image.Image:
-    """A picture with edges and gradients, so a scaled decode differs visibly where it is wrong."""
+    """Return a picture with edges and gradients, so a wrongly scaled decode differs visibly."""
     xs = np.arange(width, dtype=np.uint16)[None, :]
     ys = np.arange(height, dtype=np.uint16)[:, None]
     squares = ((xs // (width // 12) + ys // (height // 9)) % 2 * 150).astype(np.uint8)

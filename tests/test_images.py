@@ -17,19 +17,19 @@ from lrp_desktop_core.models import get_spec
 
 @pytest.fixture(scope="module")
 def spec():
-    """The demo's spec: resize the shorter side to 64, centre-crop 64x64."""
+    """Return the demo's spec: resize the shorter side to 64, centre-crop 64x64."""
     return get_spec("demo")
 
 
 def _picture(width: int = 96, height: int = 72) -> Image.Image:
-    """A smooth colour picture, so lossy formats stay close to the original."""
+    """Return a smooth colour picture, so lossy formats stay close to the original."""
     ys, xs = np.mgrid[0:height, 0:width]
     pixels = np.stack([xs * 255 // width, ys * 255 // height, (xs + ys) % 256], axis=-1)
     return Image.fromarray(pixels.astype(np.uint8))
 
 
 def _assert_aligned(loaded, spec):
-    """The tensor is exactly the normalised display image."""
+    """Return the tensor is exactly the normalised display image."""
     mean = torch.tensor(spec.mean).view(3, 1, 1)
     std = torch.tensor(spec.std).view(3, 1, 1)
     from_display = (torch.from_numpy(loaded.display).permute(2, 0, 1).float() / 255 - mean) / std
@@ -177,8 +177,8 @@ def test_loading_leaves_no_global_state_changed(tmp_path, spec):
     load_image(path, spec)
     with pytest.raises(ImageLoadError):
         load_image(tmp_path / "missing.png", spec)
-    assert Image.MAX_IMAGE_PIXELS == limit
-    assert ImageFile.LOAD_TRUNCATED_IMAGES == truncated
+    assert limit == Image.MAX_IMAGE_PIXELS
+    assert truncated == ImageFile.LOAD_TRUNCATED_IMAGES
     assert warnings.filters == filters
 
 

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def attribute(rule, module: nn.Module, *inputs, relevance: torch.Tensor) -> tuple:
-    """The relevance of each tensor input when ``relevance`` arrives at ``module``'s output.
+    """Return the relevance of each tensor input when ``relevance`` arrives at ``module``'s output.
 
     Non-tensor arguments are passed on as they are.
     """
@@ -87,8 +87,10 @@ def test_channel_affine_maps_each_channel():
 
 
 def test_channel_affine_in_float64_uses_its_constants_in_float64():
-    """GoogLeNet's input transform has constants such as 0.229 / 0.5, which float32 rounds by
-    about 1e-8; a float64 model must see them unrounded."""
+    """A float64 model sees GoogLeNet's input-transform constants unrounded.
+
+    Constants such as 0.229 / 0.5 are rounded by about 1e-8 in float32.
+    """
     scale, shift = [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5], [-0.03, -0.088, -0.188]
     x = randn(1, 3, 2, 2)
     expected = torch.stack([x[:, c] * scale[c] + shift[c] for c in range(3)], dim=1)
@@ -185,7 +187,7 @@ def test_product_rules_leave_the_forward_unchanged():
 def _reference_layer_norm(
     module: nn.Module, x: torch.Tensor, relevance: torch.Tensor, epsilon: float
 ) -> torch.Tensor:
-    """The epsilon rule on the explicit Jacobian of the layer norm with sigma held constant.
+    """Return the epsilon rule on the explicit Jacobian of the layer norm with sigma held constant.
 
     ``R_i = sum_k x_i J_ki R_k / s(y_k)``, where ``J`` is the Jacobian of the linear map
     ``t -> w (t - mean(t)) / sigma`` (sigma of ``x``, a constant), taken over the whole tensor
@@ -314,8 +316,10 @@ def test_rule_choices_accept_the_right_modules():
 
 
 class ToyNet(nn.Module):
-    """A stem, a ConvNeXt block (layer norm, layer scale, residual sum), a channels-first layer
-    norm and a squeeze-and-excitation gate, then a dense head."""
+    """A stem, a ConvNeXt block, a channels-first layer norm, an SE gate and a dense head.
+
+    The ConvNeXt block has a layer norm, a layer scale and a residual sum.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -335,7 +339,7 @@ class ToyNet(nn.Module):
 
 @pytest.fixture
 def toy() -> ToyNet:
-    """A bias-free ToyNet in float64 with a lively layer scale and norms."""
+    """Return a bias-free ToyNet in float64 with a lively layer scale and norms."""
     model = ToyNet().double().eval()
     with torch.no_grad():
         for name, parameter in model.named_parameters():

@@ -78,7 +78,7 @@ T_GEOMETRY = {
 
 
 def _maxvit(config: dict, bias_free: bool, seed: int = 0) -> MaxVit:
-    """A MaxViT in float64 with random weights, biases, batch-norm statistics and norm affines.
+    """Return a MaxViT in float64 with random weights, biases, norm statistics and affines.
 
     With ``bias_free`` every bias and batch-norm mean is 0. The relative position bias stays: it
     is added to the scores, inside the attention matrix that CP-LRP holds constant, so it does
@@ -304,7 +304,7 @@ def _shared(q, k, v):
 
 
 def _attention(module: RelativePositionalMultiHeadAttention, x, treat: Treat) -> torch.Tensor:
-    """torchvision's relative-position attention, the gradients of q, k, v treated."""
+    """Torchvision's relative-position attention, the gradients of q, k, v treated."""
     batch, windows, tokens, channels = x.shape
     heads = [
         part.reshape(batch, windows, tokens, module.n_heads, module.head_dim).permute(0, 1, 3, 2, 4)
@@ -318,7 +318,7 @@ def _attention(module: RelativePositionalMultiHeadAttention, x, treat: Treat) ->
 
 
 def _mbconv(block: MBConv, x: torch.Tensor) -> torch.Tensor:
-    """The MBConv; the squeeze-and-excitation gate held constant (the signal takes all)."""
+    """Return the MBConv; the squeeze-and-excitation gate held constant (the signal takes all)."""
     layers = block.layers
     h = layers.conv_a[1](layers.conv_a[0](layers.pre_norm(x)))
     h = _gated(layers.conv_a[2], h)

@@ -256,9 +256,11 @@ def test_model_unchanged_after_an_error_in_the_middle_of_a_backward(model, image
     failing_layer = _MIDDLE_LAYER[type(model)]
     for canonizer_name in CANONIZER_NAMES[type(model)]:
         composite = _failing_composite(canonizer_name, failing_layer)
-        with pytest.raises(RuntimeError, match="interrupted on purpose"):
-            with Gradient(model, composite) as attributor:
-                attributor(images, attr_output=0)
+        with (
+            pytest.raises(RuntimeError, match="interrupted on purpose"),
+            Gradient(model, composite) as attributor,
+        ):
+            attributor(images, attr_output=0)
         snapshot.assert_unchanged(model)
     canonizers = get_canonizers(CANONIZER_NAMES[type(model)][-1])
     with Gradient(model, EpsilonPlusFlat(canonizers=canonizers)) as attributor:

@@ -58,7 +58,7 @@ def hub_dir(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def demo_state() -> dict[str, torch.Tensor]:
-    """A random demo-net state dict with non-trivial BatchNorm statistics."""
+    """Return a random demo-net state dict with non-trivial BatchNorm statistics."""
     model = build_demo_net()
     for module in model.modules():
         if isinstance(module, nn.BatchNorm2d):
@@ -334,7 +334,7 @@ def test_full_module_file_alone_gets_a_generic_spec(tmp_path):
     )
     path = tmp_path / "tiny.pt"
     torch.save({"model": model, "epoch": 1}, path)
-    with pytest.raises(ModelLoadError, match="torch.nn.modules.container.Sequential"):
+    with pytest.raises(ModelLoadError, match=r"torch\.nn\.modules\.container\.Sequential"):
         load_model(path)
     loaded = load_model(path, trust=True)
     assert loaded.spec.class_names == ("class 0", "class 1", "class 2")
@@ -347,7 +347,7 @@ def test_torchscript_needs_trust(tmp_path):
     inputs = torch.randn(2, 3, 64, 64)
     path = tmp_path / "scripted.pt"
     torch.jit.script(model).save(str(path))
-    with pytest.raises(ModelLoadError, match="TorchScript.*trust=True"):
+    with pytest.raises(ModelLoadError, match=r"TorchScript.*trust=True"):
         load_model("demo", weights=path)
     loaded = load_model("demo", weights=path, trust=True)
     torch.testing.assert_close(loaded.model(inputs), model(inputs))

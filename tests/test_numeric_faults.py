@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from test_explain import assert_untouched, small_net, snapshot
@@ -102,14 +104,12 @@ def test_nan_relevance_suggests_a_larger_epsilon():
 def test_inputs_that_do_not_fit_are_explained(inputs, expected):
     model = small_net()
     before = snapshot(model)
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match=re.escape(expected)):
         explain(model, inputs, Method("gradient"))
-    assert expected in str(caught.value)
     assert_untouched(model, before)
     for attributor in (Gradient(model), IntegratedGradients(model, n_iter=2), Occlusion(model)):
-        with pytest.raises(ValueError) as caught:
+        with pytest.raises(ValueError, match=re.escape(expected)):
             attributor(inputs, attr_output=0)
-        assert expected in str(caught.value)
 
 
 def test_check_input_knows_linear_layers_and_leaves_other_models_alone():

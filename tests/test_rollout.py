@@ -30,7 +30,6 @@ from test_vit import _images, _small_vit
 from torch import nn
 from torchvision.models.vision_transformer import EncoderBlock
 
-from lrp_desktop.session import METHOD_TITLES
 from lrp_desktop_core.cli import main
 from lrp_desktop_core.explain import (
     Method,
@@ -38,6 +37,7 @@ from lrp_desktop_core.explain import (
     explain,
     relevance_conservation,
 )
+from lrp_desktop_core.names import METHODS
 from lrp_desktop_core.rollout import (
     attention_matrices,
     attention_rollout,
@@ -54,8 +54,11 @@ GRID = 4
 
 
 def _weights_by_hand(model: nn.Module, images: torch.Tensor) -> list[torch.Tensor]:
-    """Each block's attention weights (N, heads, L, L), asked of ``nn.MultiheadAttention`` itself
-    (``need_weights=True, average_attn_weights=False``) on the block's normalised input."""
+    """Return each block's attention weights (N, heads, L, L).
+
+    They are asked of ``nn.MultiheadAttention`` itself (``need_weights=True,
+    average_attn_weights=False``) on the block's normalised input.
+    """
     blocks = list(model.encoder.layers)
     inputs = []
     handles = [
@@ -76,7 +79,7 @@ def _weights_by_hand(model: nn.Module, images: torch.Tensor) -> list[torch.Tenso
 
 
 def _rollout_by_hand(weights: list[torch.Tensor]) -> np.ndarray:
-    """The paper's recursion in numpy: ``R = norm(0.5 mean_h(A) + 0.5 I) R``, layer by layer."""
+    """Return the paper's recursion in numpy: ``R = norm(0.5 mean_h(A) + 0.5 I) R`` per layer."""
     length = weights[0].shape[-1]
     result = np.eye(length)
     for weight in weights:
@@ -86,7 +89,7 @@ def _rollout_by_hand(weights: list[torch.Tensor]) -> np.ndarray:
 
 
 def _pixels(matrix: np.ndarray) -> np.ndarray:
-    """The class token's row over the patches, each patch's value on its PATCH x PATCH pixels."""
+    """Return the class token's row over the patches, each value on its PATCH x PATCH pixels."""
     grid = matrix[:, 0, 1:].reshape(-1, GRID, GRID)
     return grid.repeat(PATCH, axis=1).repeat(PATCH, axis=2)
 
@@ -134,7 +137,7 @@ def test_one_layer_of_uniform_attention_gives_a_uniform_map():
 class _SequenceFirstBlock(EncoderBlock):
     """An encoder block whose attention takes (tokens, batch, features) inputs."""
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         x = self.ln_1(input).transpose(0, 1)
         x = self.self_attention(x, x, x, need_weights=False)[0].transpose(0, 1) + input
         return x + self.mlp(self.ln_2(x))
@@ -227,7 +230,7 @@ def test_explain_gives_a_class_agnostic_map_without_a_conservation_figure():
 
 
 def _file_vit(tmp_path) -> str:
-    """A small ViT for 224 x 224 images (a 7 x 7 patch grid) saved with ``torch.save``."""
+    """Return a small ViT for 224 x 224 images (a 7 x 7 patch grid) saved with ``torch.save``."""
     model = torchvision.models.VisionTransformer(
         image_size=224,
         patch_size=32,
@@ -251,7 +254,7 @@ def _picture(tmp_path) -> str:
 def test_the_command_line_computes_rollout_and_refuses_it_on_a_cnn(tmp_path, capsys):
     image, out = _picture(tmp_path), tmp_path / "vit"
     argv = [image, "--model", _file_vit(tmp_path), "--trust", "--method", "rollout", "--quiet"]
-    assert main(argv + ["--out", str(out), "--evaluate"]) == 0
+    assert main([*argv, "--out", str(out), "--evaluate"]) == 0
     assert (out / "picture_overlay.png").is_file()
     relevance = np.load(out / "picture.npy")
     assert relevance.shape == (3, 224, 224) and (relevance >= 0).all() and relevance.sum() > 0
@@ -269,7 +272,7 @@ def test_the_app_offers_rollout_and_computes_it_for_a_vision_transformer(qtbot, 
     try:
         box = app.window.method_panel.method_box
         position = box.findData("rollout")
-        assert box.itemText(position) == METHOD_TITLES["rollout"]
+        assert box.itemText(position) == METHODS.title("rollout")
         assert "class-agnostic" in box.itemData(position, Qt.ItemDataRole.ToolTipRole)
         wait_for_heatmap(qtbot, app)
         box.setCurrentIndex(position)

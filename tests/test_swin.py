@@ -33,7 +33,7 @@ from test_vit import (
     epsilon_composite,
 )
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 - torch's own spelling
+from torch.nn import functional as F
 from torchvision.models.swin_transformer import (
     PatchMerging,
     ShiftedWindowAttention,
@@ -58,8 +58,11 @@ both axes; 7 x 3 and 4 x 2 maps shifted along the rows only."""
 
 
 def _small_swin(bias_free: bool, seed: int = 0) -> SwinTransformer:
-    """A two-stage Swin Transformer in float64 with random weights, biases, relative position
-    bias tables and layer-norm affines; with ``bias_free`` every bias is 0 (the tables stay)."""
+    """Return a two-stage Swin Transformer in float64 with random parameters.
+
+    Weights, biases, relative position bias tables and layer-norm affines are random; with
+    ``bias_free`` every bias is 0 (the tables stay).
+    """
     torch.manual_seed(seed)
     model = SwinTransformer(
         patch_size=[4, 4],
@@ -83,7 +86,7 @@ def _small_swin(bias_free: bool, seed: int = 0) -> SwinTransformer:
 
 
 def _swin_t(bias_free: bool) -> SwinTransformer:
-    """The real swin_t in float64, its biases random or (with ``bias_free``) zero."""
+    """Return the real swin_t in float64, its biases random or (with ``bias_free``) zero."""
     torch.manual_seed(4)
     model = torchvision.models.swin_t()
     with torch.no_grad():
@@ -125,8 +128,11 @@ def test_canonizer_is_exact_and_leaves_no_trace(size):
 
 
 def test_canonizer_is_exact_on_swin_t():
-    """The real swin_t at 64 pixels: 16 x 16 and 8 x 8 maps padded to windows of 7 and shifted,
-    4 x 4 and 2 x 2 maps in one padded window without a shift."""
+    """The real swin_t is explained exactly at 64 pixels.
+
+    Its 16 x 16 and 8 x 8 maps are padded to windows of 7 and shifted, its 4 x 4 and 2 x 2 maps
+    fit one padded window without a shift.
+    """
     model = _swin_t(bias_free=False)
     images = _inputs((64, 64), count=1)
     with torch.no_grad():
@@ -195,8 +201,10 @@ def test_preset_gives_each_layer_its_rule():
 
 
 def _swin_core_inputs() -> tuple[nn.Module, tuple[torch.Tensor, ...], torch.Tensor]:
-    """The core of a canonized shifted window attention, the ``(q, k, v, mask)`` of one call on
-    a 5 x 4 map (padded to 6 x 6, shifted by 1) and the module's relative position bias."""
+    """Return a canonized shifted window attention's core, its call and the position bias.
+
+    The call is the ``(q, k, v, mask)`` of one run on a 5 x 4 map (padded to 6 x 6, shifted by 1).
+    """
     torch.manual_seed(6)
     attention = ShiftedWindowAttention(6, [3, 3], [1, 1], num_heads=2).double().eval()
     nn.init.normal_(attention.relative_position_bias_table, std=0.5)
@@ -308,7 +316,7 @@ def _patch_merging(module: PatchMerging, x: torch.Tensor) -> torch.Tensor:
 
 
 def _reference_forward(model: SwinTransformer, images: torch.Tensor, core: Core) -> torch.Tensor:
-    """The Swin forward pass whose gradient times input is epsilon-LRP with epsilon 0."""
+    """Return the Swin forward pass whose gradient times input is epsilon-LRP with epsilon 0."""
     embedding, _, norm = model.features[0]
     x = _layer_norm(norm, embedding(images).permute(0, 2, 3, 1))
     for stage in model.features[1:]:

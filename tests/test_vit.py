@@ -21,7 +21,7 @@ import torch
 import torchvision
 from test_families import TINY, _assert_unchanged, _canonized, _snapshot
 from torch import nn
-from torch.nn import functional as F  # noqa: N812 - torch's own spelling
+from torch.nn import functional as F
 from torchvision.models.vision_transformer import VisionTransformer
 
 from lrp_desktop_core.attention import AttentionAttnLRP, AttentionConservative, AttentionCore
@@ -46,8 +46,11 @@ SPEC = SimpleNamespace(
 
 
 def _small_vit(bias_free: bool, seed: int = 0) -> VisionTransformer:
-    """A two-layer ViT in float64 with random weights, biases, tokens and layer-norm affines
-    (the head too, which torchvision zeroes); with ``bias_free`` every additive constant is 0."""
+    """Return a two-layer ViT in float64 with random parameters.
+
+    Weights, biases, tokens and layer-norm affines are random (the head too, which torchvision
+    zeroes); with ``bias_free`` every additive constant is 0.
+    """
     torch.manual_seed(seed)
     model = VisionTransformer(
         image_size=32,
@@ -76,7 +79,7 @@ def _images(count: int = 1, size: int = 32, seed: int = 1) -> torch.Tensor:
 
 
 def _explain(model: nn.Module, composite, images: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The relevance of ``images`` for the top class and that class's logit."""
+    """Return the relevance of ``images`` for the top class and that class's logit."""
     with composite.context(model):
         inputs = images.clone().requires_grad_()
         output = model(inputs)
@@ -275,8 +278,10 @@ def test_bias_free_vit_b_16_conserves_relevance():
 
 
 def test_attnlrp_runs_on_the_vit_and_does_not_conserve():
-    """The AttnLRP preset runs in a whole model; its softmax absorbs relevance, so it is not
-    conserved."""
+    """The AttnLRP preset runs in a whole model.
+
+    Its softmax absorbs relevance, so relevance is not conserved.
+    """
     model = _small_vit(bias_free=True)
     composite = COMPOSITES["vit_attnlrp"](
         epsilon=TINY, stabilizer=TINY, canonizers=get_canonizers("torchvision")
@@ -295,7 +300,7 @@ def test_attnlrp_runs_on_the_vit_and_does_not_conserve():
 
 
 def _layer_norm(norm: nn.LayerNorm, x: torch.Tensor) -> torch.Tensor:
-    """A layer norm whose standard deviation is held constant."""
+    """Return a layer norm whose standard deviation is held constant."""
     sigma = torch.sqrt(x.var(dim=-1, unbiased=False, keepdim=True) + norm.eps).detach()
     return (x - x.mean(dim=-1, keepdim=True)) / sigma * norm.weight + norm.bias
 
@@ -315,7 +320,7 @@ def _attention(module: nn.MultiheadAttention, x: torch.Tensor) -> torch.Tensor:
 
 
 def _reference_forward(model: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
-    """The ViT's forward pass whose gradient times input is epsilon-LRP with epsilon 0."""
+    """Return the ViT's forward pass whose gradient times input is epsilon-LRP with epsilon 0."""
     x = model.conv_proj(images).flatten(2).transpose(1, 2)
     x = torch.cat([model.class_token.expand(x.shape[0], -1, -1), x], dim=1)
     x = x + model.encoder.pos_embedding
@@ -327,8 +332,10 @@ def _reference_forward(model: VisionTransformer, images: torch.Tensor) -> torch.
 
 
 def epsilon_composite(attention_rule=None) -> LayerMapComposite:
-    """Epsilon-type rules with tiny stabilizers everywhere; CP-LRP on attention cores unless
-    ``attention_rule`` is given."""
+    """Return epsilon-type rules with tiny stabilizers everywhere.
+
+    Attention cores get CP-LRP unless ``attention_rule`` is given.
+    """
     attention = [] if attention_rule is None else [(AttentionCore, attention_rule)]
     layer_map = [*attention, *layer_map_base(TINY), (Linear, Epsilon(epsilon=TINY))]
     return LayerMapComposite(layer_map, canonizers=get_canonizers("torchvision"))
@@ -337,9 +344,11 @@ def epsilon_composite(attention_rule=None) -> LayerMapComposite:
 def assert_lrp_is_modified_gradient_times_input(
     model: nn.Module, composite, images: torch.Tensor, reference_forward
 ) -> None:
-    """LRP of the top class with ``composite`` equals gradient times input through
-    ``reference_forward`` (a hand-made forward whose gradient is the rules' one), which must
-    compute the model's own output."""
+    """Check that LRP with ``composite`` equals gradient times input of a reference.
+
+    ``reference_forward`` is a hand-made forward whose gradient is the rules' one; it must
+    compute the model's own output.
+    """
     with torch.no_grad():
         expected = model(images)
         error = (reference_forward(images) - expected).abs().max()
