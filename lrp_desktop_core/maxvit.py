@@ -36,6 +36,7 @@ from .attention import AttentionCore
 from .canonizers import MergeBatchNorm
 from .layer import Sum
 from .types import ConvolutionStandard
+from .vit import residual_sums
 
 __all__ = ["MAXVIT_REWRITES", "MaxVitMergePreNorm"]
 
@@ -103,11 +104,7 @@ def _partition_attention_forward(self: PartitionAttentionLayer, x: torch.Tensor)
 
 
 def _partition_attention(module: PartitionAttentionLayer) -> dict:
-    return {
-        "canonizer_attention_sum": Sum(),
-        "canonizer_mlp_sum": Sum(),
-        "forward": types.MethodType(_partition_attention_forward, module),
-    }
+    return residual_sums(module, _partition_attention_forward)
 
 
 def _relative_attention_forward(

@@ -31,8 +31,7 @@ from torchvision.models.swin_transformer import (
 )
 
 from .attention import AttentionCore
-from .layer import Sum
-from .vit import split_heads
+from .vit import residual_sums, split_heads
 
 __all__ = ["SWIN_REWRITES", "window_attention_supported"]
 
@@ -136,11 +135,7 @@ def _block_forward(self: SwinTransformerBlock, x: torch.Tensor) -> torch.Tensor:
 def _block(module: SwinTransformerBlock) -> dict | None:
     if isinstance(module, SwinTransformerBlockV2):
         return None
-    return {
-        "canonizer_attention_sum": Sum(),
-        "canonizer_mlp_sum": Sum(),
-        "forward": types.MethodType(_block_forward, module),
-    }
+    return residual_sums(module, _block_forward)
 
 
 SWIN_REWRITES: tuple[tuple[tuple[type, ...], Callable[[nn.Module], dict | None], str], ...] = (

@@ -161,12 +161,22 @@ def _encoder_block_forward(self: EncoderBlock, input: torch.Tensor) -> torch.Ten
     return self.canonizer_mlp_sum(torch.stack([x, self.mlp(self.ln_2(x))], dim=-1))
 
 
-def _encoder_block(module: EncoderBlock) -> dict:
+def residual_sums(module: nn.Module, forward: Callable[..., torch.Tensor]) -> dict:
+    """Return the rewrite of a transformer block with an attention and an MLP residual.
+
+    ``forward`` replaces the block's own and adds the attention branch through
+    ``canonizer_attention_sum`` and the MLP branch through ``canonizer_mlp_sum``; both are new
+    :class:`~.layer.Sum` modules.
+    """
     return {
         "canonizer_attention_sum": Sum(),
         "canonizer_mlp_sum": Sum(),
-        "forward": types.MethodType(_encoder_block_forward, module),
+        "forward": types.MethodType(forward, module),
     }
+
+
+def _encoder_block(module: EncoderBlock) -> dict:
+    return residual_sums(module, _encoder_block_forward)
 
 
 def _encoder_forward(self: Encoder, input: torch.Tensor) -> torch.Tensor:
