@@ -1,4 +1,4 @@
-"""Speed and memory of LRP: a plain gradient, zennit 0.5.1 and lrp_desktop_core side by side.
+r"""Speed and memory of LRP: a plain gradient, zennit 0.5.1 and lrp_desktop_core side by side.
 
 For every model x composite, the three attributions run on the same model and input (random
 weights; batch norms with random running statistics), interleaved and in a rotating order, after
@@ -16,15 +16,18 @@ process's lifetime peak (``ru_maxrss``) minus the same baseline is shown instead
 Usage::
 
     python bench/bench_lrp.py                                  # vgg16 and resnet50, 224 x 224
-    python bench/bench_lrp.py --models resnet50 --composites epsilon_plus_flat \\
+    python bench/bench_lrp.py --models resnet50 --composites epsilon_plus_flat \
         --repeats 2 --batch 1 --size 112 --no-memory           # a quick run
     python bench/bench_lrp.py --profile                        # also where our time goes
+    git archive HEAD lrp_desktop_core | tar -x -C /tmp/old      # an earlier engine ...
+    python bench/bench_lrp.py --baseline /tmp/old              # ... timed beside this one
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import resource
 import statistics
@@ -33,14 +36,13 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 
-from lrp_desktop_core.attribution import Gradient
-from lrp_desktop_core.canonizers import get_canonizers
-from lrp_desktop_core.composites import COMPOSITES
+from lrp_desktop_core.attribution import one_hot
 
 ENGINES = ("gradient", "zennit", "ours")
 CANONIZER_OF = {"vgg16": "vgg", "vgg16_bn": "vgg", "resnet50": "resnet", "resnet18": "resnet"}
@@ -55,7 +57,7 @@ expected here; the test suite checks agreement to 1e-6 in float64.
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
-    """A torchvision model with random weights and random batch-norm statistics, in eval mode."""
+    """Build a torchvision model with random weights and batch-norm statistics, in eval mode."""
     torch.manual_seed(seed)
     model = getattr(torchvision.models, name)()
     with torch.no_grad():
@@ -78,10 +80,40 @@ def _zennit_canonizers(model_name: str) -> list:
     return [VGGCanonizer()] if CANONIZER_OF[model_name] == "vgg" else [ResNetCanonizer()]
 
 
+def import_baseline(directory: str):
+    """Import the ``lrp_desktop_core`` package in ``directory`` under the name ``baseline_core``."""
+    package = Path(directory) / "lrp_desktop_core"
+    spec = importlib.util.spec_from_file_location(
+        "baseline_core", package / "__init__.py", submodule_search_locations=[str(package)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["baseline_core"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def lrp_function(
+    model: nn.Module, model_name: str, composite: str, package: str = "lrp_desktop_core"
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Our LRP of ``model`` with a preset, from ``package`` (this tree's engine or a baseline)."""
+    attribution = importlib.import_module(f"{package}.attribution")
+    canonizers = importlib.import_module(f"{package}.canonizers")
+    composites = importlib.import_module(f"{package}.composites")
+
+    def ours(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+        mine = composites.COMPOSITES[composite](
+            canonizers=canonizers.get_canonizers(CANONIZER_OF[model_name]), **_kwargs(composite)
+        )
+        with attribution.Gradient(model, mine) as attributor:
+            return attributor(images, attr_output=one_hot)[1]
+
+    return ours
+
+
 def attribution_functions(
-    model: nn.Module, model_name: str, composite: str
+    model: nn.Module, model_name: str, composite: str, baseline: bool = False
 ) -> dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]]:
-    """One function ``(images, one_hot) -> relevance`` per engine."""
+    """One function ``(images, one_hot) -> relevance`` per engine (and the baseline's, if asked)."""
     from zennit.attribution import Gradient as ZennitGradient
     from zennit.composites import COMPOSITES as ZENNIT_COMPOSITES
 
@@ -92,18 +124,18 @@ def attribution_functions(
         with ZennitGradient(model, theirs) as attributor:
             return attributor(images, attr_output=one_hot)[1]
 
-    def ours(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
-        mine = COMPOSITES[composite](
-            canonizers=get_canonizers(CANONIZER_OF[model_name]), **_kwargs(composite)
-        )
-        with Gradient(model, mine) as attributor:
-            return attributor(images, attr_output=one_hot)[1]
-
-    return {"gradient": gradient_function(model), "zennit": zennit, "ours": ours}
+    functions = {
+        "gradient": gradient_function(model),
+        "zennit": zennit,
+        "ours": lrp_function(model, model_name, composite),
+    }
+    if baseline:
+        functions["baseline"] = lrp_function(model, model_name, composite, "baseline_core")
+    return functions
 
 
 def gradient_function(model: nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The plain gradient of ``model``'s seeded output with respect to the input."""
+    """Return the plain gradient of ``model``'s seeded output with respect to the input."""
 
     def gradient(images: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
         images = images.detach().requires_grad_()
@@ -118,9 +150,7 @@ def inputs_for(model: nn.Module, batch: int, size: int) -> tuple[torch.Tensor, t
     images = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         output = model(images)
-    one_hot = torch.zeros_like(output)
-    one_hot[torch.arange(batch), output.argmax(1)] = 1.0
-    return images, one_hot
+    return images, one_hot(output, output.argmax(1))
 
 
 @dataclass
@@ -149,7 +179,7 @@ def time_engines(functions: dict, images: torch.Tensor, one_hot: torch.Tensor, r
 
 
 def peak_memory_mib(model: str, composite: str, engine: str, args) -> str:
-    """The extra peak RSS of one attribution, measured in a fresh process (see the docstring)."""
+    """Measure the extra peak RSS of one attribution in a fresh process (see the docstring)."""
     command = [
         sys.executable,
         __file__,
@@ -162,6 +192,8 @@ def peak_memory_mib(model: str, composite: str, engine: str, args) -> str:
         "--threads",
         str(args.threads),
     ]
+    if args.baseline:
+        command += ["--baseline", args.baseline]
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     return f"{result['extra_mib']:.0f}" + ("" if result["reset"] else "*")
@@ -189,7 +221,9 @@ def measure_one(spec: str, args) -> None:
     model_name, composite, engine = spec.split(",")
     model = build_model(model_name)
     images, one_hot = inputs_for(model, args.batch, args.size)
-    function = attribution_functions(model, model_name, composite)[engine]
+    if args.baseline:
+        import_baseline(args.baseline)
+    function = attribution_functions(model, model_name, composite, bool(args.baseline))[engine]
     gc.collect()
     baseline_kib = _status_kib("VmRSS")
     reset = _reset_peak_rss()
@@ -200,19 +234,24 @@ def measure_one(spec: str, args) -> None:
 
 def profile_ours(model: nn.Module, model_name: str, composite: str, images, one_hot) -> str:
     """Where our time goes: the top operators by self CPU time in one attribution."""
-    ours = attribution_functions(model, model_name, composite)["ours"]
+    ours = lrp_function(model, model_name, composite)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profiler:
         ours(images, one_hot)
     return profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12)
 
 
 def format_table(rows: list[Row], memory: bool) -> str:
+    """Format the rows as a table; with a baseline, also its time and ours/baseline."""
+    baseline = any("baseline" in row.seconds for row in rows)
+    engines = ENGINES + (("baseline",) if baseline else ())
     header = (
         f"{'model':<9} {'composite':<22} {'gradient s':>10} {'zennit s':>9} {'ours s':>8} "
         f"{'ours/zennit':>11} {'ours/grad':>9} {'max rel diff':>12}"
     )
+    if baseline:
+        header += f" {'baseline s':>10} {'ours/base':>9} {'base/grad':>9}"
     if memory:
-        header += f" {'extra peak MiB grad/zennit/ours':>32}"
+        header += f" {'extra peak MiB ' + '/'.join(engines):>32}"
     lines = [header, "-" * len(header)]
     for row in rows:
         seconds = row.seconds
@@ -222,8 +261,13 @@ def format_table(rows: list[Row], memory: bool) -> str:
             f"{seconds['ours'] / seconds['zennit']:>11.2f} "
             f"{seconds['ours'] / seconds['gradient']:>9.2f} {row.max_rel_diff:>12.1e}"
         )
+        if baseline:
+            line += (
+                f" {seconds['baseline']:>10.3f} {seconds['ours'] / seconds['baseline']:>9.2f}"
+                f" {seconds['baseline'] / seconds['gradient']:>9.2f}"
+            )
         if memory:
-            peaks = "/".join(row.peak_mib[engine] for engine in ENGINES)
+            peaks = "/".join(row.peak_mib[engine] for engine in engines)
             line += f" {peaks:>32}"
         lines.append(line)
     return "\n".join(lines)
@@ -240,11 +284,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_timing_arguments(parser, repeats=5, batch=4)
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--profile", action="store_true", help="profile ours once per row")
+    parser.add_argument(
+        "--baseline",
+        help="a folder holding an earlier lrp_desktop_core, timed beside this one",
+    )
     return parser.parse_args(argv)
 
 
 def add_timing_arguments(parser: argparse.ArgumentParser, repeats: int, batch: int) -> None:
-    """The options every side-by-side benchmark takes (``--measure-one`` is for its children)."""
+    """Add the options of every side-by-side benchmark (``--measure-one`` is for its children)."""
     parser.add_argument(
         "--repeats", type=int, default=repeats, help="timed runs per engine (median)"
     )
@@ -265,19 +313,23 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.size}x{args.size}, {args.repeats} repeats (median), float32, CPU",
         flush=True,
     )
+    engines = ENGINES
+    if args.baseline:
+        import_baseline(args.baseline)
+        engines += ("baseline",)
     rows = []
     for model_name in args.models.split(","):
         model = build_model(model_name)
         images, one_hot = inputs_for(model, args.batch, args.size)
         for composite in args.composites.split(","):
-            functions = attribution_functions(model, model_name, composite)
+            functions = attribution_functions(model, model_name, composite, bool(args.baseline))
             seconds, results = time_engines(functions, images, one_hot, args.repeats)
             scale = results["zennit"].abs().max().item()
             diff = (results["ours"] - results["zennit"]).abs().max().item() / scale
             peaks = (
                 {}
                 if args.no_memory
-                else {e: peak_memory_mib(model_name, composite, e, args) for e in ENGINES}
+                else {e: peak_memory_mib(model_name, composite, e, args) for e in engines}
             )
             rows.append(Row(model_name, composite, seconds, diff, peaks))
             print(format_table(rows[-1:], not args.no_memory).splitlines()[-1], flush=True)

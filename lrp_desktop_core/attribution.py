@@ -45,6 +45,7 @@ __all__ = [
     "expand_targets",
     "identity",
     "occlude_independent",
+    "one_hot",
     "resolve_target",
 ]
 
@@ -120,6 +121,24 @@ def expand_targets(target: Any, count: int, classes: int | None = None) -> torch
     return targets
 
 
+def one_hot(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Return the one-hot seed of ``targets``: 1 at each sample's class, 0 elsewhere.
+
+    Parameters
+    ----------
+    output : torch.Tensor
+        The model output of shape ``(N, K)``, whose shape, dtype and device the seed takes.
+    targets : torch.Tensor
+        The class of each sample, shape ``(N,)``, on the output's device.
+
+    Returns
+    -------
+    torch.Tensor
+        A new tensor like ``output``.
+    """
+    return torch.zeros_like(output).scatter_(1, targets[:, None], 1.0)
+
+
 def resolve_target(target: Any, logits: torch.Tensor) -> torch.Tensor:
     """Return the explained class of every sample, on the logits' device.
 
@@ -154,8 +173,7 @@ class _OneHot:
         self.classes = classes
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
-        indices = resolve_target(self.classes, output)
-        return torch.zeros_like(output).scatter_(1, indices[:, None], 1)
+        return one_hot(output, resolve_target(self.classes, output))
 
 
 class _SelectedOutput(_OneHot):
@@ -221,7 +239,7 @@ class Attributor(ABC):
 
     def __call__(
         self,
-        input: torch.Tensor,  # noqa: A002 - zennit's name
+        input: torch.Tensor,
         attr_output: AttrOutput = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute the model output and the attribution of ``input``.
@@ -284,7 +302,7 @@ class Attributor(ABC):
     @abstractmethod
     def forward(
         self,
-        input: torch.Tensor,  # noqa: A002
+        input: torch.Tensor,
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute ``(output, attribution)`` with the output function ``attr_output_fn``."""
@@ -347,7 +365,7 @@ class Gradient(Attributor):
 
     def grad(
         self,
-        input: torch.Tensor,  # noqa: A002
+        input: torch.Tensor,
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the model output at ``input`` and the gradient of the output attribution.
@@ -372,7 +390,7 @@ class Gradient(Attributor):
 
     def forward(
         self,
-        input: torch.Tensor,  # noqa: A002
+        input: torch.Tensor,
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Compute the output and the gradient at ``input``."""
@@ -424,7 +442,7 @@ class SmoothGrad(Gradient):
 
     def forward(
         self,
-        input: torch.Tensor,  # noqa: A002
+        input: torch.Tensor,
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Average the gradients at ``n_iter - 1`` noisy inputs and at the input itself."""
@@ -487,7 +505,7 @@ class IntegratedGradients(Gradient):
 
     def forward(
         self,
-        input: torch.Tensor,  # noqa: A002
+        input: torch.Tensor,
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Integrate the gradient from the baseline to ``input``."""
@@ -503,7 +521,7 @@ class IntegratedGradients(Gradient):
 
 
 def occlude_independent(
-    input: torch.Tensor,  # noqa: A002
+    input: torch.Tensor,
     mask: torch.Tensor,
     fill_fn: Callable[[torch.Tensor], torch.Tensor] = torch.zeros_like,
     invert: bool = False,
@@ -637,12 +655,12 @@ class Occlusion(Attributor):
         """Score a window by the output of the given classes."""
         return _SelectedOutput(classes)
 
-    def masks(self, input: torch.Tensor) -> list[torch.Tensor]:  # noqa: A002
+    def masks(self, input: torch.Tensor) -> list[torch.Tensor]:
         """Return the boolean mask (of the input's shape) of every window position, in order."""
         return list(self._masks(input)[1])
 
-    def _masks(self, input: torch.Tensor) -> tuple[int, Iterator[torch.Tensor]]:  # noqa: A002
-        """The number of window positions and their masks, made one at a time."""
+    def _masks(self, input: torch.Tensor) -> tuple[int, Iterator[torch.Tensor]]:
+        """Return the number of window positions and their masks, made one at a time."""
         windows, strides = _window_and_stride(self.window, self.stride, input.shape)
         base = torch.zeros(input.shape, dtype=torch.bool, device=input.device)
         base[tuple(slice(0, size) for size in windows)] = True
@@ -653,7 +671,7 @@ class Occlusion(Attributor):
 
     def forward(
         self,
-        input: torch.Tensor,  # noqa: A002
+        input: torch.Tensor,
         attr_output_fn: OutputFunction,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Score every window of ``input``; returns the output at ``input`` and the scores."""

@@ -18,6 +18,7 @@ Examples
 from __future__ import annotations
 
 import functools
+import itertools
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -148,7 +149,7 @@ class _AttributeOverride:
         return self.module.__dict__ if store is None else self.module.__dict__[store]
 
 
-def _pass_through(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:  # noqa: A002
+def _pass_through(input: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
     """Forward of a batch norm whose transformation has been merged into the layer before it."""
     return input
 
@@ -159,7 +160,7 @@ def returns_its_input(module: nn.Module) -> bool:
 
 
 def _tensor_state(tensor: Any) -> tuple:
-    """What identifies a tensor's current value besides its object: storage, version, type."""
+    """Return what identifies a tensor's value besides its object: storage, version, type."""
     if not isinstance(tensor, torch.Tensor):
         return (tensor,)
     return (
@@ -173,7 +174,7 @@ def _tensor_state(tensor: Any) -> tuple:
 
 
 def _weak(value: Any) -> Callable[[], Any]:
-    """A weak reference to a tensor; for None (a missing tensor), a callable returning None."""
+    """Return a weak reference to a tensor; for None (a missing tensor), a callable giving None."""
     return weakref.ref(value) if isinstance(value, torch.Tensor) else lambda: value
 
 
@@ -374,7 +375,7 @@ def _sequential_pairs(root_module: nn.Module) -> Iterable[tuple[list[nn.Module],
         if not isinstance(module, nn.Sequential):
             continue
         children = list(module.children())
-        for previous, current in zip(children, children[1:]):
+        for previous, current in itertools.pairwise(children):
             if isinstance(current, BatchNorm) and isinstance(previous, Linear):
                 yield [previous], current
 
@@ -516,8 +517,7 @@ class CompositeCanonizer(Canonizer):
         )
 
     def remove(self) -> None:
-        """Nothing to revert: :meth:`apply` returns the member instances, which revert
-        themselves."""
+        """Revert nothing: :meth:`apply` returns the member instances, which revert themselves."""
 
 
 def _no_canonizers() -> list[Canonizer]:

@@ -168,8 +168,10 @@ class Composite:
 
     @contextmanager
     def inactive(self) -> Iterator[Composite]:
-        """Switch the hooks off, so that the plain gradient flows (e.g. to differentiate an
-        attribution)."""
+        """Switch the hooks off, so that the plain gradient flows.
+
+        Use it e.g. to differentiate an attribution.
+        """
         states = [(hook, hook.active) for hook in self.hooks]
         for hook, _ in states:
             hook.active = False

@@ -9,14 +9,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .core import BasicHook, substituted_parameters
+from .core import BasicHook, Stabilizer, substituted_parameters
+from .hooks import intact_output
 from .types import Linear
 
 __all__ = [
+    "AbsoluteSplitRule",
     "FastPathRule",
     "ProportionalRule",
     "SignSplitRule",
-    "bias_like",
+    "elementwise_stabilizer",
     "gradient_only",
     "negative_part",
     "ones_input",
@@ -25,32 +27,29 @@ __all__ = [
 ]
 
 
-def positive_part(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+def positive_part(input: torch.Tensor) -> torch.Tensor:
+    """Return ``max(input, 0)``."""
     return input.clamp(min=0)
 
 
-def negative_part(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+def negative_part(input: torch.Tensor) -> torch.Tensor:
+    """Return ``min(input, 0)``."""
     return input.clamp(max=0)
 
 
-def unchanged_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+def unchanged_input(input: torch.Tensor) -> torch.Tensor:
+    """Return the input as it is."""
     return input
 
 
-def ones_input(input: torch.Tensor) -> torch.Tensor:  # noqa: A002
-    """All ones (BasicHook makes such a constant input differentiable)."""
+def ones_input(input: torch.Tensor) -> torch.Tensor:
+    """Return all ones (BasicHook makes such a constant input differentiable)."""
     return torch.ones_like(input)
 
 
 def gradient_only(inputs: list[torch.Tensor], gradients: list[torch.Tensor]) -> torch.Tensor:
+    """Reduce to the gradient alone (for rules whose relevance does not scale with the input)."""
     return gradients[0]
-
-
-def bias_like(module: nn.Module, bias: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
-    """Shape a linear layer's bias to broadcast over its output (channels last for nn.Linear)."""
-    if isinstance(module, nn.Linear):
-        return bias
-    return bias.view(-1, *(1,) * (output.dim() - 2))
 
 
 class FastPathRule(BasicHook):
@@ -81,8 +80,12 @@ class ProportionalRule(FastPathRule):
     """
 
     def _fast_path_applies(self, module: nn.Module) -> bool:
-        return self.uses_module_backward and isinstance(
-            self.stored_tensors.get("output"), torch.Tensor
+        # the stored output is detached: while gradients are recorded (to differentiate the
+        # relevance), the general path evaluates the layer again
+        return (
+            self.uses_module_backward
+            and not torch.is_grad_enabled()
+            and intact_output(self.stored_tensors) is not None
         )
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
@@ -117,7 +120,7 @@ class SignSplitRule(FastPathRule):
         return (
             isinstance(module, Linear)
             and len(record["positions"]) == 1
-            and isinstance(record.get("output"), torch.Tensor)
+            and (not self.output_only_branches or intact_output(record) is not None)
             and not torch.is_grad_enabled()
         )
 
@@ -144,7 +147,7 @@ class SignSplitRule(FastPathRule):
 
     def _has_bias(self, branch: int, module: nn.Module) -> bool:
         zeroed = self.param_modifiers[branch].zero_params
-        if zeroed == "bias" or not isinstance(zeroed, str) and "bias" in (zeroed or ()):
+        if zeroed == "bias" or (not isinstance(zeroed, str) and "bias" in (zeroed or ())):
             return False  # known without modifying (and copying) the weights
         bias = self.modified_parameters(branch, module).get("bias", getattr(module, "bias", None))
         return bias is not None and bool(bias.any())
@@ -185,3 +188,74 @@ class SignSplitRule(FastPathRule):
                 input_gradients[branch] = gradient
         relevance = self.reducer([zero if t is None else t for t in inputs], input_gradients)
         return (relevance.expand_as(x) if relevance.shape != x.shape else relevance,)
+
+
+def elementwise_stabilizer(stabilizer) -> bool:
+    """Whether ``stabilizer`` treats every entry on its own (then it commutes with a selection)."""
+    return isinstance(stabilizer, Stabilizer) and not stabilizer.norm_scale
+
+
+class AbsoluteSplitRule(SignSplitRule):
+    """A sign-splitting rule computed in closed form from the output and one absolute evaluation.
+
+    On a linear layer ``y = W x + b`` the sign-matched products ``W+ x+ + W- x-`` and
+    ``W- x+ + W+ x-`` are ``(y0 + A) / 2`` and ``(y0 - A) / 2``, with ``y0 = W x`` and
+    ``A = |W| |x|``, and ``b+ = (b + |b|) / 2``, ``b- = (b - |b|) / 2``: a rule whose branch
+    outputs are combinations of ``y`` and ``A' = |W| |x| + |b|`` has relevance
+    ``x W^T a + |x| |W|^T c`` for two output gradients ``a`` and ``c``. The module's own backward
+    pass computes the first term; one evaluation of the layer with ``|W|``, ``|b|`` on ``|x|``
+    gives ``A'`` and, through its gradient, the second. Subclasses give ``a`` and ``c``
+    (:meth:`_closed_form_shares`); where the closed form does not apply (parameters zeroed,
+    gradients recorded, several inputs), the :class:`SignSplitRule` paths run and the module's own
+    gradient is not used.
+
+    The two terms cancel where a branch's contributions do, so the closed form suits only rules
+    whose denominators are bounded away from zero by the output (:class:`~.rules.Gamma`:
+    ``|z| >= |y|``); for :class:`~.rules.AlphaBeta`, whose ``z+`` vanishes where every
+    contribution is negative, the cancellation would amplify rounding by ``1 / epsilon``.
+    """
+
+    uses_module_backward = True
+
+    def _closed_form_shares(
+        self, output: torch.Tensor, absolute: torch.Tensor, out_grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the gradients ``a`` (for ``W^T``) and ``c`` (for ``|W|^T``) of the relevance."""
+        raise NotImplementedError
+
+    def pre_backward(self, module: nn.Module, grad_input, grad_output):
+        """Evaluate the layer on absolute values and give its own backward pass its share."""
+        if grad_output[0] is None or self.zero_params or not self._fast_path_applies(module):
+            return tuple(None for _ in grad_output)  # the module's own gradient is not used
+        record = self.stored_tensors
+        index = record["positions"][0]
+        args = list(record["input"])
+        x = args[index].detach()
+        magnitude = x if bool(x.min() >= 0) else x.abs()
+        bias = getattr(module, "bias", None)
+        absolute_parameters = {
+            "weight": module.weight.detach().abs(),
+            "bias": None if bias is None else bias.detach().abs(),
+        }
+        with torch.enable_grad():
+            leaf = args[index] = magnitude.requires_grad_()
+            with substituted_parameters(module, absolute_parameters):
+                absolute = module.forward(*args, **record["kwargs"])
+        own, through_absolute = self._closed_form_shares(
+            record["output"].detach(), absolute.detach(), grad_output[0]
+        )
+        record["absolute_part"] = (leaf, absolute, through_absolute)
+        return (own,)
+
+    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
+        part = self.stored_tensors.pop("absolute_part", None)
+        if part is None:
+            return super()._fast_relevance(module, grad_input, grad_output)
+        leaf, absolute, share = part
+        (through_absolute,) = torch.autograd.grad(absolute, leaf, share)
+        relevance = leaf.detach() * through_absolute
+        own = grad_input[0]
+        if own is None:
+            return (relevance,)
+        x = self.stored_tensors["input"][self.stored_tensors["positions"][0]].detach()
+        return (relevance.addcmul_(x, own),)

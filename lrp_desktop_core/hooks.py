@@ -73,7 +73,7 @@ def _storage_of(tensor: torch.Tensor) -> int:
 
 
 def _held_storages(record: dict[str, Any], inputs: Sequence[torch.Tensor]) -> set[int]:
-    """The storages of the tensors that a call's inputs, record and module refer to."""
+    """Return the storages of the tensors that a call's inputs, record and module refer to."""
     module = record["module"]
     held = [*inputs, *module._parameters.values(), *module._buffers.values()]
     for value in [*vars(module).values(), *record.values()]:
@@ -129,6 +129,26 @@ class _Rejoin(torch.autograd.Function):
         else:
             input_grads = ctx.hook.plain_input_gradients(ctx.record, grad_outputs)
         return (None, None, None, *grad_outputs, *input_grads)
+
+
+def _note_output_version(record: dict[str, Any]) -> None:
+    """Note the version of the stored output, so that a later in-place change can be told."""
+    output = record.get("output")
+    if isinstance(output, torch.Tensor):
+        record["output_version"] = output._version
+
+
+def intact_output(record: dict[str, Any]) -> torch.Tensor | None:
+    """Return the stored output of a call, or None if it is missing or was changed in place since.
+
+    A module after the hooked one may compute in place on the output (e.g. an unhooked
+    ``ReLU(inplace=True)``); a fast path that reads the output then gives way to the general
+    path, which evaluates the layer again.
+    """
+    output = record.get("output")
+    if not isinstance(output, torch.Tensor) or output._version != record.get("output_version"):
+        return None
+    return output
 
 
 _NO_OUTPUT: Any = object()
@@ -264,7 +284,9 @@ class Hook(metaclass=_HookMeta):
             index
             for index, value in enumerate(outputs)
             if isinstance(value, torch.Tensor)
-            and (value.requires_grad or not self.uses_module_backward and value.is_floating_point())
+            and (
+                value.requires_grad or (not self.uses_module_backward and value.is_floating_point())
+            )
         ]
         if not out_positions:
             return None
@@ -275,12 +297,32 @@ class Hook(metaclass=_HookMeta):
             self.forward(module, record["input"], output)
         self.stored_tensors = {}
         hooked = [outputs[index] for index in out_positions]
+        if (
+            self.uses_module_backward
+            and len(hooked) == 1
+            and hooked[0].grad_fn is not None
+            and not any(hooked[0] is value for value in record["input"])
+        ):
+            # A pre-hook on the node that made the output sees the gradient arriving there and
+            # may replace it, without an Identity and its copy of the output. Node pre-hooks run
+            # after every tensor hook on the output, also those registered later (a user's mask
+            # of the output's gradient, as in concept relevance), so they see what those leave.
+            # The record keeps a detached alias, so that it does not refer to the node that holds
+            # the hook (a cycle through the graph that would never be freed).
+            if record.get("output") is hooked[0]:
+                record["output"] = hooked[0].detach()
+            _note_output_version(record)
+            hooked[0].grad_fn.register_prehook(
+                functools.partial(self._output_node_hook, module, record, hooked[0].output_nr)
+            )
+            return None
         if self.uses_module_backward:
             wrapped = _through_identity(hooked)
         else:
             inputs = [record["input"][index] for index in record["positions"]]
             wrapped = _Rejoin.apply(self, record, len(hooked), *hooked, *inputs)
             wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+        _note_output_version(record)
         wrapped[0].grad_fn.register_hook(functools.partial(self._output_hook, module, record))
         new_outputs = list(outputs)
         for index, tensor in zip(out_positions, wrapped):
@@ -288,7 +330,7 @@ class Hook(metaclass=_HookMeta):
         return tuple(new_outputs) if isinstance(output, tuple) else new_outputs[0]
 
     def plain_input_gradients(self, record: dict[str, Any], grad_outputs) -> tuple:
-        """The plain gradient of a call's outputs with respect to its hooked inputs.
+        """Return the plain gradient of a call's outputs with respect to its hooked inputs.
 
         Used where the module's own backward was skipped (``uses_module_backward = False``) but
         the plain gradient is asked for, i.e. while the hook is inactive.
@@ -326,6 +368,15 @@ class Hook(metaclass=_HookMeta):
             self.stored_tensors = {}
         return replacement if self.uses_module_backward else None
 
+    def _output_node_hook(self, module, record, position: int, grad_outputs: tuple):
+        grad = grad_outputs[position]
+        if grad is None:
+            return None
+        replacement = self._output_hook(module, record, (grad,), (grad,))
+        if replacement is None:
+            return None
+        return (*grad_outputs[:position], replacement[0], *grad_outputs[position + 1 :])
+
     def _input_hook(self, module, record_ref, grad_inputs, grad_outputs):
         record = record_ref()
         if not self.active or record is None or "grad_output" not in record:
@@ -338,20 +389,20 @@ class Hook(metaclass=_HookMeta):
         return tuple(relevance) if relevance is not None else None
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
-        """Called with the gradient arriving at the module's outputs.
+        """Handle the gradient arriving at the module's outputs.
 
         The gradient is stored in ``stored_tensors['grad_output']`` before this is called.
         Returning a tuple of tensors (one per hooked output) replaces the gradient that flows into
         the module's own backward; None (the default) leaves it. Where the module's backward is
         skipped (``uses_module_backward = False``) the return value is not used.
         """
-        return None
+        return
 
     def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-        """Hook applied during the forward pass, once per call (nothing by default)."""
+        """Handle the forward pass, once per call (nothing by default)."""
 
     def backward(self, module: nn.Module, grad_input, grad_output):
-        """Hook applied during the backward pass.
+        """Handle the backward pass: return the relevance of the hooked inputs.
 
         Parameters
         ----------
@@ -367,7 +418,7 @@ class Hook(metaclass=_HookMeta):
         tuple of torch.Tensor or None
             New gradients for the hooked inputs, or None to keep them (the default).
         """
-        return None
+        return
 
     def copy(self) -> Hook:
         """Return an independent hook built with the same constructor arguments."""

@@ -25,7 +25,7 @@ class Sum(nn.Module):
         super().__init__()
         self.dim = dim
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Return the sum of ``input`` along ``self.dim``.
 
         The terms are added one after the other, as the addition this module stands for does (so
@@ -75,7 +75,7 @@ class Scale(nn.Module):
         else:
             self.register_buffer("weight", weight, persistent=False)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Return ``weight * input``."""
         return self.weight * input
 
@@ -101,7 +101,7 @@ class ChannelAffine(nn.Module):
             constants = torch.tensor(values, dtype=torch.float64).view(1, -1, 1, 1)
             self.register_buffer(name, constants, persistent=False)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Return the transformed input."""
         return input * self.scale.to(input) + self.shift.to(input)
 
@@ -138,7 +138,7 @@ class ConstantSum(Sum):
         super().__init__(dim=-1)
         _register_constant(self, constant)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Return ``input + constant``."""
         return super().forward(torch.stack([input, self.constant.expand_as(input)], dim=-1))
 
@@ -163,7 +163,7 @@ class Prepend(nn.Module):
         self.dim = dim
         _register_constant(self, constant)
 
-    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - torch's own name
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
         """Return ``cat([constant, input], dim)``, the constant repeated over the batch."""
         constant = self.constant.expand(input.shape[0], *self.constant.shape[1:])
         return torch.cat([constant, input], dim=self.dim)

@@ -41,7 +41,7 @@ def zero_bias(zero_params: ZeroParams = None) -> list[str]:
         names = [zero_params]
     else:
         names = list(zero_params)
-    return names + ["bias"]
+    return [*names, "bias"]
 
 
 class NoMod(ParamMod):
@@ -68,7 +68,7 @@ class ClampMod(ParamMod):
         ``param_keys``, ``zero_params`` and ``require_params`` of :class:`~.core.ParamMod`.
     """
 
-    def __init__(self, min: float | None = None, max: float | None = None, **kwargs) -> None:  # noqa: A002
+    def __init__(self, min: float | None = None, max: float | None = None, **kwargs) -> None:
         def clamp(param: torch.Tensor, name: str) -> torch.Tensor:
             return param.clamp(min=min, max=max)
 
@@ -91,8 +91,8 @@ class GammaMod(ParamMod):
     def __init__(
         self,
         gamma: float = 0.25,
-        min: float | None = None,  # noqa: A002
-        max: float | None = None,  # noqa: A002
+        min: float | None = None,
+        max: float | None = None,
         **kwargs,
     ) -> None:
         def add_gamma_part(param: torch.Tensor, name: str) -> torch.Tensor:
@@ -102,12 +102,15 @@ class GammaMod(ParamMod):
 
 
 def unchanged_param(param: torch.Tensor, name: str) -> torch.Tensor:
+    """Return the parameter as it is."""
     return param
 
 
 def ones_param(param: torch.Tensor, name: str) -> torch.Tensor:
+    """Return ones in the parameter's shape (the flat rule's weights)."""
     return torch.ones_like(param)
 
 
 def squared_param(param: torch.Tensor, name: str) -> torch.Tensor:
+    """Return the parameter squared (the w-square rule's weights)."""
     return param * param

@@ -28,7 +28,7 @@ __all__ = [
 
 
 def stabilize(
-    input: torch.Tensor,  # noqa: A002 - the reference's name
+    input: torch.Tensor,
     epsilon: float | torch.Tensor = 1e-6,
     clip: bool = False,
     norm_scale: bool = False,
@@ -70,11 +70,14 @@ def stabilize(
         epsilon = epsilon.to(dtype=input.dtype, device=input.device)
     else:
         epsilon = input.new_full((), epsilon)
-    negative = input < 0  # 0 and -0.0 count as positive
+    # the sign of each entry, 0 and -0.0 counting as positive (-0.0 + 0.0 is 0.0); copysign is
+    # several times faster than a torch.where on the CPU
+    signs = input + 0.0
     if clip:
-        magnitude = torch.clamp(input.abs(), min=epsilon)
-        return torch.where(negative, -magnitude, magnitude)
-    return torch.where(negative, -epsilon, epsilon).add_(input)
+        return torch.copysign(torch.clamp(input.abs(), min=epsilon), signs)
+    if torch.is_grad_enabled() and (input.requires_grad or epsilon.requires_grad):
+        return input + torch.copysign(epsilon, signs)  # copysign keeps its result for backward
+    return torch.copysign(epsilon, signs, out=signs).add_(input)  # one new tensor, no more
 
 
 def plus(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -117,7 +120,7 @@ class Stabilizer:
         self.norm_scale = norm_scale
         self.dim = dim
 
-    def __call__(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def __call__(self, input: torch.Tensor) -> torch.Tensor:
         """Stabilize ``input`` with this instance's settings."""
         return stabilize(
             input, epsilon=self.epsilon, clip=self.clip, norm_scale=self.norm_scale, dim=self.dim

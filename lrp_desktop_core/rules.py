@@ -14,8 +14,10 @@ compute the same numbers with less work:
   backward pass too and multiplies the stacked terms by that ratio directly;
 * sign-splitting rules (:class:`ZPlus`, :class:`AlphaBeta`, :class:`Gamma`) on linear layers
   leave out the branches that cannot contribute (e.g. the negative part of an input that is
-  nonnegative after a ReLU); :class:`Gamma` on such input also lets the layer's own backward pass
-  carry the unmodified part of its weights, so it evaluates the layer only once more.
+  nonnegative after a ReLU); :class:`Gamma` goes further: its branch outputs and relevance are
+  combinations of the layer's output, one evaluation of the layer with absolute weights and bias
+  on the absolute input, and the layer's own backward pass, so it evaluates the layer only once
+  more for inputs of any sign.
 
 Tests prove each fast path equal to the general :class:`~.core.BasicHook` computation.
 """
@@ -30,18 +32,20 @@ from torch import nn
 
 from .attention import AttentionAttnLRP, AttentionConservative
 from .canonizers import returns_its_input
-from .core import Hook, ParamMod, expand, substituted_parameters
+from .core import Hook, ParamMod, expand
 from .fast_paths import (
+    AbsoluteSplitRule,
     FastPathRule,
     ProportionalRule,
     SignSplitRule,
-    bias_like,
+    elementwise_stabilizer,
     gradient_only,
     negative_part,
     ones_input,
     positive_part,
     unchanged_input,
 )
+from .hooks import intact_output
 from .layer import Sum
 from .layer_rules import LayerNormEpsilon, SignalTakesAll, UniformSplit
 from .modifiers import (
@@ -134,7 +138,7 @@ class Norm(ProportionalRule):
         return (
             isinstance(module, Sum)
             and len(record["positions"]) == 1
-            and isinstance(record.get("output"), torch.Tensor)
+            and intact_output(record) is not None
             and not torch.is_grad_enabled()
         )
 
@@ -253,7 +257,7 @@ class AlphaBeta(SignSplitRule):
         return alpha * positive - beta * negative
 
 
-class Gamma(SignSplitRule):
+class Gamma(AbsoluteSplitRule):
     """The gamma rule: contributions of the output's sign are strengthened by a factor gamma.
 
     Where the unmodified output ``z_j > 0``, positive inputs use ``w + gamma w+`` and negative
@@ -311,57 +315,24 @@ class Gamma(SignSplitRule):
     def _modified_parts(self, inputs: list, gradients: list) -> torch.Tensor:
         return sum(x * gradient for x, gradient in zip(inputs[:4], gradients[:4]))
 
-    # Fast path on a linear layer y = W x + b, with x+ and x- the parts of x by sign and
-    # y0 = y - b = W x: the two sign-matched products P = W+ x+ + W- x- and W- x+ + W+ x- add up
-    # to y0 and differ by A = |W| |x|, so P = (y0 + A) / 2 and the modified outputs are
-    # y0 + gamma P (where y > 0) and (1 + gamma) y0 - gamma P (where y < 0). In the same way the
-    # relevance x+ (W + gamma W+)^T g+ + x- (W + gamma W-)^T g+ + (mirrored for g-) is
-    # (1 + gamma / 2) x W^T (g+ + g-) + (gamma / 2) |x| |W|^T (g+ - g-): the module's own backward
-    # pass computes the first term, one evaluation of the layer with |W| on |x| the second.
-
-    def pre_backward(self, module: nn.Module, grad_input, grad_output):
-        """Give the module's own backward pass its share of the relevance, or skip it."""
-        if not self.uses_module_backward:
-            return None
-        record = self.stored_tensors
-        zeroed = zero_bias(self.zero_params)
-        if grad_output[0] is None or not self._fast_path_applies(module) or set(zeroed) != {"bias"}:
-            return tuple(None for _ in grad_output)  # the module's own gradient is not used
-        index = record["positions"][0]
-        args = list(record["input"])
-        with torch.enable_grad():
-            leaf = args[index] = args[index].detach().abs().requires_grad_()
-            absolute_weight = {"weight": module.weight.detach().abs(), "bias": None}
-            with substituted_parameters(module, absolute_weight):
-                absolute = module.forward(*args, **record["kwargs"])
-        output, gamma, out_grad = record["output"].detach(), self.gamma, grad_output[0]
-        plain = output
-        bias = getattr(module, "bias", None)
-        positive_bias = negative_bias = 0.0
-        if bias is not None:
-            plain = output - bias_like(module, bias.detach(), output)
-            if not self.zero_params:
-                positive_bias = bias_like(module, bias + gamma * bias.clamp(min=0), output)
-                negative_bias = bias_like(module, bias + gamma * bias.clamp(max=0), output)
-        matched = (plain + absolute.detach()) / 2
-        denominator = self.stabilizer(plain + gamma * matched + positive_bias)
-        for_positive = (output > 0) * out_grad / denominator
-        denominator = self.stabilizer((1 + gamma) * plain - gamma * matched + negative_bias)
-        for_negative = (output < 0) * out_grad / denominator
-        share = gamma / 2 * (for_positive - for_negative)
-        record["absolute_part"] = (leaf, absolute, share)
-        return ((1 + gamma / 2) * (for_positive + for_negative),)
-
-    def _fast_relevance(self, module: nn.Module, grad_input, grad_output) -> tuple:
-        part = self.stored_tensors.pop("absolute_part", None)
-        if part is None:
-            return super()._fast_relevance(module, grad_input, grad_output)
-        leaf, absolute, share = part
-        (through_absolute,) = torch.autograd.grad(absolute, leaf, share)
-        x = self.stored_tensors["input"][self.stored_tensors["positions"][0]].detach()
-        own = grad_input[0]
-        relevance = leaf.detach() * through_absolute
-        return (relevance if own is None else relevance + x * own,)
+    def _closed_form_shares(
+        self, output: torch.Tensor, absolute: torch.Tensor, out_grad: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # With h = gamma / 2, the output of the branches of y's sign is (1 + h) y + h sign(y) A'
+        # (z+ where y > 0, z- where y < 0); with r = R / s(that), the relevance is
+        # (1 + h) x W^T (r |sign(y)|) + h |x| |W|^T (r sign(y)).
+        half = self.gamma / 2
+        sign = output.sign()
+        scaled = output * (1 + half)
+        if elementwise_stabilizer(self.stabilizer):
+            denominator = self.stabilizer(scaled.addcmul_(sign, absolute, value=half))
+        else:  # the stabilizer sees each branch's output whole, as in the general path
+            positive = self.stabilizer(scaled + half * absolute)
+            negative = self.stabilizer(scaled - half * absolute)
+            denominator = torch.where(output > 0, positive, negative)
+        ratio = out_grad / denominator
+        through_absolute = ratio * sign
+        return ratio.mul_(sign.abs_()).mul_(1 + half), through_absolute.mul_(half)
 
 
 class ZBox(FastPathRule):
@@ -405,10 +376,10 @@ class ZBox(FastPathRule):
             stabilizer=stabilizer,
         )
 
-    def _low_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def _low_like(self, input: torch.Tensor) -> torch.Tensor:
         return expand(self.low, input.shape, cut_batch_dim=True).to(input)
 
-    def _high_like(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+    def _high_like(self, input: torch.Tensor) -> torch.Tensor:
         return expand(self.high, input.shape, cut_batch_dim=True).to(input)
 
     def _share_of_box_difference(self, out_grad: torch.Tensor, outputs: list) -> list:
@@ -421,8 +392,10 @@ class ZBox(FastPathRule):
 
 
 class Flat(FastPathRule):
-    """The flat rule: every weight 1 and bias 0, so relevance spreads evenly over each output's
-    receptive field (border positions of padded convolutions have fewer inputs).
+    """The flat rule: every weight 1 and bias 0.
+
+    Relevance spreads evenly over each output's receptive field (border positions of padded
+    convolutions have fewer inputs).
 
     Parameters
     ----------
@@ -445,8 +418,9 @@ class Flat(FastPathRule):
 
 
 class WSquare(FastPathRule):
-    """The w-square rule: ``R_i = sum_j w_ij^2 R_j / s(sum_i w_ij^2 + b_j^2)``, independent of
-    the input.
+    """The w-square rule: ``R_i = sum_j w_ij^2 R_j / s(sum_i w_ij^2 + b_j^2)``.
+
+    The relevance does not depend on the input.
 
     Parameters
     ----------
@@ -523,7 +497,7 @@ class ReLUBetaSmooth(Hook):
 
     def backward(self, module: nn.Module, grad_input, grad_output):
         """Return the arriving gradient times the softplus derivative at the input."""
-        input = self.stored_tensors["input"][self.stored_tensors["positions"][0]]  # noqa: A001
+        input = self.stored_tensors["input"][self.stored_tensors["positions"][0]]
         return (grad_output[0] * torch.sigmoid(self.beta_smooth * input),)
 
 

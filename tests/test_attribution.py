@@ -17,7 +17,7 @@ from lrp_desktop_core.core import Composite, Hook
 
 
 def _linear_model(classes: int = 3) -> nn.Module:
-    """A linear model on (N, 2, 4, 4) inputs, whose gradient is its weight."""
+    """Return a linear model on (N, 2, 4, 4) inputs, whose gradient is its weight."""
     return nn.Sequential(nn.Flatten(), nn.Linear(32, classes, bias=True)).double()
 
 
@@ -75,7 +75,7 @@ class _CountingHook(Hook):
 
     def backward(self, module, grad_input, grad_output):
         type(self).calls += 1
-        return None
+        return
 
 
 def test_composite_is_registered_only_while_attributing():

@@ -159,7 +159,7 @@ def test_named_merge_uses_names_and_rejects_unknown_ones():
     torch.testing.assert_close(model[0](inputs), expected)
     for instance in applied:
         instance.remove()
-    with pytest.raises(ValueError, match="no module.*nope"):
+    with pytest.raises(ValueError, match=r"no module.*nope"):
         NamedMergeBatchNorm([(["0"], "nope")]).apply(model)
 
 

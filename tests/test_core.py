@@ -168,7 +168,7 @@ def test_expand_cuts_a_larger_batch_only_when_asked():
 
 
 @pytest.mark.parametrize(
-    "tensor, shape",
+    ("tensor", "shape"),
     [(torch.zeros(3), (4, 2)), (torch.zeros(2, 2, 2), (2, 2)), (torch.zeros(2, 3), (2, 4))],
 )
 def test_expand_refuses_what_does_not_fit(tensor, shape):
@@ -201,7 +201,7 @@ def test_zero_wrap_with_a_list():
 
 
 @pytest.mark.parametrize(
-    "data, selector",
+    ("data", "selector"),
     [
         ([1, 2, 3, 4, 5], [True, False, True, False, False]),
         ("abcdef", [False] * 6),
@@ -232,8 +232,7 @@ def test_uncompress_example():
 
 
 def _linear() -> nn.Linear:
-    layer = nn.Linear(3, 2).double()
-    return layer
+    return nn.Linear(3, 2).double()
 
 
 def test_parammod_modifies_inside_and_restores_objects_and_values():
@@ -256,9 +255,8 @@ def test_parammod_restores_when_the_body_raises():
     layer = _linear()
     weight = layer.weight
     saved = weight.detach().clone()
-    with pytest.raises(KeyError):
-        with ParamMod(lambda tensor, name: tensor * 0)(layer):
-            raise KeyError("boom")
+    with pytest.raises(KeyError), ParamMod(lambda tensor, name: tensor * 0)(layer):
+        raise KeyError("boom")
     assert layer.weight is weight and torch.equal(layer.weight, saved)
 
 
@@ -509,9 +507,8 @@ def test_composite_context_registers_and_removes():
         assert entered is model
         assert len(composite.hooks) == 5
     assert composite.hooks == [] and _hook_counts(model) == [(0, 0)] * 6
-    with pytest.raises(ValueError):
-        with CompositeContext(model, composite):
-            raise ValueError("inside")
+    with pytest.raises(ValueError, match="inside"), CompositeContext(model, composite):
+        raise ValueError("inside")
     assert _hook_counts(model) == [(0, 0)] * 6
 
 
@@ -523,7 +520,7 @@ def test_module_map_sees_every_named_module_pre_order_with_one_context():
         ctx.setdefault("count", 0)
         ctx["count"] += 1
         seen.append((name, ctx["count"]))
-        return None
+        return
 
     Composite(module_map).register(model)
     assert seen == [("", 1), ("0", 2), ("1", 3), ("1.0", 4), ("1.1", 5)]
@@ -545,7 +542,7 @@ def test_canonizers_are_applied_first_and_reverted_in_reverse_order():
 
     def module_map(ctx, name, module):
         events.append(("map", name))
-        return None
+        return
 
     composite = Composite(module_map, canonizers=[Recorder("a"), Recorder("b")])
     composite.register(nn.ReLU())
@@ -638,10 +635,13 @@ def test_exception_in_the_middle_of_a_backward_leaves_the_model_intact():
 
     composite = Composite(module_map)
     x = torch.randn(2, 5, dtype=torch.float64, requires_grad=True)
-    with pytest.raises(ArithmeticError, match="reducer failed"):
-        with composite.context(model):
-            output = model(x)
-            torch.autograd.grad(output, x, torch.ones_like(output))
+
+    def attribute() -> None:
+        output = model(x)
+        torch.autograd.grad(output, x, torch.ones_like(output))
+
+    with pytest.raises(ArithmeticError, match="reducer failed"), composite.context(model):
+        attribute()
     _assert_unchanged(model, snapshot)
     assert _hook_counts(model) == [(0, 0)] * 4
     torch.testing.assert_close(model(x.detach()), model.double()(x.detach()))

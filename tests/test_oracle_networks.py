@@ -35,6 +35,7 @@ zennit_torchvision = pytest.importorskip("zennit.torchvision")
 from test_model_integrity import random_model, randomize  # noqa: E402
 
 from lrp_desktop_core import attribution  # noqa: E402
+from lrp_desktop_core.attribution import one_hot  # noqa: E402
 from lrp_desktop_core.canonizers import get_canonizers  # noqa: E402
 from lrp_desktop_core.composites import COMPOSITES  # noqa: E402
 from lrp_desktop_core.types import BatchNorm  # noqa: E402
@@ -125,7 +126,7 @@ def network(request) -> Network:
 
 
 def _presets(name: str, network: Network) -> tuple:
-    """The preset ``name`` of this engine and of zennit, each with its own canonizers."""
+    """Return the preset ``name`` of this engine and of zennit, each with its own canonizers."""
     kwargs = {"low": -4.0, "high": 4.0} if name == "epsilon_gamma_box" else {}
     ours = COMPOSITES[name](canonizers=get_canonizers(network.canonizer), **kwargs)
     theirs = zennit_composites.COMPOSITES[name](canonizers=network.zennit_canonizers(), **kwargs)
@@ -133,9 +134,7 @@ def _presets(name: str, network: Network) -> tuple:
 
 
 def _one_hot(network: Network) -> torch.Tensor:
-    seed = torch.zeros_like(network.reference_output)
-    seed[0, network.target] = 1.0
-    return seed
+    return one_hot(network.reference_output, torch.tensor([network.target]))
 
 
 def _assert_agree(ours: torch.Tensor, reference: torch.Tensor) -> None:
@@ -154,22 +153,22 @@ class _SmoothReLUGradient(torch.autograd.Function):
     """ReLU forward; the derivative of softplus with sharpness ``beta`` backward."""
 
     @staticmethod
-    def forward(ctx, input: torch.Tensor, beta: float) -> torch.Tensor:  # noqa: A002
+    def forward(ctx, input: torch.Tensor, beta: float) -> torch.Tensor:
         ctx.save_for_backward(input)
         ctx.beta = beta
         return input.clamp(min=0)
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
-        (input,) = ctx.saved_tensors  # noqa: A001
+        (input,) = ctx.saved_tensors
         return grad_output * torch.sigmoid(ctx.beta * input), None
 
 
 def _beta_smooth_reference(network: Network) -> torch.Tensor:
-    """The beta-smooth gradient computed per call of every ReLU, without any hook."""
+    """Compute the beta-smooth gradient per call of every ReLU, without any hook."""
     relus = [module for module in network.model.modules() if isinstance(module, nn.ReLU)]
     for relu in relus:
-        relu.forward = lambda input: _SmoothReLUGradient.apply(input, BETA_SMOOTH)  # noqa: A006
+        relu.forward = lambda input: _SmoothReLUGradient.apply(input, BETA_SMOOTH)
     try:
         images = network.images.clone().requires_grad_()
         output = network.model(images)
@@ -208,8 +207,11 @@ ATTRIBUTORS = {
 @pytest.mark.parametrize("kind", list(ATTRIBUTORS))
 @pytest.mark.parametrize("network", ["custom", "alexnet", "resnet18"], indirect=True)
 def test_attributor_matches_zennit(network, kind):
-    """The attributors repeat the gradient of the preset tests, so vgg11_bn, whose dense layers
-    make every pass slow, adds nothing here."""
+    """Match zennit's attributors.
+
+    The attributors repeat the gradient of the preset tests, so vgg11_bn, whose dense layers make
+    every pass slow, adds nothing here.
+    """
     _assert_model_untouched(network)
     class_name, kwargs = ATTRIBUTORS[kind]
     one_hot = _one_hot(network)

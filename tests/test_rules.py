@@ -1,5 +1,8 @@
-"""The LRP rules against independent matrix-form references, their fast paths against the general
-path, conservation on small networks, and zennit 0.5.1 as an oracle."""
+"""Test the LRP rules against independent references, fast paths and zennit 0.5.1.
+
+The references are matrix forms of the layers; the fast paths are checked against the general
+path; conservation is checked on small networks; zennit 0.5.1 is an oracle.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from torch import nn
 
 from lrp_desktop_core import rules
 from lrp_desktop_core.composites import LayerMapComposite
-from lrp_desktop_core.core import Stabilizer
+from lrp_desktop_core.core import Composite, Stabilizer
 from lrp_desktop_core.layer import Sum
 from lrp_desktop_core.rules import (
     RULE_DESCRIPTIONS,
@@ -53,7 +56,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def attribute(rule, module: nn.Module, *inputs: torch.Tensor, relevance: torch.Tensor):
-    """The relevance of ``inputs`` when ``relevance`` arrives at ``module``'s output."""
+    """Return the relevance of ``inputs`` when ``relevance`` arrives at ``module``'s output."""
     handles = rule.copy().register(module)
     try:
         leaves = [x.clone().requires_grad_() for x in inputs]
@@ -73,7 +76,7 @@ def make_layer(kind: str, bias: bool) -> tuple[nn.Module, torch.Tensor]:
 
 
 def affine_form(layer: nn.Module, sample_shape) -> tuple[torch.Tensor, torch.Tensor]:
-    """The matrix ``W`` (outputs x inputs) and vector ``b`` with ``layer(x) = W x + b``.
+    """Return the matrix ``W`` (outputs x inputs) and vector ``b`` of ``layer(x) = W x + b``.
 
     ``W`` is the layer's Jacobian: column ``i`` is the response to the unit vector ``e_i``, all
     columns computed in one batched call.
@@ -87,7 +90,7 @@ def affine_form(layer: nn.Module, sample_shape) -> tuple[torch.Tensor, torch.Ten
 
 
 def s(z: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """The default stabilizer, written out: move z away from 0 by eps, 0 counting as positive."""
+    """Move z away from 0 by eps, 0 counting as positive (the default stabilizer)."""
     return z + eps * torch.where(z >= 0, 1.0, -1.0).to(z)
 
 
@@ -155,7 +158,7 @@ RULES = {
 
 
 def reference(name, layer, x, relevance, zero_params):
-    """The rule's relevance computed sample by sample from the layer's matrix form."""
+    """Compute the rule's relevance sample by sample from the layer's matrix form."""
     W, b_real = affine_form(layer, x.shape[1:])
     b = torch.zeros_like(b_real) if zero_params else b_real
     if name == "Flat":
@@ -184,7 +187,7 @@ def reference(name, layer, x, relevance, zero_params):
 
 
 def general_path(rule_class):
-    """A subclass of ``rule_class`` that never takes its fast path."""
+    """Return a subclass of ``rule_class`` that never takes its fast path."""
     return type(
         f"General{rule_class.__name__}",
         (rule_class,),
@@ -347,12 +350,16 @@ FAST_RULES = {
     "Norm": (Norm, {}),
     "ZPlus": (ZPlus, {}),
     "AlphaBeta": (AlphaBeta, {}),
+    "AlphaBeta1-0": (AlphaBeta, {"alpha": 1.0, "beta": 0.0}),
+    "AlphaBeta-zero-bias": (AlphaBeta, {"zero_params": "bias"}),
     "Gamma": (Gamma, {"gamma": 0.5}),
+    "Gamma-zero-bias": (Gamma, {"gamma": 0.5, "zero_params": "bias"}),
+    "Gamma-norm-scaled": (Gamma, {"stabilizer": Stabilizer(0.1, norm_scale=True)}),
 }
 
 
 def fast_path_spy(rule_class, taken: list):
-    """A subclass of ``rule_class`` that notes in ``taken`` each time its fast path runs."""
+    """Return a subclass of ``rule_class`` noting in ``taken`` each time its fast path runs."""
 
     def _fast_relevance(self, *args):
         taken.append(type(self).__name__)
@@ -612,3 +619,26 @@ def test_pass_leaves_a_merged_batch_norm_unhooked():
     leaf = x.clone().requires_grad_()
     (expected,) = torch.autograd.grad(nn.functional.conv2d(leaf, merged), leaf, 1 / s(z))
     torch.testing.assert_close(relevance, (x * expected).detach())
+
+
+@pytest.mark.parametrize("name", ["Epsilon", "Gamma"])
+def test_fast_path_gives_way_when_a_later_in_place_op_changes_the_stored_output(name):
+    """An unhooked ``ReLU(inplace=True)`` overwrites the layer's output: the general path runs."""
+    rule_class, kwargs = FAST_RULES[name]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(inplace=True), nn.Linear(5, 3)).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    assert (model[0](x) < 0).any()
+
+    def relevance(rule):
+        composite = Composite(lambda ctx, key, module: rule if key == "0" else None)
+        with composite.context(model):
+            leaf = x.clone().requires_grad_()
+            output = model(leaf)
+            return torch.autograd.grad(output, leaf, torch.ones_like(output))[0]
+
+    taken: list = []
+    result = relevance(fast_path_spy(rule_class, taken)(**kwargs))
+    expected = relevance(general_path(rule_class)(**kwargs))
+    assert not taken, "the fast path read an overwritten output"
+    torch.testing.assert_close(result, expected, rtol=1e-12, atol=1e-12)
