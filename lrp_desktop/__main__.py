@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrp_desktop_core.names import DEMO_NAMES
+from lrp_desktop_core.names import DEMO_NAMES, METHODS, PRESETS
 
 from .qt_check import platform_problem
 
@@ -43,6 +43,12 @@ ENGINE_MODULES = (
     "lrp_desktop_core.relmax",
 )
 TIMINGS = os.environ.get("LRP_DESKTOP_TIMINGS") == "1"
+
+
+#: Methods a comparison panel can show besides LRP presets.
+_OTHER_METHODS = tuple(kind for kind in METHODS if kind != "lrp")
+#: What ``--compare`` takes: the main view's settings, a preset or another method.
+COMPARABLE = ("current", *PRESETS, *_OTHER_METHODS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -84,16 +90,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", metavar="cpu|cuda|cuda:N", help="where the model computes")
     parser.add_argument(
         "--composite",
+        choices=tuple(PRESETS),
         metavar="NAME",
-        help="preset rules to start with (default: the model's recommended one)",
+        help="preset rules to start with (default: the model's recommended one): "
+        f"{', '.join(PRESETS)}",
     )
     parser.add_argument(
         "--compare",
         nargs="+",
+        choices=COMPARABLE,
         metavar="NAME",
         default=(),
-        help="show these side by side: presets, 'current', or methods "
-        "(gradient, smoothgrad, integrated_gradients, occlusion, rollout)",
+        help="show these side by side: 'current', presets, or methods "
+        f"({', '.join(_OTHER_METHODS)})",
     )
     parser.add_argument(
         "--screenshot",

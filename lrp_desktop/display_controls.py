@@ -1,5 +1,4 @@
-"""Controls for how heatmaps look: colour map, opacity, mode, overlay style, contrast and what is
-shown.
+"""Controls for how heatmaps look: colour map, opacity, mode, overlay style, contrast, layer.
 
 Every control writes to the session's :class:`~.session.DisplaySettings`; the views redraw from
 the relevance they already have, so nothing is recomputed.
@@ -17,26 +16,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lrp_desktop_core.cmap import CMAP_TIPS, CMAPS
-from lrp_desktop_core.image import OVERLAY_STYLES
+from lrp_desktop_core.names import COLOUR_MAPS, HEATMAP_MODES, OVERLAY_STYLES
 
-from .session import LAYERS, MODES, Session
+from .choices import catalogue_combo
+from .session import LAYERS, Session
 
-MODE_TIPS = {
-    "signed": "Positive relevance (evidence for the class) and negative (against) in the two "
-    "halves of the colour map",
-    "positive": "Only the evidence for the class",
-    "negative": "Only the evidence against the class",
-    "absolute": "How much each pixel matters, whatever the sign",
-}
-STYLE_TIPS = {
-    "greyscale": "The heatmap at a uniform opacity over the image in grey: positive and negative "
-    "relevance both show, and no colour of the photo can be mistaken for relevance",
-    "weighted": "The heatmap over the image in colour, each pixel as opaque as its relevance is "
-    "strong: only the strongest evidence shows",
-    "contour": "Lines around the regions of top relevance (25, 50 and 75 % of the scale) over the "
-    "image in grey; good for print",
-}
 #: Percentiles offered for contrast clipping; 100 means no clipping.
 NO_CLIPPING = 100.0
 
@@ -56,14 +40,11 @@ class DisplayControls(QWidget):
         layout = QHBoxLayout(self)
         layout.setContentsMargins(4, 0, 4, 0)
 
-        self.cmap_box = QComboBox()
-        for name in CMAPS:
-            self.cmap_box.addItem(name)
-            self.cmap_box.setItemData(
-                self.cmap_box.count() - 1, CMAP_TIPS.get(name, ""), Qt.ItemDataRole.ToolTipRole
-            )
+        self.cmap_box = catalogue_combo(COLOUR_MAPS.values())
         self.cmap_box.setToolTip("Colour map of the heatmap")
-        self.cmap_box.currentTextChanged.connect(lambda name: session.set_display(cmap=name))
+        self.cmap_box.currentIndexChanged.connect(
+            lambda index: session.set_display(cmap=self.cmap_box.itemData(index))
+        )
 
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
@@ -73,23 +54,13 @@ class DisplayControls(QWidget):
             lambda value: session.set_display(opacity=value / 100.0)
         )
 
-        self.mode_box = QComboBox()
-        for mode in MODES:
-            self.mode_box.addItem(mode, mode)
-            self.mode_box.setItemData(
-                self.mode_box.count() - 1, MODE_TIPS[mode], Qt.ItemDataRole.ToolTipRole
-            )
+        self.mode_box = catalogue_combo(HEATMAP_MODES.values())
         self.mode_box.setToolTip("Which relevance is coloured")
         self.mode_box.currentIndexChanged.connect(
             lambda index: session.set_display(mode=self.mode_box.itemData(index))
         )
 
-        self.style_box = QComboBox()
-        for style in OVERLAY_STYLES:
-            self.style_box.addItem(style, style)
-            self.style_box.setItemData(
-                self.style_box.count() - 1, STYLE_TIPS[style], Qt.ItemDataRole.ToolTipRole
-            )
+        self.style_box = catalogue_combo(OVERLAY_STYLES.values())
         self.style_box.setToolTip("How the overlay lays the heatmap over the image")
         self.style_box.currentIndexChanged.connect(
             lambda index: session.set_display(overlay=self.style_box.itemData(index))
@@ -144,7 +115,7 @@ class DisplayControls(QWidget):
         )
         for widget in widgets:
             widget.blockSignals(True)
-        self.cmap_box.setCurrentText(display.cmap)
+        self.cmap_box.setCurrentIndex(self.cmap_box.findData(display.cmap))
         self.opacity_slider.setValue(round(display.opacity * 100))
         self.mode_box.setCurrentIndex(self.mode_box.findData(display.mode))
         self.style_box.setCurrentIndex(self.style_box.findData(display.overlay))

@@ -1,11 +1,12 @@
-"""Choice of the attribution method of the main view, the settings of non-LRP methods, and the
-device the model runs on."""
+"""The method panel: the main view's attribution method, its settings, and the device.
+
+The methods, their settings and every tooltip come from the catalogue (``names.METHODS``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt
 from PySide6.QtWidgets import (
     QAbstractSpinBox,
     QComboBox,
@@ -16,30 +17,11 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lrp_desktop_core.explain import DEFAULT_PARAMS
+from lrp_desktop_core.names import METHODS
 
+from .choices import catalogue_combo
 from .devices import available_devices
-from .session import METHOD_TITLES, Session
-
-PARAM_TIPS = {
-    "noise_level": "Standard deviation of the noise, relative to the input's range",
-    "n_iter": "Number of noisy copies (SmoothGrad) or path steps (Integrated Gradients)",
-    "seed": "Seed of the noise, so results repeat",
-    "window": "Side of the occluding square in pixels",
-    "stride": "Step between occluding squares in pixels",
-    "batch_size": "Occluded copies per forward pass (memory versus speed)",
-}
-METHOD_TIPS = {
-    "lrp": "Layer-wise Relevance Propagation with the rule of each layer set in the tree",
-    "gradient": "The gradient of the explained logit with respect to the input",
-    "smoothgrad": "The gradient averaged over noisy copies of the input",
-    "integrated_gradients": "Input times the gradient averaged along the path from a black "
-    "image to the input",
-    "occlusion": "How much the explained logit drops when a square of the image is blacked out",
-    "rollout": "Attention rollout (Abnar and Zuidema 2020): how much each patch flows into the "
-    "class token through all attention layers. Vision Transformers with a class token "
-    "only; class-agnostic: the same map for every class",
-}
+from .session import Session
 
 
 def param_editor(value: Any) -> QAbstractSpinBox:
@@ -70,12 +52,7 @@ class MethodPanel(QWidget):
     def __init__(self, session: Session, on_device, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.session = session
-        self.method_box = QComboBox()
-        for kind, title in METHOD_TITLES.items():
-            self.method_box.addItem(title, kind)
-            self.method_box.setItemData(
-                self.method_box.count() - 1, METHOD_TIPS[kind], Qt.ItemDataRole.ToolTipRole
-            )
+        self.method_box = catalogue_combo(METHODS.values())
         self.method_box.setToolTip("The attribution method of the main view")
         self.method_box.currentIndexChanged.connect(
             lambda index: session.set_method_kind(self.method_box.itemData(index))
@@ -112,15 +89,16 @@ class MethodPanel(QWidget):
         while self.params_form.rowCount():
             self.params_form.removeRow(0)
         self.editors = {}
-        values = {**DEFAULT_PARAMS[kind], **self.session.method_params.get(kind, {})}
-        for name, value in values.items():
-            editor = param_editor(value)
-            editor.setToolTip(PARAM_TIPS.get(name, name))
+        params = METHODS[kind].params
+        chosen = self.session.method_params.get(kind, {})
+        for param in params:
+            editor = param_editor(chosen.get(param.name, param.default))
+            editor.setToolTip(param.description)
             editor.setKeyboardTracking(False)
             editor.valueChanged.connect(lambda _value, kind=kind: self._params_edited(kind))
-            self.params_form.addRow(name.replace("_", " ") + ":", editor)
-            self.editors[name] = editor
-        self.params_host.setVisible(bool(values))
+            self.params_form.addRow(param.name.replace("_", " ") + ":", editor)
+            self.editors[param.name] = editor
+        self.params_host.setVisible(bool(params))
 
     def _params_edited(self, kind: str) -> None:
         self.session.set_method_params(

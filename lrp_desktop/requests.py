@@ -24,6 +24,7 @@ import torch
 from lrp_desktop_core import evaluate
 from lrp_desktop_core.audit import AuditFinding, audit_rulemap
 from lrp_desktop_core.channel_method import ChannelMethod, explain_channel
+from lrp_desktop_core.coverage import LayerRule, rule_coverage
 from lrp_desktop_core.explain import (
     DeviceOutOfMemoryError,
     Explanation,
@@ -40,8 +41,7 @@ from lrp_desktop_core.weightfiles import ModelLoadError, archive_imports, pickle
 
 from .cache import ExplainKey, image_identity
 from .devices import check_device
-from .rule_editing import coverage, preset_rulemap_on
-from .session import ModelInfo
+from .model_info import ModelInfo
 from .worker import Job, UserFacingError
 
 _LOAD_COUNTER = itertools.count(1)
@@ -181,7 +181,12 @@ class LoadModelRequest:
         _on_device(loaded.model, context.device)
         context.loaded = loaded
         context.model_key = f"{loaded.spec.name}#{next(_LOAD_COUNTER)}"
-        return ModelInfo(
+        job.progress(1.0, "Choosing the rules that suit the model")
+        try:
+            rulemap, problem = RuleMap.recommended(skeleton, loaded.spec), None
+        except Exception as error:  # a model whose structure defeats the rule map
+            rulemap, problem = None, str(error)
+        info = ModelInfo(
             key=context.model_key,
             spec=loaded.spec,
             source=self.source,
@@ -193,7 +198,12 @@ class LoadModelRequest:
             recommendation=recommend(loaded.model),
             pretrained=loaded.pretrained,
             seed=loaded.seed,
+            rulemap=rulemap,
+            rulemap_problem=problem,
         )
+        if rulemap is not None:
+            info.canonized_leaves(rulemap.canonizer)  # here, not in the window's rule tree
+        return info
 
 
 def _skeleton(model: torch.nn.Module) -> torch.nn.Module:
@@ -395,6 +405,11 @@ class CoverageRequest:
         return CoverageResult(self.rulemap.fingerprint(), coverage(context.skeleton, self.rulemap))
 
 
+def coverage(skeleton: Any, rulemap: RuleMap) -> dict[str, LayerRule]:
+    """Return, per layer of ``skeleton``, the rule ``rulemap`` gives it and why."""
+    return {layer.name: layer for layer in rule_coverage(skeleton, rulemap.to_composite())}
+
+
 @dataclass(frozen=True)
 class PresetRequest:
     """Fill every layer with a preset's rules on the structure thread's skeleton.
@@ -416,7 +431,7 @@ class PresetRequest:
 
     def run(self, context: StructureContext, job: Job) -> RuleMap:
         """Build the preset's rule map (too slow on large models for the GUI thread)."""
-        return preset_rulemap_on(context.skeleton, self.spec, self.preset, self.canonizer)
+        return RuleMap.recommended(context.skeleton, self.spec, self.preset, self.canonizer)
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,7 @@ class RuleDelegate(QStyledItemDelegate):
     def createEditor(
         self,
         parent: QWidget,
-        option: QStyleOptionViewItem,  # noqa: N802
+        option: QStyleOptionViewItem,
         index: Index,
     ) -> QWidget:
         """Return a rule combo box; rules that do not fit the row's layers are disabled."""
@@ -58,7 +58,7 @@ class RuleDelegate(QStyledItemDelegate):
         self.commitData.emit(combo)
         self.closeEditor.emit(combo)
 
-    def setEditorData(self, editor: QWidget, index: Index) -> None:  # noqa: N802
+    def setEditorData(self, editor: QWidget, index: Index) -> None:
         """Select the cell's rule in the combo box."""
         position = editor.findData(index.data(Qt.ItemDataRole.EditRole))
         if position >= 0:
@@ -67,7 +67,7 @@ class RuleDelegate(QStyledItemDelegate):
     def setModelData(
         self,
         editor: QWidget,
-        model: QAbstractItemModel,  # noqa: N802
+        model: QAbstractItemModel,
         index: Index,
     ) -> None:
         """Write the chosen rule to the model (unless it is the one already there)."""

@@ -19,25 +19,15 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QUndoStack
 
 from lrp_desktop_core.explain import Method
-from lrp_desktop_core.image import DEFAULT_CLIP_PERCENTILE, OVERLAY_STYLES
-from lrp_desktop_core.models import weights_label, weights_record
+from lrp_desktop_core.image import DEFAULT_CLIP_PERCENTILE
+from lrp_desktop_core.names import COLOUR_MAPS, HEATMAP_MODES, METHODS, OVERLAY_STYLES
 
 from .cache import ExplainKey, ExplanationCache, explain_key
+from .model_info import ModelInfo
 
 #: How the heatmap is shown: the input alone, the coloured relevance alone, both blended, or the
 #: three in one row.
 LAYERS = ("input", "heatmap", "overlay", "side by side")
-#: Which relevance is coloured (names of ``image.overlay``'s modes).
-MODES = ("signed", "positive", "negative", "absolute")
-#: The attribution methods the viewer offers, with their menu names.
-METHOD_TITLES = {
-    "lrp": "LRP (rules per layer)",
-    "gradient": "Gradient",
-    "smoothgrad": "SmoothGrad",
-    "integrated_gradients": "Integrated Gradients",
-    "occlusion": "Occlusion",
-    "rollout": "Attention rollout",
-}
 
 
 @dataclass(frozen=True)
@@ -47,81 +37,26 @@ class DisplaySettings:
     Attributes
     ----------
     cmap
-        Colour map name (a key of ``cmap.CMAPS``).
+        Colour map name (a key of ``cmap.CMAPS``, see ``names.COLOUR_MAPS``).
     opacity
         Heatmap opacity over the image in overlay mode, 0 to 1.
     mode
-        One of :data:`MODES`.
+        One of ``names.HEATMAP_MODES``.
     clip_percentile
         Percentile of absolute relevance mapped to the ends of the colour scale (None: the
         largest value), to keep a few extreme pixels from washing out the rest.
     layer
         One of :data:`LAYERS`.
     overlay
-        How the overlay lays the heatmap over the image, one of ``image.OVERLAY_STYLES``.
+        How the overlay lays the heatmap over the image, one of ``names.OVERLAY_STYLES``.
     """
 
-    cmap: str = "coldnhot"
+    cmap: str = COLOUR_MAPS.default
     opacity: float = 0.6
     mode: str = "signed"
     clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE
     layer: str = "overlay"
-    overlay: str = OVERLAY_STYLES[0]
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the GUI knows of the model the worker holds.
-
-    Attributes
-    ----------
-    key
-        Unique per load; part of every cache key.
-    spec
-        The model's ``ModelSpec`` (title, input size, class names).
-    source
-        What was loaded ("demo", a torchvision name, or a file path).
-    weights_path, weights_sha256
-        The weights file and its hash, when weights came from a file.
-    skeleton
-        A copy of the model on the "meta" device: its structure without any numbers, for the
-        rule tree and rule maps (the real model never leaves the worker).
-    n_parameters
-        Number of parameters.
-    device
-        Where the real model is.
-    recommendation
-        The LRP set-up that suits the model's structure (``recommend.Recommendation``).
-    pretrained, seed
-        The name of published weights, or the seed of random weights.
-    """
-
-    key: str
-    spec: Any
-    source: str
-    weights_path: Path | None
-    weights_sha256: str | None
-    skeleton: Any
-    n_parameters: int
-    device: str
-    recommendation: Any
-    pretrained: str | None = None
-    seed: int | None = None
-
-    @property
-    def weights(self) -> dict[str, Any]:
-        """Where the weights came from (``models.weights_record``), for records and reports."""
-        return weights_record(self.weights_path, self.weights_sha256, self.pretrained, self.seed)
-
-    @property
-    def title(self) -> str:
-        """The model's title naming its weights as they are (pretrained, a file, random)."""
-        return f"{self.spec.title}, {weights_label(self.weights)}"
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        """The model's class names."""
-        return tuple(self.spec.class_names)
+    overlay: str = OVERLAY_STYLES.default
 
 
 @dataclass(frozen=True)
@@ -317,9 +252,11 @@ class Session(QObject):
         self.rulemap_changed.emit()
 
     def set_coverage(self, fingerprint: str, coverage: dict[str, Any]) -> None:
-        """Store what the rule map with ``fingerprint`` does at each layer (``LayerRule`` by
-        layer name), computed in the background; an answer for an older rule map is kept
-        until the current one arrives."""
+        """Store what the rule map with ``fingerprint`` does at each layer.
+
+        ``coverage`` holds a ``LayerRule`` by layer name, computed in the background; an answer
+        for an older rule map is kept until the current one arrives.
+        """
         self.coverage, self.coverage_fingerprint = coverage, fingerprint
         self.coverage_changed.emit()
 
@@ -329,9 +266,9 @@ class Session(QObject):
         return self.rulemap is not None and self.coverage_fingerprint == self.rulemap.fingerprint()
 
     def set_audit(self, fingerprint: str, findings: tuple[Any, ...]) -> None:
-        """Show what the audit of the relevance path found for the rule map with ``fingerprint``
-        (``audit.AuditFinding`` objects; empty when every operation has a rule).
+        """Show what the audit of the relevance path found for the rule map with ``fingerprint``.
 
+        ``findings`` are ``audit.AuditFinding`` objects, empty when every operation has a rule.
         Findings are kept per rule map for the current model, so an undo finds them again; the
         shown ones stay until those of the next rule map arrive.
         """
@@ -350,9 +287,9 @@ class Session(QObject):
         return self.rulemap is not None and self.audit_fingerprint == self.rulemap.fingerprint()
 
     def set_method_kind(self, kind: str) -> None:
-        """Choose the method of the main view (a key of :data:`METHOD_TITLES`)."""
-        if kind not in METHOD_TITLES:
-            raise ValueError(f"unknown method {kind!r}; choose one of {', '.join(METHOD_TITLES)}")
+        """Choose the method of the main view (a name in ``names.METHODS``)."""
+        if kind not in METHODS:
+            raise ValueError(f"unknown method {kind!r}; choose one of {METHODS.choices()}")
         if kind != self.method_kind:
             self.method_kind = kind
             self.method_changed.emit()
@@ -386,7 +323,7 @@ class Session(QObject):
         return explain_key(self.model.key, path, method, target, self.device)
 
     def current_key(self) -> ExplainKey | None:
-        """The cache key of the main view's explanation, or None if nothing can be explained."""
+        """Return the cache key of the main view's explanation (None: nothing to explain)."""
         path = self.current_image
         if path is None:
             return None
@@ -412,14 +349,16 @@ class Session(QObject):
     def set_display(self, **changes: Any) -> None:
         """Change how heatmaps look (fields of :class:`DisplaySettings`)."""
         display = replace(self.display, **changes)
-        if display.mode not in MODES:
-            raise ValueError(f"unknown mode {display.mode!r}; choose one of {', '.join(MODES)}")
+        if display.mode not in HEATMAP_MODES:
+            raise ValueError(
+                f"unknown mode {display.mode!r}; choose one of {HEATMAP_MODES.choices()}"
+            )
         if display.layer not in LAYERS:
             raise ValueError(f"unknown layer {display.layer!r}; choose one of {', '.join(LAYERS)}")
         if display.overlay not in OVERLAY_STYLES:
             raise ValueError(
                 f"unknown overlay style {display.overlay!r}; choose one of "
-                f"{', '.join(OVERLAY_STYLES)}"
+                f"{OVERLAY_STYLES.choices()}"
             )
         if display != self.display:
             self.display = display
@@ -455,7 +394,7 @@ class Session(QObject):
             self.scale_changed.emit()
 
     def panel_key(self, panel: PanelSpec) -> ExplainKey | None:
-        """The cache key of a comparison panel's explanation."""
+        """Return the cache key of a comparison panel's explanation."""
         return self.key_for(panel.image, panel.method, self.target)
 
     def set_panel_state(self, key: ExplainKey, state: str | None) -> None:

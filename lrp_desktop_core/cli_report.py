@@ -3,7 +3,8 @@
 Each explained image adds an :class:`~.report.ImagePage` (its input, overlay with colour bar, a
 score table and, with ``--evaluate``, its curves); at the end the pages go, behind a summary page,
 to the app's vector writer ``lrp_desktop.report_pdf``.  That writer draws with Qt (offscreen, no
-window), so only ``--report`` needs PySide6; everything else here stays free of Qt.
+window), so only ``--report`` needs PySide6; everything else here stays free of Qt. The option
+itself is defined in :mod:`.cli_args`.
 """
 
 from __future__ import annotations
@@ -19,21 +20,11 @@ from .evaluate import PerturbationResult
 from .explain import Explanation, Method
 from .image import DEFAULT_CLIP_PERCENTILE, heatmap_bounds, overlay
 from .models import LoadedModel
-from .report import SCORE_TITLES, ImagePage, ImageScores, Report, Scale
+from .report import SCORE_TITLES, Heatmap, ImagePage, ImageScores, Report, Scale
+from .report import image_page as build_page
 
 #: The module that draws reports (needs PySide6).
 WRITER_MODULE = "lrp_desktop.report_pdf"
-
-
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    """Add ``--report`` to the output options."""
-    group.add_argument(
-        "--report",
-        type=Path,
-        metavar="FILE.pdf",
-        help="also write one vector PDF report: a summary (settings, mean +- std of the scores "
-        "and the mean curves with --evaluate), then one page per image",
-    )
 
 
 def check(path: Path | None) -> str | None:
@@ -45,7 +36,12 @@ def check(path: Path | None) -> str | None:
     try:
         importlib.import_module(WRITER_MODULE)
     except ImportError as error:
-        return f"--report needs PySide6 (pip install lrp-desktop[gui]): {error}"
+        return (
+            f"--report draws the PDF with Qt, which could not be loaded: {error}. PySide6 is "
+            "installed with lrp-desktop: where a system library is named, install it (e.g. "
+            "libegl1 or libgl1 with apt-get); otherwise reinstall Qt with "
+            "pip install --force-reinstall PySide6-Essentials"
+        )
     return None
 
 
@@ -79,28 +75,25 @@ def image_page(
     caption = (
         f"{method.label()}; class {target['name']} ({target['index']}); sum R / logit {share:.3f}"
     )
-    header = ["method", "class", "sum R / logit"]
-    row = [method.label(), str(target["name"]), f"{share:.3f}"]
-    evaluations = []
+    scores = None
     if curves is not None:
-        scores = {key: _number(record["evaluation"].get(key)) for key in SCORE_TITLES}
-        header += list(SCORE_TITLES.values())
-        row += ["n/a" if value is None else f"{value:.4g}" for value in scores.values()]
-        evaluations.append(
-            ImageScores(
-                method.label(), curves.morf[index], curves.lerf[index], curves.random[index], scores
-            )
+        scores = ImageScores(
+            method.label(),
+            curves.morf[index],
+            curves.lerf[index],
+            curves.random[index],
+            {key: _number(record["evaluation"].get(key)) for key in SCORE_TITLES},
         )
-    return ImagePage(
-        title=f"{image_name}: {loaded.title}",
-        image=display,
-        heatmaps=[picture],
-        captions=[caption],
-        scales=[0],
-        page_scales=[Scale(method.label(), cmap, *bounds)],
-        table=[header, row],
-        evaluations=evaluations,
+    heatmap = Heatmap(
+        picture,
+        caption,
+        Scale(method.label(), cmap, *bounds),
+        method.label(),
+        str(target["name"]),
+        share,
+        scores,
     )
+    return build_page(f"{image_name}: {loaded.title}", display, [heatmap])
 
 
 def write(

@@ -25,7 +25,6 @@ import torch
 
 __all__ = [
     "CMAPS",
-    "CMAP_TIPS",
     "ColorMap",
     "ColorMapError",
     "ColorNode",
@@ -231,7 +230,7 @@ class ColorMap:
         return self._map(np.asarray(values, dtype=np.float64))
 
     def palette(self, level: float = 1.0) -> np.ndarray:
-        """A 256 x 3 uint8 colour table of the map.
+        """Return a 256 x 3 uint8 colour table of the map.
 
         Parameters
         ----------
@@ -303,25 +302,6 @@ CMAPS = LazyColorMapCache(
         "coolwarm": "3b4cc0,6282ea,8db0fe,b8d0f9,80:dddddd,f5c4ad,f49a7b,de604d,b40426",
     }
 )
-
-#: What each named map is for, shown as its tooltip in the viewer.
-CMAP_TIPS = {
-    "gray": "Black to white",
-    "wred": "White to red",
-    "wblue": "White to blue",
-    "hot": "Black, red, yellow, white",
-    "cold": "Black, blue, cyan",
-    "coldnhot": "zennit's default: negative cyan to blue, zero black, positive red to white",
-    "bwr": "Pure blue, white, pure red",
-    "france": "Blue, white, red in the flag's shades",
-    "seismic": "Dark blue, light grey, dark red",
-    "coolio": "Cyan, light grey, magenta",
-    "coleus": "Green, light grey, magenta",
-    "rdbu": "Blue, white, red in steps of even lightness; safe for colour-blind readers and in "
-    "print, also in greyscale (ColorBrewer's RdBu colours)",
-    "coolwarm": "Perceptually uniform diverging map: cool blue, grey, warm red of equal lightness "
-    "on both sides (Moreland's cool-warm colours); safe for colour-blind readers",
-}
 
 
 def get_cmap(cmap: str | ColorMap) -> ColorMap:

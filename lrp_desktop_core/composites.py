@@ -5,7 +5,8 @@ applies canonizers before the rules are attached. The general composites choose 
 (:class:`LayerMapComposite`), by layer type with a special rule for the first matching layer
 (:class:`SpecialFirstLayerMapComposite`), by module name (:class:`NameMapComposite`), or by
 trying several composites in order (:class:`MixedComposite`). The presets are the rule
-combinations recommended in the LRP literature; they are listed in :data:`COMPOSITES`.
+combinations recommended in the LRP literature; they are listed in :data:`COMPOSITES`, and their
+titles and descriptions in the catalogue (:data:`~.names.PRESETS`).
 """
 
 from __future__ import annotations
@@ -41,7 +42,6 @@ from .types import Activation, AvgPool, BatchNorm, Convolution, LayerNorm, Linea
 
 __all__ = [
     "COMPOSITES",
-    "PRESET_DESCRIPTIONS",
     "AttentionConservativeGammaBox",
     "BetaSmooth",
     "DeconvNet",
@@ -285,7 +285,8 @@ def _epsilon_conv_map(
     conv_rule: Hook, epsilon: float | Callable, stabilizer: float | Callable, zero_params
 ) -> LayerMap:
     """Return the base map plus ``conv_rule`` for convolutions and Epsilon for dense layers."""
-    return layer_map_base(stabilizer) + [
+    return [
+        *layer_map_base(stabilizer),
         (Convolution, conv_rule),
         (nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero_params)),
     ]
@@ -389,8 +390,10 @@ class AttentionConservativeGammaBox(EpsilonGammaBox):
 
 
 def _mlp_block(module: nn.Module) -> nn.Module | None:
-    """The MLP block ``module`` is or holds as its MLP: torchvision's ``MLP`` (ViT, Swin), or the
-    ``mlp_layer`` of MaxViT's attention layers; else None."""
+    """Return the MLP block ``module`` is or holds as its MLP, else None.
+
+    That is torchvision's ``MLP`` (ViT, Swin) or the ``mlp_layer`` of MaxViT's attention layers.
+    """
     if isinstance(module, MLP):
         return module
     if isinstance(module, PartitionAttentionLayer):
@@ -667,58 +670,3 @@ class BetaSmooth(LayerMapComposite):
     ) -> None:
         layer_map = (layer_map or []) + [(nn.ReLU, ReLUBetaSmooth(beta_smooth=beta_smooth))]
         super().__init__(layer_map=layer_map, canonizers=canonizers)
-
-
-PRESET_DESCRIPTIONS: dict[str, str] = {
-    "epsilon_gamma_box": (
-        "The recommended LRP setting for image classifiers: the first convolution uses the input "
-        "range (ZBox), further convolutions favour positive evidence (Gamma) and the dense "
-        "layers use Epsilon. Produces sharp, readable heatmaps for VGG- and ResNet-style models."
-    ),
-    "vit_cp": (
-        "For Vision Transformers and other attention models: the attention weights are held "
-        "constant, so relevance flows through the values (CP-LRP); layer norms are explained "
-        "with their spread fixed, MLP layers favour positive evidence (Gamma), the patch "
-        "embedding uses the input range (ZBox) and the other dense layers use Epsilon."
-    ),
-    "vit_attnlrp": (
-        "AttnLRP for Vision Transformers and other attention models: relevance reaches queries, "
-        "keys and values of every attention, and all layers with weights use Epsilon. The "
-        "softmax absorbs part of the relevance, so the heatmap does not sum to the logit."
-    ),
-    "epsilon_plus": (
-        "Convolutions keep only positive contributions (ZPlus) and dense layers use Epsilon. "
-        "Heatmaps show the evidence for a class; they are robust and rarely noisy."
-    ),
-    "epsilon_alpha2_beta1": (
-        "Convolutions weigh positive contributions twice and subtract negative ones (AlphaBeta, "
-        "alpha 2, beta 1); dense layers use Epsilon. Shows evidence for and against a class."
-    ),
-    "epsilon_plus_flat": (
-        "Like Epsilon-Plus, but the first layer spreads relevance evenly over its receptive "
-        "field (Flat). Use it when the input values themselves should not shape the heatmap, "
-        "e.g. for smoother, less texture-driven maps."
-    ),
-    "epsilon_alpha2_beta1_flat": (
-        "Like Epsilon-Alpha2-Beta1, but the first layer spreads relevance evenly over its "
-        "receptive field (Flat). Shows evidence for and against a class with smoother maps."
-    ),
-    "deconvnet": (
-        "DeconvNet: ReLUs pass back only the positive part of the signal. Not an LRP method; "
-        "produces edge-like pictures of features, mostly independent of the chosen class."
-    ),
-    "guided_backprop": (
-        "Guided backpropagation: ReLUs pass back the gradient only where both the gradient and "
-        "their input are positive. Not an LRP method; gives crisp, fine-grained pictures that "
-        "depend little on the chosen class."
-    ),
-    "excitation_backprop": (
-        "Excitation backprop: every layer with weights keeps only positive contributions "
-        "(ZPlus). A probabilistic, top-down attention map; coarse but class-specific."
-    ),
-    "beta_smooth": (
-        "The gradient of a smoothed network: each ReLU is treated as a softplus. Less noisy than "
-        "the plain gradient; not an LRP method."
-    ),
-}
-"""Plain-language descriptions of the presets, by registry name."""

@@ -28,20 +28,24 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from . import names
 from .explain import evaluation_mode, raise_if_cancelled
 from .models import demo_mask
 
 if TYPE_CHECKING:
     from .models import ModelSpec
 
-FILLS = ("zeros", "mean", "uniform", "blur")
+FILLS = tuple(names.FILLS)
 """How a removed region is filled: the value zero, the image's per-channel mean, uniform noise
-between the image's per-channel minimum and maximum (seeded), or a blurred copy of the image."""
+between the image's per-channel minimum and maximum (seeded), or a blurred copy of the image
+(described in :data:`.names.FILLS`)."""
 
-DEFAULT_FILL = "blur"
-"""The default fill.  A blurred copy keeps removed regions close to natural image statistics, so
-the score falls because evidence is lost rather than because flat or noisy patches look like
-nothing the model has seen (with "zeros", a random heatmap can score as high as a good one)."""
+DEFAULT_FILL = names.FILLS.default
+"""The default fill ("blur").
+
+A blurred copy keeps removed regions close to natural image statistics, so the score falls because
+evidence is lost rather than because flat or noisy patches look like nothing the model has seen
+(with "zeros", a random heatmap can score as high as a good one)."""
 
 DEFAULT_REGION_SIZE = 8
 DEFAULT_MAX_STEPS = 100

@@ -26,6 +26,7 @@ from .attribution import (
     Occlusion,
     SmoothGrad,
     occlude_independent,
+    one_hot,
     resolve_target,
 )
 from .faults import (  # the errors explain raises are importable from here too
@@ -35,23 +36,20 @@ from .faults import (  # the errors explain raises are importable from here too
     out_of_memory_error,
 )
 from .input_check import check_input
+from .names import METHODS
 
 if TYPE_CHECKING:
     from .rulemap import RuleMap
 
-METHOD_KINDS = ("lrp", "gradient", "smoothgrad", "integrated_gradients", "occlusion", "rollout")
+METHOD_KINDS = METHODS.names
+"""The method kinds, as the catalogue lists them (:data:`~.names.METHODS`)."""
 
 DEFAULT_PARAMS: dict[str, dict[str, Any]] = {
-    "lrp": {},
-    "gradient": {},
-    "smoothgrad": {"noise_level": 0.1, "n_iter": 20, "seed": 0},
-    "integrated_gradients": {"n_iter": 20},
-    "occlusion": {"window": 8, "stride": 8, "batch_size": 64},
-    "rollout": {},
+    kind: entry.defaults() for kind, entry in METHODS.items()
 }
 """Every parameter each method kind accepts, with its default."""
 
-CLASS_AGNOSTIC_KINDS = frozenset({"rollout"})
+CLASS_AGNOSTIC_KINDS = frozenset(kind for kind, entry in METHODS.items() if entry.class_agnostic)
 """Method kinds whose map is the same for every class and no share of the explained logit, so no
 conservation figure applies to it (see :func:`relevance_conservation`)."""
 
@@ -59,8 +57,10 @@ Target = int | Sequence[int] | np.ndarray | torch.Tensor | None
 
 
 class UnsupportedModelError(ValueError):
-    """Raised before any computation when a method cannot explain a model at all, whatever the
-    input; the message says which methods can."""
+    """Raised before any computation when a method cannot explain a model at all.
+
+    Whatever the input; the message says which methods can.
+    """
 
 
 class NotHookableError(UnsupportedModelError):
@@ -138,15 +138,7 @@ class Method:
             assert self.rulemap is not None
             name = self.rulemap.preset or "custom rules"
             return f"LRP {name}" if self.rulemap.is_lrp else name
-        if self.kind == "gradient":
-            return "Gradient"
-        if self.kind == "smoothgrad":
-            return f"SmoothGrad ({settings['n_iter']} x {settings['noise_level']:g})"
-        if self.kind == "integrated_gradients":
-            return f"Integrated Gradients ({settings['n_iter']} steps)"
-        if self.kind == "rollout":
-            return "Attention rollout"
-        return f"Occlusion ({settings['window']} px, stride {settings['stride']})"
+        return METHODS[self.kind].label(settings)
 
     @property
     def class_agnostic(self) -> bool:
@@ -426,8 +418,11 @@ def _attributor_callback(
 
 
 class _TargetSeed:
-    """Output attribution of a target resolved from the output it sees: one-hot, or for LRP the
-    explained logit itself, so that relevance sums to it. Keeps the classes it chose."""
+    """Output attribution of a target resolved from the output it sees.
+
+    One-hot, or for LRP the explained logit itself, so that relevance sums to it. Keeps the
+    classes it chose.
+    """
 
     def __init__(self, target: Target, scale_by_output: bool) -> None:
         self.target = target
@@ -436,7 +431,7 @@ class _TargetSeed:
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
         self.targets = resolve_target(self.target, output)
-        seed = torch.zeros_like(output).scatter_(1, self.targets[:, None], 1.0)
+        seed = one_hot(output, self.targets)
         return seed * output if self.scale_by_output else seed
 
 
@@ -495,7 +490,7 @@ def attributor_for(
     raise ValueError(f"{method.kind!r} has no attributor")
 
 
-def occlude_window(input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # noqa: A002
+def occlude_window(input: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Set the window (where ``mask`` is True) to zero and keep the rest of the input."""
     return occlude_independent(input, mask, invert=True)
 
@@ -513,9 +508,10 @@ class occlusion_score:  # noqa: N801 - used like a function
 
     def __init__(self, logits: torch.Tensor, targets: torch.Tensor) -> None:
         self.reference = logits.detach()
-        self.one_hot = torch.zeros_like(self.reference).scatter_(1, targets[:, None], 1.0)
+        self.one_hot = one_hot(self.reference, targets)
 
     def __call__(self, output: torch.Tensor) -> torch.Tensor:
+        """Return the drop of the explained logit at ``output`` (zero for the other classes)."""
         return (self.reference - output) * self.one_hot
 
 
@@ -530,11 +526,13 @@ def _gradient(model, batch, target, method, cancel, step):
 
 
 def _seeded(model, batch, target, method, cancel, step):
-    """SmoothGrad and Integrated Gradients: the class is chosen at the input, before the noise
-    or the path change the output."""
+    """Compute SmoothGrad or Integrated Gradients.
+
+    The class is chosen at the input, before the noise or the path change the output.
+    """
     logits, targets = _plain_forward(model, batch, target)
     attributor = attributor_for(method, model, callback=_attributor_callback(cancel, step))
-    seed = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0)
+    seed = one_hot(logits, targets)
     return logits, targets, attributor(batch, seed)[1]
 
 

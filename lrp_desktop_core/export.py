@@ -43,15 +43,11 @@ from .image import (
     side_by_side,
 )
 from .models import weights_record
+from .names import DEFAULT_EXPORT_FORMATS, export_formats
 
 if TYPE_CHECKING:
     from .recommend import Recommendation
 
-#: What :func:`save_explanation` can write; the first four are its default.
-EXPORT_FORMATS = ("overlay", "heatmap", "npy", "json", "side_by_side")
-DEFAULT_FORMATS = EXPORT_FORMATS[:4]
-#: Older names of formats, still accepted.
-FORMAT_ALIASES = {"png": "overlay"}
 FIGURE_SUFFIXES = (".png", ".svg", ".pdf")
 MIN_PANEL_SIZE = 160
 CAPTION_SIZE = 14
@@ -147,32 +143,6 @@ def software_versions() -> dict[str, str]:
     }
 
 
-def export_formats(names: Sequence[str]) -> tuple[str, ...]:
-    """Check export format names and resolve aliases (``png`` is ``overlay``).
-
-    Parameters
-    ----------
-    names : sequence of str
-        Names from :data:`EXPORT_FORMATS` or :data:`FORMAT_ALIASES`.
-
-    Returns
-    -------
-    tuple of str
-        The formats, in the order given, without repeats.
-
-    Raises
-    ------
-    ValueError
-        For an unknown name; the message lists the known ones.
-    """
-    resolved = [FORMAT_ALIASES.get(name, name) for name in names]
-    unknown = sorted(set(resolved) - set(EXPORT_FORMATS))
-    if unknown:
-        choices = ", ".join((*EXPORT_FORMATS, *FORMAT_ALIASES))
-        raise ValueError(f"unknown export format(s) {', '.join(unknown)}; choose from {choices}")
-    return tuple(dict.fromkeys(resolved))
-
-
 def save_explanation(
     out_dir: str | Path,
     stem: str,
@@ -181,7 +151,7 @@ def save_explanation(
     index: int,
     record: Mapping[str, Any],
     cmap: str = "coldnhot",
-    formats: Sequence[str] = DEFAULT_FORMATS,
+    formats: Sequence[str] = DEFAULT_EXPORT_FORMATS,
     clip_percentile: float | None = DEFAULT_CLIP_PERCENTILE,
     *,
     mode: str = "signed",
@@ -209,7 +179,8 @@ def save_explanation(
     cmap : str, optional
         Colour map of the pictures.
     formats : sequence of str, optional
-        Names accepted by :func:`export_formats`.
+        Names and aliases of the catalogue's :data:`~.names.EXPORT_FORMATS` (by default those
+        marked as default).
     clip_percentile : float, optional
         Contrast clipping (see :func:`.image.heatmap_bounds`); None uses max|R|.
     mode, opacity, style : optional

@@ -66,6 +66,7 @@ __all__ = [
     "LoadedModel",
     "ModelLoadError",
     "ModelSpec",
+    "WeightsSource",
     "demo_mask",
     "demo_samples",
     "download_weights",
@@ -174,8 +175,32 @@ class ModelSpec:
         return (0.0 - mean) / std, (1.0 - mean) / std
 
 
+class WeightsSource:
+    """Where a model's weights came from, and its title naming them.
+
+    A base of classes with ``spec``, ``weights_path``, ``weights_sha256``, ``pretrained`` and
+    ``seed`` attributes: a loaded model, and what the app knows of one.
+    """
+
+    spec: ModelSpec
+    weights_path: Path | None
+    weights_sha256: str | None
+    pretrained: str | None
+    seed: int | None
+
+    @property
+    def weights(self) -> dict[str, object]:
+        """Where the weights came from, as :func:`weights_record` gives it."""
+        return weights_record(self.weights_path, self.weights_sha256, self.pretrained, self.seed)
+
+    @property
+    def title(self) -> str:
+        """The title and the weights: ``"resnet18 (torchvision), random weights (seed 0)"``."""
+        return f"{self.spec.title}, {weights_label(self.weights)}"
+
+
 @dataclass
-class LoadedModel:
+class LoadedModel(WeightsSource):
     """A model ready for attribution.
 
     Attributes
@@ -200,16 +225,6 @@ class LoadedModel:
     weights_sha256: str | None
     pretrained: str | None = None
     seed: int | None = None
-
-    @property
-    def weights(self) -> dict[str, object]:
-        """Where the weights came from, as :func:`weights_record` gives it."""
-        return weights_record(self.weights_path, self.weights_sha256, self.pretrained, self.seed)
-
-    @property
-    def title(self) -> str:
-        """The title and the weights: ``"resnet18 (torchvision), random weights (seed 0)"``."""
-        return f"{self.spec.title}, {weights_label(self.weights)}"
 
 
 def weights_record(
@@ -242,8 +257,11 @@ def weights_record(
 
 
 def weights_label(record: dict[str, object]) -> str:
-    """Name weights as they are: ``"IMAGENET1K_V1 weights"``, ``"weights net.pt (sha256 1a2b3c4d)"``
-    or ``"random weights (seed 7)"``, from a :func:`weights_record`."""
+    """Name weights as they are, from a :func:`weights_record`.
+
+    For example ``"IMAGENET1K_V1 weights"``, ``"weights net.pt (sha256 1a2b3c4d)"`` or
+    ``"random weights (seed 7)"``.
+    """
     if record.get("random"):
         seed = record.get("seed")
         return "random weights" + ("" if seed is None else f" (seed {seed})")
@@ -474,8 +492,10 @@ def _trusted_module(path: Path) -> nn.Module:
 
 
 def _random_model(spec: ModelSpec, seed: int | None) -> LoadedModel:
-    """Build ``spec``'s network with random weights drawn from ``seed`` (a fresh one if None),
-    leaving the global random state as it was."""
+    """Build ``spec``'s network with random weights drawn from ``seed`` (a fresh one if None).
+
+    The global random state is left as it was.
+    """
     if seed is None:
         seed = random.SystemRandom().randrange(2**31)
     logger.info(

@@ -21,30 +21,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.models import (
-    VGG,
-    AlexNet,
-    ConvNeXt,
-    DenseNet,
-    EfficientNet,
-    GoogLeNet,
-    Inception3,
-    MaxVit,
-    MNASNet,
-    MobileNetV2,
-    MobileNetV3,
-    RegNet,
-    ResNet,
-    ShuffleNetV2,
-    SqueezeNet,
-    SwinTransformer,
-    VisionTransformer,
-)
 from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
 from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 
 from .canonizers import Canonizer, MergeBatchNorm, get_canonizers
 from .layer import ChannelAffine
+from .names import MODEL_FAMILIES
 from .swin import window_attention_supported
 from .torchvision import BlockCanonizer, TorchvisionCanonizer
 from .types import BatchNorm
@@ -58,26 +40,11 @@ DEFAULT_PRESET = "epsilon_gamma_box"
 ATTENTION_PRESET = "vit_cp"
 """The preset recommended for models with multi-head attention (e.g. Vision Transformers)."""
 
-_FAMILIES: tuple[tuple[type, str], ...] = (
-    (ResNet, "ResNet"),
-    (VGG, "VGG"),
-    (AlexNet, "AlexNet"),
-    (SqueezeNet, "SqueezeNet"),
-    (DenseNet, "DenseNet"),
-    (GoogLeNet, "GoogLeNet"),
-    (Inception3, "Inception v3"),
-    (MobileNetV2, "MobileNetV2"),
-    (MobileNetV3, "MobileNetV3"),
-    (MNASNet, "MNASNet"),
-    (EfficientNet, "EfficientNet"),
-    (RegNet, "RegNet"),
-    (ConvNeXt, "ConvNeXt"),
-    (ShuffleNetV2, "ShuffleNetV2"),
-    (VisionTransformer, "Vision Transformer"),
-    (SwinTransformer, "Swin Transformer"),
-    (MaxVit, "MaxViT"),
+_FAMILIES: tuple[tuple[type, str], ...] = tuple(
+    (entry.load(), entry.title) for entry in MODEL_FAMILIES.values()
 )
-"""The families whose every operation on the relevance path has a module and a rule."""
+"""The families whose every operation on the relevance path has a module and a rule: the classes
+the catalogue's :data:`~.names.MODEL_FAMILIES` name, with their titles."""
 
 _UNSUPPORTED: tuple[tuple[type, str], ...] = (
     (ShiftedWindowAttentionV2, "Swin Transformer V2 (cosine attention with a learned scale)"),
@@ -210,7 +177,7 @@ def _reasons(applied: list[Canonizer]) -> list[str]:
 
 
 def _changed_modules(applied: list[Canonizer]) -> set[int]:
-    """The ids of the modules that the applied canonizer instances change."""
+    """Return the ids of the modules that the applied canonizer instances change."""
     return {
         id(instance.batch_norm if isinstance(instance, MergeBatchNorm) else instance.module)
         for instance in applied

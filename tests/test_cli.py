@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import functools
 import json
+import operator
 import shutil
 from pathlib import Path
 
@@ -13,7 +15,9 @@ import torch
 from PIL import Image
 from torch import nn
 
-from lrp_desktop_core.cli import collect_images, main, parse_shard, shard_paths
+from lrp_desktop_core.cli import main
+from lrp_desktop_core.cli_args import parse_shard
+from lrp_desktop_core.cli_run import collect_images, shard_paths
 from lrp_desktop_core.models import demo_samples, load_model
 from lrp_desktop_core.rulemap import RuleChoice, RuleMap
 
@@ -73,7 +77,7 @@ def test_evaluate_adds_aopc_and_localisation_where_a_mask_exists(samples, tmp_pa
     images = [str(path) for path, _ in collect_images([samples])]
     chosen = [images[0], images[-1]]  # the last has no mask
     assert (
-        main(chosen + ["--out", str(out), "--evaluate", "--region-size", "32", "--format", "json"])
+        main([*chosen, "--out", str(out), "--evaluate", "--region-size", "32", "--format", "json"])
         == 0
     )
     rows = read_summary(out / "summary.csv")
@@ -89,7 +93,7 @@ def test_evaluate_adds_aopc_and_localisation_where_a_mask_exists(samples, tmp_pa
 def test_shards_are_disjoint_and_cover_the_sorted_list(samples, tmp_path):
     items = list(range(10))
     parts = [shard_paths(items, part, 3) for part in (1, 2, 3)]
-    assert sum(parts, []) == items
+    assert functools.reduce(operator.iadd, parts, []) == items
     assert parse_shard("2/3") == (2, 3)
     out = tmp_path / "out"
     for part in ("1/2", "2/2"):
@@ -252,7 +256,7 @@ def test_same_seed_gives_bit_identical_relevance_and_records_it(samples, tmp_pat
     for name, seed in (("a", "5"), ("b", "5"), ("c", "6")):
         out = tmp_path / name
         argv = [image, "--model", "squeezenet1_1", "--seed", seed, "--format", "npy,json"]
-        assert main(argv + ["--out", str(out), "--quiet"]) == 0
+        assert main([*argv, "--out", str(out), "--quiet"]) == 0
         runs[name] = (np.load(out / f"{stem}.npy"), json.loads((out / f"{stem}.json").read_text()))
     assert runs["a"][0].tobytes() == runs["b"][0].tobytes()
     assert not np.array_equal(runs["a"][0], runs["c"][0])
@@ -277,7 +281,7 @@ def test_format_png_is_an_alias_of_overlay_and_unknown_formats_are_refused(
     image = str(first_image(samples))
     stem = Path(image).stem
     argv = [image, "--format", "png,side_by_side", "--overlay", "contour", "--quiet"]
-    assert main(argv + ["--out", str(tmp_path / "out")]) == 0
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     assert sorted(p.name for p in (tmp_path / "out").glob(f"{stem}*")) == [
         f"{stem}_overlay.png",
         f"{stem}_side_by_side.png",
@@ -304,7 +308,7 @@ def test_a_model_with_arithmetic_outside_its_rules_is_warned_about_once(samples,
     torch.save(nn.Sequential(GatedNet()).eval(), path)
     out = tmp_path / "out"
     argv = [str(samples), "--model", str(path), "--trust", "--out", str(out), "--batch-size", "2"]
-    assert main(argv + ["--format", "json"]) == 0
+    assert main([*argv, "--format", "json"]) == 0
     records = [json.loads(record.read_text()) for record in sorted(out.glob("*.json"))]
     assert len(records) == 4
     warnings = records[0]["warnings"]
@@ -319,8 +323,10 @@ def test_a_model_with_arithmetic_outside_its_rules_is_warned_about_once(samples,
 
 
 class FaintNet(nn.Module):
-    """A bias-free convolutional classifier whose outputs are about 1e-12: the default epsilon
-    of 1e-6 takes nearly all of their relevance."""
+    """A bias-free convolutional classifier whose outputs are about 1e-12.
+
+    The default epsilon of 1e-6 takes nearly all of their relevance.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -340,7 +346,7 @@ def test_a_faint_model_is_warned_about_in_every_batch_it_shows_in(samples, tmp_p
     torch.save(FaintNet().eval(), path)
     out = tmp_path / "out"
     argv = [str(samples), "--model", str(path), "--trust", "--out", str(out), "--batch-size", "2"]
-    assert main(argv + ["--format", "json"]) == 0
+    assert main([*argv, "--format", "json"]) == 0
     records = [json.loads(record.read_text()) for record in sorted(out.glob("*.json"))]
     assert all(
         len(record["warnings"]) == 1 and "is tiny" in record["warnings"][0] for record in records
@@ -362,9 +368,9 @@ def test_lrp_on_torchscript_stops_with_a_message_and_gradients_work(samples, tmp
     path = tmp_path / "scripted.pt"
     torch.jit.script(network.eval()).save(str(path))
     argv = [str(first_image(samples)), "--model", str(path), "--trust", "--quiet"]
-    assert main(argv + ["--out", str(tmp_path / "lrp")]) == 2
+    assert main([*argv, "--out", str(tmp_path / "lrp")]) == 2
     err = capsys.readouterr().err
     assert "TorchScript" in err and "Gradient" in err and "Traceback" not in err
-    assert main(argv + ["--out", str(tmp_path / "gradient"), "--method", "gradient"]) == 0
+    assert main([*argv, "--out", str(tmp_path / "gradient"), "--method", "gradient"]) == 0
     row = read_summary(tmp_path / "gradient" / "summary.csv")[0]
     assert row["status"] == "ok" and row["warnings"] == "0"

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lrp_desktop_core.cli import Row, loaded_batches, main
+from lrp_desktop_core.cli import main
+from lrp_desktop_core.cli_run import Row, loaded_batches
 from lrp_desktop_core.images import ImageLoadError
 from lrp_desktop_core.models import demo_samples, get_spec
 

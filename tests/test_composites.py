@@ -1,5 +1,8 @@
-"""Composites: layer assignment of every preset, first-layer maps, name maps, mixing, the registry,
-and zennit 0.5.1's presets as an oracle."""
+"""Test the composites.
+
+Covered: the layer assignment of every preset, first-layer maps, name maps, mixing, the registry,
+and zennit 0.5.1's presets as an oracle.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,6 @@ from lrp_desktop_core import composites
 from lrp_desktop_core.attention import AttentionCore
 from lrp_desktop_core.composites import (
     COMPOSITES,
-    PRESET_DESCRIPTIONS,
     EpsilonGammaBox,
     EpsilonPlus,
     EpsilonPlusFlat,
@@ -24,6 +26,7 @@ from lrp_desktop_core.composites import (
     register_composite,
 )
 from lrp_desktop_core.layer import ChannelAffine, Prepend, Product, Scale, Sum
+from lrp_desktop_core.names import PRESETS
 from lrp_desktop_core.rules import (
     AlphaBeta,
     AttentionConservative,
@@ -74,7 +77,7 @@ def small_net() -> nn.Sequential:
 
 
 def assignment(composite, model: nn.Module) -> dict:
-    """The rule template the composite gives each module, walked as ``register`` does."""
+    """Return the rule template the composite gives each module, walked as ``register`` does."""
     ctx: dict = {}
     return {name: composite.module_map(ctx, name, module) for name, module in model.named_modules()}
 
@@ -132,8 +135,8 @@ def test_preset_assigns_the_expected_rule_to_each_layer(name):
 
 def test_registry_holds_the_presets_with_descriptions():
     assert set(COMPOSITES) == set(EXPECTED)
-    assert set(PRESET_DESCRIPTIONS) == set(COMPOSITES)
-    assert all(40 < len(text) < 400 for text in PRESET_DESCRIPTIONS.values())
+    assert set(PRESETS) == set(COMPOSITES)
+    assert all(40 < len(PRESETS.description(name)) < 400 for name in COMPOSITES)
     assert COMPOSITES["epsilon_plus"] is EpsilonPlus
 
 
@@ -294,7 +297,7 @@ def test_alpha_beta_conv_rules_conserve_on_a_bias_free_net():
 
 
 def plain_net() -> nn.Sequential:
-    """A net of layers zennit and this project both know (no Sum, whose class differs)."""
+    """Build a net of layers zennit and this project both know (no Sum: its class differs)."""
     net = nn.Sequential(
         nn.Conv2d(3, 4, 3, padding=1),
         nn.BatchNorm2d(4),

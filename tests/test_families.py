@@ -132,7 +132,7 @@ def _remove_additive_constants(model: nn.Module) -> None:
 
 
 def _build(name: str) -> tuple[ModelSpec, nn.Module]:
-    """The spec and a fresh model, in eval mode."""
+    """Return the spec and a fresh model, in eval mode."""
     spec = get_spec(name)
     return spec, spec.builder().eval()
 
@@ -191,8 +191,11 @@ def _bits(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def _assert_unchanged(model: nn.Module, before: dict) -> None:
-    """Same Parameter objects, a bit-identical state_dict in the same key order, no attribute or
-    child module added or lost anywhere."""
+    """Check that ``model`` is exactly as before.
+
+    Same Parameter objects, a bit-identical state_dict in the same key order, no attribute or
+    child module added or lost anywhere.
+    """
     after = _snapshot(model, keep_values=False)
     for key in ("parameters", "attributes", "children"):
         assert after[key] == before[key], f"{key} changed"
@@ -274,14 +277,16 @@ def test_recommendation_comes_from_the_structure(family):
 
 
 def _canonizers_to_check(family: Family) -> list[str]:
-    """The recommended set, and the full torchvision set where that is a different one."""
+    """Return the recommended set, and the full torchvision set where that is a different one."""
     return sorted({family.recommendation.canonizer, "torchvision"})
 
 
 @pytest.mark.parametrize("twin", ["lively", "bias_free"])
 def test_canonizers_are_exact_and_leave_no_trace(family, twin):
-    """The canonized forward equals the original; once removed, the canonizers leave the same
-    Parameter objects, a bit-identical state_dict, no attribute and no module name behind.
+    """The canonized forward equals the original, and removed canonizers leave no trace.
+
+    Once removed, they leave the same Parameter objects, a bit-identical state_dict, no
+    attribute and no module name behind.
 
     Both twins: the lively one exercises the merged biases, but with random weights its output
     hardly depends on its input (GoogLeNet's changes by 1e-14 when the input changes by 1e-8), so
@@ -348,8 +353,10 @@ ORACLE_PRESETS = {
 @pytest.mark.oracle
 @pytest.mark.parametrize("name", list(ORACLE_PRESETS))
 def test_resnet_variant_matches_zennit(name):
-    """zennit's presets read no activation input here (Pass), so in-place ReLUs are harmless:
-    see ``test_oracle_networks.py`` for the preset where they are not."""
+    """Zennit's presets read no activation input here (Pass), so in-place ReLUs are harmless.
+
+    See ``test_oracle_networks.py`` for the preset where they are not.
+    """
     zennit_composites = pytest.importorskip("zennit.composites")
     zennit_torchvision = pytest.importorskip("zennit.torchvision")
     spec, model = _build(name)

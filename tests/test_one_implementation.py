@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from test_explain import small_net
 
-from lrp_desktop_core import attribution, cli, evaluate, explain, images, models
+from lrp_desktop_core import attribution, cli_args, cli_run, evaluate, explain, images, models
 from lrp_desktop_core.attribution import (
     Gradient,
     IntegratedGradients,
@@ -51,8 +51,10 @@ def _one_hot(count: int = 2, classes: int = 5) -> torch.Tensor:
 
 
 def _assert_identical(explained: np.ndarray, direct: torch.Tensor) -> None:
-    """``explain`` returns float32; the class's float64 result rounded the same way must match
-    to the last bit."""
+    """Check that the class's float64 result, rounded to float32, is ``explain``'s to the bit.
+
+    ``explain`` returns float32.
+    """
     assert direct.dtype == torch.float64
     np.testing.assert_array_equal(explained, direct.detach().float().numpy())
 
@@ -135,7 +137,7 @@ def test_occlusion_batches_change_no_number():
 
 
 def test_the_methods_are_implemented_once():
-    """explain keeps no method implementation of its own."""
+    """Explain keeps no method implementation of its own."""
     for name in ("_smoothgrad", "_integrated_gradients", "_window_starts", "_resolve_target"):
         assert not hasattr(explain, name), name
     assert explain.resolve_target is attribution.resolve_target
@@ -184,14 +186,14 @@ def test_one_device_parser_for_the_cli_and_the_app():
     from lrp_desktop import devices as app_devices
 
     assert parse_device("cpu") == torch.device("cpu")
-    assert app_devices.check_device("cpu") == cli._device("cpu") == torch.device("cpu")
+    assert app_devices.check_device("cpu") == cli_run._device("cpu") == torch.device("cpu")
     for bad in ("tpu", "not a device"):
         with pytest.raises(ValueError, match="cpu, cuda or cuda:N"):
             parse_device(bad)
         with pytest.raises(ValueError, match="cpu, cuda or cuda:N"):
             app_devices.check_device(bad)
-        with pytest.raises(cli.UsageError, match="cpu, cuda or cuda:N"):
-            cli._device(bad)
+        with pytest.raises(cli_args.UsageError, match="cpu, cuda or cuda:N"):
+            cli_run._device(bad)
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="no CUDA device"):
             parse_device("cuda")
@@ -224,7 +226,7 @@ def test_one_list_of_folder_images_without_masks(tmp_path):
         "c.png",
     ]
     assert images.mask_file(folder / "a.png") == folder / "a_mask.png"
-    collected = [path.name for path, _ in cli.collect_images([folder])]
+    collected = [path.name for path, _ in cli_run.collect_images([folder])]
     assert collected == ["a.png", "b.JPG"]
     assert all(not images.is_mask_file(path) for path in models.demo_samples())
 

@@ -107,7 +107,7 @@ def test_canonizer_base_apply_returns_a_list(which):
 
     class Extending(canonizers.Canonizer):
         def apply(self, root_module):
-            return super().apply(root_module) + []
+            return [*super().apply(root_module)]
 
         def register(self):
             pass
@@ -153,8 +153,11 @@ def test_basic_hook_copies_share_the_modifier_objects():
 
 
 def _zennit_style_hooks(core: ModuleType) -> tuple[type, list]:
-    """A hook subclass written against zennit 0.5's signatures: it overrides ``pre_forward``,
-    ``post_forward`` and ``forward`` without keyword arguments, and ``backward``."""
+    """Return a hook subclass written against zennit 0.5's signatures.
+
+    It overrides ``pre_forward``, ``post_forward`` and ``forward`` without keyword arguments,
+    and ``backward``.
+    """
     calls: list = []
 
     class HalveGradient(core.Hook):
@@ -381,7 +384,7 @@ def test_readmes_engine_example_runs_with_our_imports_and_with_zennits(tmp_path,
         namespace: dict = {}
         torch.manual_seed(0)
         try:
-            exec(compile(source, f"README ({which})", "exec"), namespace)  # noqa: S102
+            exec(compile(source, f"README ({which})", "exec"), namespace)
         except TypeError as error:
             # zennit 0.5.1 hands Pillow its palette as an array, which current Pillow refuses
             # (README: "images export with current Pillow"); everything before the export ran
