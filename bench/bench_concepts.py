@@ -1,6 +1,10 @@
 """Speed of concept heatmaps (conditional relevance) and of indexing reference images.
 
-For the demo and resnet18 (random weights) it prints, per layer: one plain LRP pass, conditional
+First the completeness error in float64 (the conditional heatmaps of all channels of a layer
+against the plain heatmap, the largest difference relative to its largest value) on the demo, VGG16,
+ResNet18, the demo ViT and Swin-T (random weights where not bundled), one layer each: the tests ask
+for at most 1e-6.  Then for the demo, the demo ViT and resnet18 it prints, per layer: one plain LRP
+pass, conditional
 heatmaps per second computed two ways (the engine's: one forward of ``--batch`` copies of the image,
 then one backward pass per batch that starts at the layer; and one forward of the image with a
 backward pass of the whole graph per channel, reusing it with ``retain_graph``), the time for 64
@@ -28,8 +32,8 @@ import torchvision
 from torch import nn
 
 from lrp_desktop_core.concepts import _tapped, concept_heatmaps, plain_pass
-from lrp_desktop_core.explain import Method, explain
-from lrp_desktop_core.models import demo_samples, get_spec, load_model
+from lrp_desktop_core.explain import Method, explain, model_dtype
+from lrp_desktop_core.models import LoadedModel, demo_samples, get_spec, load_model
 from lrp_desktop_core.relmax import index_references
 from lrp_desktop_core.rulemap import RuleMap
 
@@ -51,21 +55,23 @@ def timed(function: Callable[[], object], repeats: int) -> float:
 def graph_reuse(
     model: nn.Module, image: torch.Tensor, rulemap: RuleMap, layer: str, channels: int
 ) -> torch.Tensor:
-    """The other way: one forward pass, one backward pass of the whole graph per channel."""
+    """Compute the other way: one forward pass, one backward pass of the whole graph per channel."""
     plain = plain_pass(model, image, rulemap, layer, None)
     target = int(plain.targets[0])
     heatmaps = []
-    with _tapped(model, rulemap, layer) as outputs:
+    with _tapped(model, rulemap, layer, plain.axis) as tap:
+        outputs = tap.outputs
         leaf = image.clone().requires_grad_(True)
         with torch.enable_grad():
             logits = model(leaf)
             start = torch.zeros_like(logits)
             start[0, target] = logits[0, target].detach()
-            shape = (1, -1, *[1] * (outputs[0].dim() - 2))
-            keep = torch.zeros(outputs[0].shape[1], dtype=image.dtype).view(shape)
+            shape = [1] * outputs[0].dim()
+            shape[plain.axis] = -1
+            keep = torch.zeros(outputs[0].shape[plain.axis], dtype=image.dtype).view(shape)
             for channel in range(channels):
                 keep.zero_()
-                keep[0, channel] = 1
+                keep.view(-1)[channel] = 1
                 masked = [o.register_hook(lambda g: g * keep) for o in outputs]
                 (heatmap,) = torch.autograd.grad(logits, leaf, start, retain_graph=True)
                 for handle in masked:
@@ -74,11 +80,41 @@ def graph_reuse(
     return torch.cat(heatmaps)
 
 
+def completeness_error(model: nn.Module, rulemap: RuleMap, layer: str, size: int) -> float:
+    """Return how far the heatmaps of all channels of ``layer`` are from the plain heatmap."""
+    image = torch.randn(1, 3, size, size, dtype=model_dtype(model))
+    every = concept_heatmaps(model, image, rulemap, layer, "all", batch_size=64)
+    plain = every.overview.relevance[0]  # in the model's type (explain() returns float32)
+    return float(np.abs(every.relevance.sum(axis=0) - plain).max() / np.abs(plain).max())
+
+
+def completeness(demo: LoadedModel, vit: LoadedModel) -> None:
+    """Print the completeness error in float64 on one layer of each family."""
+    torch.manual_seed(0)
+    cases = [
+        ("demo", demo.model, demo.spec, "features.stage3.conv", 64),
+        ("vgg16", torchvision.models.vgg16(), get_spec("vgg16"), "features.9", 64),
+        ("resnet18", torchvision.models.resnet18(), get_spec("resnet18"), "layer2.1", 64),
+        ("demo_vit", vit.model, vit.spec, "encoder.layers.encoder_layer_1", 64),
+        ("swin_t", torchvision.models.swin_t(), get_spec("swin_t"), "features.3.1", 64),
+    ]
+    print("completeness in float64 (max |sum of all channels' heatmaps - plain| / max |plain|):")
+    for name, model, spec, layer, size in cases:
+        model = model.double().eval()
+        rulemap = RuleMap.recommended(model, spec)
+        error = completeness_error(model, rulemap, layer, size)
+        channels = plain_pass(
+            model, torch.randn(1, 3, size, size, dtype=torch.float64), rulemap, layer, None
+        ).layer_relevance.shape[1]
+        print(f"  {name:9s} {layer:32s} {channels:4d} channels  {error:.1e}")
+        model.float()
+
+
 def bench_layer(
     model: nn.Module, rulemap: RuleMap, layer: str, size: int, batch: int, repeats: int
 ) -> None:
     image = torch.randn(1, 3, size, size)
-    channels = len(plain_pass(model, image, rulemap, layer, None).layer_calls[0][0])
+    channels = plain_pass(model, image, rulemap, layer, None).layer_relevance.shape[1]
     count = min(64, channels)
     method = Method("lrp", rulemap)
     plain = timed(lambda: explain(model, image, method), repeats)
@@ -109,11 +145,16 @@ def main() -> None:
     torch.set_grad_enabled(False)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
 
-    demo = load_model("demo")
+    demo, vit = load_model("demo"), load_model("demo_vit")
+    completeness(demo, vit)
     demo_rules = RuleMap.recommended(demo.model, demo.spec)
     print("demo (64 x 64):")
     for layer in ("features.stage2.conv", "features.residual.sum", "features.stage3.conv"):
         bench_layer(demo.model, demo_rules, layer, 64, args.batch, args.repeats)
+    vit_rules = RuleMap.recommended(vit.model, vit.spec)
+    print("demo ViT (64 x 64):")
+    for layer in ("encoder.layers.encoder_layer_0", "encoder.layers.encoder_layer_1"):
+        bench_layer(vit.model, vit_rules, layer, 64, args.batch, args.repeats)
 
     resnet = torchvision.models.resnet18().eval()
     resnet_rules = RuleMap.recommended(resnet, get_spec("resnet18"))

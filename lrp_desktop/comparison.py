@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
@@ -26,12 +26,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lrp_desktop_core.channel_method import ChannelMethod
 from lrp_desktop_core.explain import relevance_conservation
 from lrp_desktop_core.image import heatmap_bounds
+from lrp_desktop_core.names import METHODS
 
 from .evaluation_plot import EvaluationPlot, EvaluationSettings
 from .heatmap_view import CaptionedView, relevance_colorbar, show_scale
-from .session import METHOD_TITLES, PanelSpec, Session
+from .session import PanelSpec, Session
 
 PANEL_MIN_SIZE = 200
 SHARED_BAR_WIDTH = 80
@@ -42,31 +44,26 @@ def grid_columns(count: int) -> int:
     return count if count <= 3 else math.ceil(math.sqrt(count))
 
 
-#: Methods whose relevance is meant to add up to the explained output.
-CONSERVING_KINDS = ("lrp", "integrated_gradients")
-CONSERVATION_TIPS = {
-    "lrp": "LRP passes the explained logit back layer by layer, so relevance sums to about that "
-    "logit, not exactly: epsilon rules absorb a share in their stabiliser, biases (and "
-    "BatchNorm shifts merged into them) take or add theirs, and the first layer's rule "
-    "spreads what reaches the input. A preset thus gives somewhat less or more than "
-    "100 %; far off hints at an operation without a rule.",
-    "integrated_gradients": "Integrated Gradients sums to the logit minus the logit of its "
-    "baseline (completeness), up to the error of its finite steps.",
-}
-
-
 def conservation_note(explanation) -> str:
-    """Return "sum R = a of logit b (c %)" for a one-image explanation of a conserving method
-    (:data:`CONSERVING_KINDS`); otherwise say why no share of the logit is shown."""
+    """Return "sum R = a of logit b (c %)" for a one-image explanation, or why none is shown.
+
+    The share is shown for the methods the catalogue marks as conserving
+    (``names.METHODS[kind].conserving``).
+    """
     method = explanation.method
     if method is not None and method.class_agnostic:
         return "class-agnostic: the same map for every class, no share of the logit"
-    if method is not None and method.kind not in CONSERVING_KINDS:
-        return f"{METHOD_TITLES.get(method.kind, method.kind)} scores are not shares of the logit"
+    if method is not None and not METHODS[method.kind].conserving:
+        return f"{METHODS.title(method.kind)} scores are not shares of the logit"
     total = float(explanation.relevance_sum[0])
     output = float(explanation.explained_output[0])
     share = float(relevance_conservation(explanation)[0])
     percent = "n/a" if math.isnan(share) else f"{share * 100:.0f} %"
+    if isinstance(method, ChannelMethod):  # one channel's part, not the whole conserved sum
+        return (
+            f"sum R = {total:.3g} of logit {output:.3g}: channel {method.channel} "
+            f"carries {percent} of it"
+        )
     note = f"sum R = {total:.3g} of logit {output:.3g} ({percent} conserved)"
     if _uses_attnlrp(explanation.method):
         note += "; AttnLRP's attention softmax does not conserve relevance, by design"
@@ -78,7 +75,12 @@ def conservation_tip(explanation) -> str:
     method = explanation.method
     if method is None or method.class_agnostic:
         return ""
-    return CONSERVATION_TIPS.get(method.kind, "")
+    if isinstance(method, ChannelMethod):
+        return (
+            f"The relevance that flows through channel {method.channel} of {method.layer} only; "
+            "the heatmaps of all the layer's channels add up to the plain heatmap."
+        )
+    return METHODS[method.kind].conservation
 
 
 def _uses_attnlrp(method) -> bool:
@@ -96,7 +98,10 @@ def scores_note(curves) -> str:
 
 
 class PanelWidget(CaptionedView):
-    """One comparison panel: a captioned heatmap view with a remove button."""
+    """One comparison panel: a captioned heatmap view with a remove button.
+
+    A retry button shows while its explanation is missing because it was cancelled or failed.
+    """
 
     def __init__(self, index: int, session: Session, parent: QWidget | None = None) -> None:
         remove = QToolButton()
@@ -104,6 +109,11 @@ class PanelWidget(CaptionedView):
         remove.setToolTip("Remove this panel")
         remove.setAutoRaise(True)
         super().__init__(remove, parent)
+        self.retry = QToolButton()
+        self.retry.setText("Retry")
+        self.retry.setToolTip("Compute this panel again")
+        self.retry.setVisible(False)
+        self.layout().addWidget(self.retry, 0, Qt.AlignmentFlag.AlignHCenter)
         self.index = index
         self.view.setMinimumSize(PANEL_MIN_SIZE, PANEL_MIN_SIZE)
         self.caption.setStyleSheet("font-size: 9pt;")
@@ -121,7 +131,14 @@ class ComparisonView(QWidget):
     ----------
     session
         The session whose comparison is shown.
+
+    Signals
+    -------
+    retry_requested(int)
+        The index of a cancelled or failed panel whose Retry button was pressed.
     """
+
+    retry_requested = Signal(int)
 
     def __init__(self, session: Session, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -185,6 +202,7 @@ class ComparisonView(QWidget):
         for index, _ in enumerate(specs):
             panel = PanelWidget(index, self.session)
             panel.view.scroll_area = self.scroll  # the wheel scrolls the panels, Ctrl+wheel zooms
+            panel.retry.clicked.connect(lambda _=False, i=index: self.retry_requested.emit(i))
             row, column = divmod(index, columns)
             self.grid.addWidget(panel, row, column)
             if self.panels:
@@ -195,8 +213,10 @@ class ComparisonView(QWidget):
         self.redraw()
 
     def shared_scales(self) -> dict[str, tuple[float, float]]:
-        """Return one colour scale per kind of method, covering its computed panels (none when
-        every panel has its own scale)."""
+        """Return one colour scale per kind of method, covering its computed panels.
+
+        None where every panel has its own scale.
+        """
         if not self.session.comparison.shared_scale:
             return {}
         display = self.session.display
@@ -247,7 +267,7 @@ class ComparisonView(QWidget):
             self.shared_bars = {}
             for column, kind in enumerate(scales):
                 bar = relevance_colorbar()
-                bar.axis.setLabel(METHOD_TITLES.get(kind, kind), color="k")
+                bar.axis.setLabel(METHODS.title(kind), color="k")
                 self.shared_bar_view.addItem(bar, row=0, col=column)
                 self.shared_bars[kind] = bar
         for kind, bar in self.shared_bars.items():
@@ -259,9 +279,10 @@ class ComparisonView(QWidget):
         session = self.session
         result = session.panel_result(spec)
         display = session.displays.get(spec.image)
+        state = session.panel_state(spec) if result is None else None
+        panel.retry.setVisible(state is not None)
         if result is None:
-            state = session.panel_state(spec)
-            note = "computing..." if state is None else f"{state}: press F5 to compute again"
+            note = "computing..." if state is None else f"{state}: Retry computes it (F5: all)"
             panel.set_caption(f"<b>{spec.method.label()}</b><br>{spec.image.name}", note)
             panel.view.draw(display, None, session.display)
             return
@@ -278,5 +299,5 @@ class ComparisonView(QWidget):
             conservation_tip(result),
         )
         if display is None:
-            display = np.zeros(result.relevance.shape[2:] + (3,), dtype=np.uint8)
+            display = np.zeros((*result.relevance.shape[2:], 3), dtype=np.uint8)
         panel.view.draw(display, result.relevance[0], session.display, bounds)

@@ -4,8 +4,9 @@ The controller watches the session. Whenever what the main view or a comparison 
 show changes, it looks the explanation up in the cache and, if it is missing, asks the worker for
 it, cancelling the request it replaces. Answers carry their request id; an answer to a request that
 was replaced is cached but not shown. Failures become messages through the reporter, and the
-session stays usable. Its :class:`~.auditing.Auditor` has each new rule map audited on the same
-worker, ahead of the explanation that uses it.
+session stays usable; once the cause of such a message is gone (the next run succeeds, the
+panel is removed), it is withdrawn (:meth:`.Reporter.resolve`). Its :class:`~.auditing.Auditor`
+has each new rule map audited on the same worker, ahead of the explanation that uses it.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from .requests import (
     SkeletonRequest,
     TrustNeeded,
 )
-from .rule_editing import current_canonizer, preset_rulemap, starting_rulemap, use_preset
+from .rule_editing import current_canonizer, preset_rulemap, use_preset
 from .session import ModelInfo, PanelSpec, Session
 from .settings import Preferences
 from .worker import Failure, WorkerHost
@@ -93,8 +94,10 @@ class Controller(QObject):
         self._pending: dict[int, _Pending] = {}
         self._main: tuple[int, ExplainKey] | None = None
         self._panels: dict[ExplainKey, int] = {}
+        self._failed_panels: set[ExplainKey] = set()  # whose error stands until they go
         self._images: dict[Path, int] = {}
         self._evaluation: int | None = None
+        #: The failures reported and not yet put right, by what failed ("main", a panel's key...).
         self._refresh_timer = QTimer(self)
         self._refresh_timer.setSingleShot(True)
         self._refresh_timer.setInterval(0)
@@ -134,7 +137,8 @@ class Controller(QObject):
     ) -> int:
         """Ask the worker to load a model; the session switches once it is loaded.
 
-        ``seed`` draws random weights reproducibly (a torchvision name without weights)."""
+        ``seed`` draws random weights reproducibly (a torchvision name without weights).
+        """
         self.host.cancel_all()
         request = LoadModelRequest(
             str(source), None if weights is None else Path(weights), pretrained, trust, seed=seed
@@ -208,8 +212,10 @@ class Controller(QObject):
         self.host.cancel_all()
 
     def explain_again(self) -> None:
-        """Compute what is shown again if it is missing (after a cancel or a failure), the main
-        view and every comparison panel."""
+        """Compute what is shown again where it is missing.
+
+        After a cancel or a failure: the main view and every comparison panel.
+        """
         self._main = None
         self.session.panel_states.clear()
         self.refresh()
@@ -327,6 +333,7 @@ class Controller(QObject):
         cached = session.cache.get(key)
         if cached is not None:
             self._drop_main()
+            self._resolve("main")
             session.set_explanation(cached, key)
             session.set_status("idle")
             return
@@ -354,6 +361,10 @@ class Controller(QObject):
 
     def _refresh_panels(self) -> None:
         session = self.session
+        shown = {session.panel_key(panel) for panel in session.comparison.panels}
+        for key in self._failed_panels - shown:  # a removed or changed panel's error is moot
+            self._resolve(("panel", key))
+        self._failed_panels &= shown
         wanted: dict[ExplainKey, PanelSpec] = {}
         for panel in session.comparison.panels:
             key = session.panel_key(panel)
@@ -361,7 +372,7 @@ class Controller(QObject):
                 wanted[key] = panel
         for key in list(self._panels):
             if key not in wanted:
-                self.host.cancel(self._panels.pop(key))
+                self._withdraw(self._panels.pop(key))
         for key, panel in wanted.items():
             if key not in self._panels and key not in session.panel_states:
                 request = ExplainRequest(key, panel.image, panel.method, session.target)
@@ -374,9 +385,28 @@ class Controller(QObject):
                     ),
                 )
 
+    def _withdraw(self, request_id: int) -> None:
+        """Cancel a request the app no longer needs because its settings changed.
+
+        Unlike the user's cancel, this one is not shown, so the result is asked for again once
+        it is wanted.
+        """
+        pending = self._pending.get(request_id)
+        if pending is not None:
+            pending.on_cancel = None
+        self.host.cancel(request_id)
+
+    def retry_panel(self, index: int) -> None:
+        """Compute comparison panel ``index`` again after a cancel or a failure."""
+        key = self.session.panel_key(self.session.comparison.panels[index])
+        if key is not None:
+            self.session.set_panel_state(key, None)
+            self._refresh_panels()
+
     def _on_panel_failed(self, key: ExplainKey, failure: Failure) -> None:
         self.session.set_panel_state(key, f"failed: {failure.title}")
-        self.reporter.error(failure.title, failure.text, failure.hint)
+        self._failed_panels.add(key)
+        self._report(("panel", key), failure)
 
     # -- answers ------------------------------------------------------------------------
     def _submit(self, request: Any, pending: _Pending) -> int:
@@ -398,6 +428,14 @@ class Controller(QObject):
             pending.on_failure(failure)
         else:
             self.reporter.error(failure.title, failure.text, failure.hint)
+
+    def _report(self, cause: Any, failure: Failure) -> None:
+        """Report ``failure`` as an error that stays until :meth:`_resolve` (``cause``)."""
+        self.reporter.error(failure.title, failure.text, failure.hint, cause=cause)
+
+    def _resolve(self, cause: Any) -> None:
+        """Withdraw the error about ``cause`` (if any): what failed has now worked."""
+        self.reporter.resolve(cause)
 
     def _on_cancelled(self, request_id: int) -> None:
         pending = self._pending.pop(request_id, None)
@@ -423,15 +461,12 @@ class Controller(QObject):
         if isinstance(result, TrustNeeded):
             self._ask_trust(result)
             return
-        try:
-            rulemap = starting_rulemap(result)
-        except Exception as error:  # a model whose structure defeats the rule map
+        if result.rulemap_problem is not None:
             self.reporter.error(
                 "The model cannot be explained with LRP rules",
-                str(error),
+                result.rulemap_problem,
                 "Gradient-based methods may still work; choose another model for LRP.",
             )
-            rulemap = None
         self._images.clear()
         self._panels.clear()
         self._main = None
@@ -439,13 +474,14 @@ class Controller(QObject):
             self.structure.cancel(self._preset)
             self._preset = None
         self.structure.submit(SkeletonRequest(copy.deepcopy(result.skeleton)))
-        self.session.set_model(result, rulemap)
+        self._resolve("model")
+        self.session.set_model(result, result.rulemap)
         self.reporter.info(
             f"Loaded {result.title}", f"{result.n_parameters:,} parameters on {result.device}"
         )
 
     def _on_model_failed(self, failure: Failure) -> None:
-        self.reporter.error(failure.title, failure.text, failure.hint)
+        self._report("model", failure)
         self.session.set_status("failed", failure.text)
 
     def _ask_trust(self, needed: TrustNeeded) -> None:
@@ -498,12 +534,13 @@ class Controller(QObject):
             self._preset = None
 
     def _on_device_set(self, device: str) -> None:
+        self._resolve("device")
         self.session.set_device(device)
         self.preferences.device = device
         self.reporter.info(f"Computing on {device}")
 
     def _on_device_failed(self, failure: Failure) -> None:
-        self.reporter.error(failure.title, failure.text, failure.hint)
+        self._report("device", failure)
         self.session.device_changed.emit()  # let the device chooser show the real device again
 
     def _on_image(self, result: ImageResult) -> None:
@@ -532,13 +569,14 @@ class Controller(QObject):
         if self._main is None or self._main[1] != result.key:
             return  # a stale answer: cached, not shown
         self._main = None
+        self._resolve("main")
         self.session.set_explanation(result.explanation, result.key)
         self.session.set_status("idle")
         self._refresh_panels()
 
     def _on_main_failed(self, failure: Failure) -> None:
         self._main = None
-        self.reporter.error(failure.title, failure.text, failure.hint)
+        self._report("main", failure)
         self.session.set_status("failed", failure.text)
 
     def _on_main_cancelled(self) -> None:
@@ -549,6 +587,7 @@ class Controller(QObject):
 
     def _on_panel_result(self, result: ExplainResult) -> None:
         self._panels.pop(result.key, None)
+        self._resolve(("panel", result.key))
         self._store(result)
         self.session.panel_results_changed.emit()
 

@@ -24,12 +24,21 @@ from lrp_desktop_core.export import (
     save_figure,
 )
 from lrp_desktop_core.image import heatmap_bounds
-from lrp_desktop_core.report import SCORE_TITLES, ImagePage, ImageScores, Report, Scale
+from lrp_desktop_core.names import METHODS
+from lrp_desktop_core.report import (
+    SCORE_TITLES,
+    Heatmap,
+    ImagePage,
+    ImageScores,
+    Report,
+    Scale,
+    image_page,
+)
 
-from .comparison import CONSERVING_KINDS, conservation_note, scores_note
+from .comparison import conservation_note, scores_note
 from .heatmap_view import render
 from .report_pdf import write_report
-from .session import METHOD_TITLES, DisplaySettings, PanelSpec, Session
+from .session import DisplaySettings, PanelSpec, Session
 from .vector_drawing import VECTOR_SUFFIXES
 from .vector_figure import write_figure
 
@@ -149,8 +158,10 @@ def save_comparison_figure(
     bounds: Sequence[tuple[float, float] | None],
     plot_picture: np.ndarray | None = None,
 ) -> Path:
-    """Write the comparison as a captioned grid: vector PDF or SVG (text as text, a colour bar
-    per scale, the mean perturbation curves with their bands), or PNG, by the suffix of ``path``.
+    """Write the comparison as a captioned grid: vector PDF or SVG, or PNG, by ``path``'s suffix.
+
+    Vector output keeps text as text and has a colour bar per scale and the mean perturbation
+    curves with their bands.
 
     Parameters
     ----------
@@ -190,8 +201,11 @@ def save_comparison_figure(
 def save_current_explanation(
     session: Session, folder: Path, stem: str | None = None
 ) -> dict[str, Path]:
-    """Write the main view's explanation as on screen: overlay and heatmap PNGs (same colours,
-    style and scale as the view), raw relevance ``.npy`` and JSON record."""
+    """Write the main view's explanation as on screen.
+
+    The files are overlay and heatmap PNGs (same colours, style and scale as the view), the raw
+    relevance ``.npy`` and the JSON record.
+    """
     explanation = session.explanation
     path = session.current_image
     model = session.model
@@ -237,8 +251,10 @@ def save_comparison_report(
 
 
 def comparison_report(session: Session, bounds: Sequence[tuple[float, float] | None]) -> Report:
-    """Return the comparison as a report: a summary page of the settings and scores across
-    images, then per image its input, heatmaps with colour bars, curves and a score table.
+    """Return the comparison as a report.
+
+    A summary page of the settings and scores across images comes first, then per image its
+    input, heatmaps with colour bars, curves and a score table.
 
     Parameters
     ----------
@@ -266,50 +282,34 @@ def _image_page(
     bounds: Sequence[tuple[float, float] | None],
 ) -> ImagePage:
     evaluation = session.evaluation
-    display = session.display
-    header = ["panel", "class", "sum R / logit"]
-    if evaluation is not None:
-        header += list(SCORE_TITLES.values())
-    table, scales, scale_of, evaluations = [header], [], [], []
+    heatmaps = []
     for index in indices:
         spec = session.comparison.panels[index]
         result = session.panel_result(spec)
-        scale = _panel_scale(spec, result.relevance[0], bounds[index], display)
-        if scale not in scales:
-            scales.append(scale)
-        scale_of.append(scales.index(scale))
-        conserving = spec.method.kind in CONSERVING_KINDS
         output = float(result.explained_output[0])
         share = float(result.relevance_sum[0]) / output if output else float("nan")
-        row = [
-            spec.method.label(),
-            _class_name(session, int(result.target[0])),
-            f"{share:.3f}" if conserving else "n/a",
-        ]
+        scores = None
         if evaluation is not None:
             curves = evaluation.panels[index]
-            scores = {
-                "morf_aopc": curves.morf_aopc,
-                "lerf_aopc": curves.lerf_aopc,
-                "random_aopc": curves.random_aopc,
-                "mass_accuracy": curves.mass_accuracy,
-                "rank_accuracy": curves.rank_accuracy,
-            }
-            row += [_score(scores[key]) for key in SCORE_TITLES]
-            evaluations.append(
-                ImageScores(spec.method.label(), curves.morf, curves.lerf, curves.random, scores)
+            scores = ImageScores(
+                spec.method.label(),
+                curves.morf,
+                curves.lerf,
+                curves.random,
+                {key: getattr(curves, key) for key in SCORE_TITLES},
             )
-        table.append(row)
-    return ImagePage(
-        title=f"{image.name}: {figure_title(session)}",
-        image=session.displays[image],
-        heatmaps=[panels[i].picture for i in indices],
-        captions=[panels[i].caption for i in indices],
-        scales=scale_of,
-        page_scales=scales,
-        table=table,
-        evaluations=evaluations,
-    )
+        heatmaps.append(
+            Heatmap(
+                panels[index].picture,
+                panels[index].caption,
+                _panel_scale(spec, result.relevance[0], bounds[index], session.display),
+                spec.method.label(),
+                _class_name(session, int(result.target[0])),
+                share if METHODS[spec.method.kind].conserving else None,
+                scores,
+            )
+        )
+    return image_page(f"{image.name}: {figure_title(session)}", session.displays[image], heatmaps)
 
 
 def _panel_scale(
@@ -318,15 +318,11 @@ def _panel_scale(
     bounds: tuple[float, float] | None,
     display: DisplaySettings,
 ) -> Scale:
-    """The colour scale a panel is drawn with: its kind's shared one, or its own."""
+    """Return the colour scale a panel is drawn with: its kind's shared one, or its own."""
     if bounds is not None:
-        return Scale(METHOD_TITLES.get(spec.method.kind, spec.method.kind), display.cmap, *bounds)
+        return Scale(METHODS.title(spec.method.kind), display.cmap, *bounds, display.mode)
     low, high = heatmap_bounds(relevance, display.mode, display.clip_percentile)
-    return Scale(spec.method.label(), display.cmap, low, high)
-
-
-def _score(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
+    return Scale(spec.method.label(), display.cmap, low, high, display.mode)
 
 
 def _report_settings(session: Session, specs: Sequence[PanelSpec]) -> dict[str, str]:

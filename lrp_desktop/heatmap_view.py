@@ -24,16 +24,18 @@ from PySide6.QtWidgets import (
 )
 
 from lrp_desktop_core.image import (
+    bar_colors,
+    bar_range,
     colorize,
     heatmap_bounds,
     overlay,
     relevance_map,
     side_by_side,
+    side_by_side_column,
 )
 
 from .session import DisplaySettings
 
-RAMP_STEPS = 256
 #: What a caption shows when its explanation may be wrong (the reasons are its tooltip).
 WARNING_MARK = "\N{WARNING SIGN} may be wrong"
 WARNING_COLOR = "#b35900"
@@ -47,23 +49,6 @@ class HoverInfo:
     y: int
     rgb: tuple[int, int, int]
     relevance: float | None
-
-
-def bar_range(bounds: tuple[float, float], mode: str) -> tuple[float, float]:
-    """Return the relevance range a colour bar shows for ``bounds`` of the shown quantity.
-
-    The negative mode shows the magnitude of negative relevance; its bar is labelled with the
-    relevance itself, from ``-b`` to 0.
-    """
-    low, high = bounds
-    return (-high, -low) if mode == "negative" else (low, high)
-
-
-def bar_colors(bounds: tuple[float, float], settings: DisplaySettings) -> np.ndarray:
-    """Return the (256, 3) uint8 colours of the bar, drawn exactly as the heatmap draws them."""
-    low, high = bar_range(bounds, settings.mode)
-    ramp = np.linspace(low, high, RAMP_STEPS)[None, :]
-    return colorize(ramp, settings.cmap, settings.mode, bounds=bounds)[0]
 
 
 def render(
@@ -96,10 +81,17 @@ def render(
 
 
 def relevance_colorbar() -> pg.ColorBarItem:
-    """Return a vertical colour bar with a "relevance" axis, black on white."""
+    """Return a vertical colour bar with a "relevance" axis, black on white.
+
+    The axis is as wide as its tick labels and title need (pyqtgraph fixes it at 45 pixels,
+    which a label such as "-0.005" overruns into the title), and its labels are relevance itself,
+    never rescaled by an SI factor, as in exported figures.
+    """
     colorbar = pg.ColorBarItem(
         values=(-1.0, 1.0), interactive=False, width=14, colorMap=pg.colormap.get("CET-D1")
     )
+    colorbar.axis.setWidth(None)
+    colorbar.axis.enableAutoSIPrefix(False)
     colorbar.axis.setTextPen("k")
     colorbar.axis.setPen("k")
     colorbar.axis.setLabel("relevance", color="k")
@@ -114,12 +106,9 @@ def show_scale(
     if bounds is None or settings.layer == "input":
         colorbar.setVisible(False)
         return
-    colors = bar_colors(bounds, settings)
+    colors = bar_colors(bounds, settings.cmap, settings.mode)
     colorbar.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, len(colors)), colors))
-    low, high = bar_range(bounds, settings.mode)
-    if high <= low:  # an all-zero heatmap: keep the bar readable
-        low, high = low - 1.0, high + 1.0
-    colorbar.setLevels(values=(low, high))
+    colorbar.setLevels(values=bar_range(bounds, settings.mode))
     colorbar.setVisible(True)
 
 
@@ -154,6 +143,7 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         self.display: np.ndarray | None = None
         self.relevance: np.ndarray | None = None
         self.bounds: tuple[float, float] | None = None
+        self.layer = "overlay"
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.view_box.sigRangeChangedManually.connect(self._stop_fitting)
         self.view_box.sigResized.connect(self._on_resized)
@@ -186,6 +176,7 @@ class HeatmapView(pg.GraphicsLayoutWidget):
             return
         first = self.display is None or self.display.shape != display.shape
         self.display = display
+        self.layer = settings.layer
         self.relevance = None if relevance is None else relevance_map(relevance)
         if self.relevance is not None and bounds is None:
             bounds = heatmap_bounds(self.relevance, settings.mode, settings.clip_percentile)
@@ -202,8 +193,10 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         show_scale(self.colorbar, self.bounds if shown else None, settings)
 
     def fit(self) -> None:
-        """Show the whole picture, and keep it fitted when the view is resized until the user
-        zooms or pans."""
+        """Show the whole picture.
+
+        It stays fitted when the view is resized, until the user zooms or pans.
+        """
         if self.display is not None:
             self._keep_fitted = True
             self.view_box.enableAutoRange()
@@ -216,7 +209,8 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         """Keep the whole picture in view while the view grows, until the user zooms or pans.
 
         Only a view that no longer fits is fitted again: every range change emits Qt signals, and
-        each emission costs (see the note on PySide6 in the module docstring)."""
+        each emission costs (see the note on PySide6 in the module docstring).
+        """
         if self._keep_fitted and not self._fits():
             self.fit()
 
@@ -228,7 +222,7 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         height, width = self.display.shape[:2]
         return right - left <= width * 1.1 or bottom - top <= height * 1.1
 
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802 (Qt's name)
+    def wheelEvent(self, event: QWheelEvent) -> None:
         """Zoom; with a :attr:`scroll_area`, scroll it instead unless Ctrl is held."""
         ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
         if self.scroll_area is not None and not ctrl:
@@ -244,7 +238,9 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         point = self.view_box.mapSceneToView(position)
         x, y = int(np.floor(point.x())), int(np.floor(point.y()))
         height, width = self.display.shape[:2]
-        if not (0 <= x < width and 0 <= y < height):
+        if self.layer == "side by side" and self.relevance is not None and x >= 0:
+            x = side_by_side_column(x, width)  # any of the three pictures: the same pixel
+        if x is None or not (0 <= x < width and 0 <= y < height):
             self.hovered.emit(None)
             return
         rgb = tuple(int(value) for value in self.display[y, x, :3])
@@ -285,9 +281,11 @@ class CaptionedView(QWidget):
     def set_caption(
         self, caption: str, note: str = "", warnings: Sequence[str] = (), note_tip: str = ""
     ) -> None:
-        """Set the text above the picture and the note below it (with ``note_tip`` as its
-        tooltip); ``warnings`` (why the picture may be wrong) add a mark to the caption and make
-        up its tooltip."""
+        """Set the text above the picture and the note below it.
+
+        ``note_tip`` is the note's tooltip; ``warnings`` (why the picture may be wrong) add a
+        mark to the caption and make up its tooltip.
+        """
         mark = f' <span style="color: {WARNING_COLOR};">{WARNING_MARK}</span>' if warnings else ""
         self.caption.setText(caption + mark)
         self.caption.setToolTip("\n".join(warnings))

@@ -6,7 +6,8 @@ over channels), and the conditional heatmaps of the top channels (concept releva
 see :mod:`lrp_desktop_core.concepts`).  Clicking a channel, in the chart or among the heatmaps,
 shows its heatmap in the main view and, once a folder of images has been indexed, its reference
 images beside it.  Everything is computed in the worker thread, cancellable, and kept in a small
-cache.
+cache.  The view exports as a vector figure (PDF or SVG, see :mod:`.concept_export`) or as a PNG
+of what it shows.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QSize, Qt, Signal
 from PySide6.QtGui import QIcon, QImage, QPixmap, QShowEvent
 from PySide6.QtWidgets import (
     QFileDialog,
@@ -33,11 +34,19 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from lrp_desktop_core.concepts import spatial_map
 from lrp_desktop_core.explain import Method
 from lrp_desktop_core.image import colorize, heatmap_bounds
 from lrp_desktop_core.images import load_image
 from lrp_desktop_core.relmax import ReferenceIndex
 
+from .concept_export import (
+    NEGATIVE,
+    POSITIVE,
+    concept_provenance,
+    map_caption,
+    write_concept_figure,
+)
 from .concept_requests import ConceptsRequest, ConceptsResult, ReferencesRequest
 from .heatmap_view import render
 from .session import PanelSpec, Session
@@ -49,7 +58,7 @@ THUMBNAIL = 96
 MAX_TICKS = 16
 MIN_CROP = 0.4
 """A reference's crop spans at least this share of the image's side, for context."""
-POSITIVE, NEGATIVE = (215, 48, 39), (69, 117, 180)
+EXPORT_FILTER = "PDF figures (*.pdf);;SVG figures (*.svg);;PNG pictures of the view (*.png)"
 
 
 def pixmap(picture: np.ndarray) -> QPixmap:
@@ -70,6 +79,9 @@ class LayerView(QWidget):
     host
         The model's worker, which computes the concepts and indexes reference images.
     """
+
+    reference_folder_chosen = Signal(object)
+    """Emitted with the folder (a Path) whose images were asked for as reference images."""
 
     def __init__(self, session: Session, host: WorkerHost, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -127,7 +139,10 @@ class LayerView(QWidget):
         self.compare_button = QPushButton("Add to comparison")
         self.compare_button.setToolTip("Add the selected channel's heatmap as a comparison panel")
         self.compare_button.clicked.connect(self.compare_selected)
-        self.export_button = QPushButton("Export PNG...")
+        self.export_button = QPushButton("Export...")
+        self.export_button.setToolTip(
+            "Export the layer's concepts as a vector figure (PDF, SVG) or the view as a PNG"
+        )
         self.export_button.clicked.connect(self._choose_export)
         top = QHBoxLayout()
         top.addWidget(self.header, 1)
@@ -233,7 +248,7 @@ class LayerView(QWidget):
             self.header.setText(f"Computing the concepts of {session.layer}...")
             self._busy(True)
 
-    def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 (Qt's name)
+    def showEvent(self, event: QShowEvent) -> None:
         """Catch up with the layer, image and rules chosen while the view was hidden."""
         super().showEvent(event)
         self.refresh()
@@ -252,6 +267,7 @@ class LayerView(QWidget):
         """
         session = self.session
         self.reference_folder, self._reference_store = Path(folder), store
+        self.reference_folder_chosen.emit(self.reference_folder)
         if session.layer is None or session.rulemap is None:
             return None
         request = ReferencesRequest(Path(folder), session.rulemap, session.layer, store)
@@ -339,12 +355,13 @@ class LayerView(QWidget):
             f"(sum {per_channel.sum():.3g}); click a channel to see its heatmap"
         )
         self._draw_bars(per_channel)
-        spatial = concepts.overview.spatial[0]
-        if spatial.ndim == 2:
+        positions = concepts.overview.spatial[0]
+        spatial = spatial_map(positions)
+        if spatial is not None:
             self.map_item.setImage(colorize(spatial, self.session.display.cmap, "signed"))
-            self.map_caption.setText(f"relevance map, {spatial.shape[0]} x {spatial.shape[1]}")
+            self.map_caption.setText(map_caption(positions, spatial))
         else:
-            self.map_caption.setText("no spatial map (the layer has no spatial dimensions)")
+            self.map_caption.setText("no spatial map (the layer has no grid of positions)")
         display, settings = result.display, self.session.display
         self.heatmaps.blockSignals(True)
         for row, (channel, share) in enumerate(zip(concepts.channels, concepts.shares())):
@@ -399,8 +416,10 @@ class LayerView(QWidget):
                 )
 
     def select_channel(self, row: int | None) -> None:
-        """Show the conditional heatmap of the ``row``-th top channel (None: the whole heatmap)
-        in the main view, and its reference images here."""
+        """Show the ``row``-th top channel's heatmap (None: the whole one) in the main view.
+
+        Its reference images are shown here.
+        """
         if self.result is None:
             return
         self.selected = row
@@ -457,16 +476,40 @@ class LayerView(QWidget):
         if folder:
             self.index_folder(Path(folder))
 
-    def _choose_export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export the layer's concepts", "concepts.png", "PNG images (*.png)"
-        )
-        if path:
-            self.export_png(Path(path))
+    def use_reference_folder(self, folder: Path) -> None:
+        """Take reference images from ``folder`` (indexed when a channel is first selected)."""
+        self.reference_folder = Path(folder)
+        self._show_references()
 
-    def export_png(self, path: Path) -> bool:
-        """Save the view (chart, map, heatmaps and references) as a PNG figure."""
-        return self.grab().save(str(path), "PNG")
+    def _choose_export(self) -> None:
+        layer = self.result.concepts.layer if self.result is not None else "concepts"
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export the layer's concepts", f"{layer}.pdf", EXPORT_FILTER
+        )
+        if path and not self.export(Path(path)):
+            self.header.setText(f"Could not write {path}.")
+
+    def export(self, path: Path) -> bool:
+        """Write the layer's concepts to ``path``; return whether it was written.
+
+        A ``.pdf`` or ``.svg`` file gets the vector figure of :mod:`.concept_export` (with the
+        model, weights, layer and rules it came from); a ``.png`` file a picture of the view
+        (chart, map, heatmaps and references).  Nothing is written before the concepts are shown.
+        """
+        path = Path(path)
+        if path.suffix.lower() == ".png":
+            return self.grab().save(str(path), "PNG")
+        result = self.result
+        if result is None:
+            return False
+        provenance = concept_provenance(self.session, result.concepts, result.path)
+        try:
+            write_concept_figure(
+                path, result.concepts, result.display, self.session.display, provenance
+            )
+        except (OSError, ValueError):
+            return False
+        return True
 
 
 def _icon(picture: np.ndarray) -> QIcon:

@@ -26,11 +26,12 @@ from PySide6.QtWidgets import (
 )
 
 from lrp_desktop_core.cmap import CMAPS
-from lrp_desktop_core.composites import COMPOSITES, PRESET_DESCRIPTIONS
 from lrp_desktop_core.images import IMAGE_SUFFIXES
+from lrp_desktop_core.names import METHODS, PRESETS
 
 from . import __version__
 from .actions import Actions
+from .choices import add_catalogue_actions
 from .comparison import ComparisonView
 from .controller import Controller
 from .display_controls import DisplayControls
@@ -57,7 +58,7 @@ from .prediction_panel import PredictionPanel
 from .reporter import Message, Reporter
 from .rule_editing import load_rules, save_rules
 from .rules_panel import RulesPanel
-from .session import METHOD_TITLES, Session
+from .session import Session
 from .settings import Preferences
 from .support import SupportChecker
 
@@ -106,6 +107,8 @@ class MainWindow(QMainWindow):
         self._build_status_bar()
         self._connect_actions()
         reporter.reported.connect(self._show_message)
+        reporter.withdrawn.connect(self.message_bar.withdraw)
+        self.comparison.retry_requested.connect(controller.retry_panel)
         session.display_changed.connect(self._on_display_changed)
         session.comparison_changed.connect(self._update_enabled)
         session.model_changed.connect(self._on_model_changed)
@@ -140,6 +143,7 @@ class MainWindow(QMainWindow):
             self.session, self.reporter, self.actions.apply_rule, self.controller.apply_preset
         )
         self.layer_view = LayerView(self.session, self.controller.host)
+        self.layer_view.reference_folder_chosen.connect(self.preferences.set_reference_folder)
         self.rules_panel.tree.selectionModel().selectionChanged.connect(self._select_layer)
         self.docks: dict[str, QDockWidget] = {}
         for name, title, widget, area in (
@@ -213,16 +217,10 @@ class MainWindow(QMainWindow):
         compare_menu = bar.addMenu("Com&pare")
         compare_menu.addAction(a.compare_current)
         self.preset_menu = compare_menu.addMenu("Add &preset")
-        self.preset_menu.setToolTipsVisible(True)
-        for preset in COMPOSITES:
-            action = self.preset_menu.addAction(preset)
-            action.setToolTip(PRESET_DESCRIPTIONS.get(preset, ""))
-            action.triggered.connect(lambda _=False, preset=preset: self.compare(preset))
+        add_catalogue_actions(self.preset_menu, PRESETS.values(), self.compare)
         self.method_menu = compare_menu.addMenu("Add &method")
-        for kind, title in METHOD_TITLES.items():
-            if kind != "lrp":
-                action = self.method_menu.addAction(title)
-                action.triggered.connect(lambda _=False, kind=kind: self.compare(kind))
+        others = (entry for entry in METHODS.values() if entry.name != "lrp")
+        add_catalogue_actions(self.method_menu, others, self.compare)
         compare_menu.addActions([a.compare_images, a.clear_comparison])
         compare_menu.addSeparator()
         compare_menu.addActions([a.shared_scale, a.evaluate])
@@ -513,12 +511,12 @@ class MainWindow(QMainWindow):
         )
 
     # -- drag and drop, preferences, closing --------------------------------------------
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt's name)
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         """Accept files and folders dragged onto the window."""
         if event.mimeData().hasUrls():
             event.acceptProposedAction()
 
-    def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt's name)
+    def dropEvent(self, event: QDropEvent) -> None:
         """Open the dropped files and folders."""
         paths = [url.toLocalFile() for url in event.mimeData().urls() if url.isLocalFile()]
         if paths:
@@ -533,6 +531,8 @@ class MainWindow(QMainWindow):
             self.resize(1400, 860)
         if prefs.window_state is not None:
             self.restoreState(prefs.window_state)
+        if prefs.reference_folder is not None:
+            self.layer_view.use_reference_folder(prefs.reference_folder)
         changes = {}
         if prefs.cmap in CMAPS:
             changes["cmap"] = prefs.cmap
@@ -543,7 +543,7 @@ class MainWindow(QMainWindow):
         if changes:
             self.session.set_display(**changes)
 
-    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt's name)
+    def closeEvent(self, event: QCloseEvent) -> None:
         """Remember the window layout and stop the worker threads."""
         self.preferences.geometry = self.saveGeometry()
         self.preferences.window_state = self.saveState()

@@ -1,7 +1,8 @@
 """A bar above the views showing the newest message (never a blocking dialog).
 
 A message with details (every problem a warning counts) gets a "Details" button that lists them in
-a window of their own.
+a window of their own. A problem whose cause is gone (the run that failed has now worked) is
+withdrawn: the bar hides if it still shows it.
 """
 
 from __future__ import annotations
@@ -48,8 +49,7 @@ class DetailsDialog(QDialog):
 
 
 class MessageBar(QFrame):
-    """Shows one message with its hint, a "Details" button when it has details, and a close
-    button."""
+    """One message with its hint, a close button and, when it has details, a "Details" button."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -87,6 +87,11 @@ class MessageBar(QFrame):
             self._timer.start(INFO_TIMEOUT_MS)
         else:
             self._timer.stop()
+
+    def withdraw(self, message: Message) -> None:
+        """Hide the bar if it shows ``message``, whose cause is gone (a later one stays)."""
+        if self.message is message:
+            self.hide()
 
     def show_details(self) -> None:
         """Open a window listing the shown message's details (it does not block the viewer)."""

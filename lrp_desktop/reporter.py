@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
@@ -70,6 +71,7 @@ class Reporter(QObject):
     """
 
     reported = Signal(object)  # Message
+    withdrawn = Signal(object)  # Message whose cause is gone
 
     def __init__(
         self, confirm_handler: ConfirmHandler | None = None, parent: QObject | None = None
@@ -78,9 +80,16 @@ class Reporter(QObject):
         self.messages: list[Message] = []
         self.questions: list[tuple[str, str, bool]] = []
         self.confirm_handler = confirm_handler
+        self._standing: dict[Any, Message] = {}
 
-    def report(self, message: Message) -> None:
-        """Record ``message`` and tell the observers."""
+    def report(self, message: Message, cause: Any = None) -> None:
+        """Record ``message`` and tell the observers.
+
+        With a ``cause`` (any hashable naming what went wrong, e.g. ``"model"``), the message
+        stands until :meth:`resolve` is called with the same cause.
+        """
+        if cause is not None:
+            self._standing[cause] = message
         self.messages.append(message)
         log.log(
             logging.ERROR if message.level is Level.ERROR else logging.INFO,
@@ -89,13 +98,26 @@ class Reporter(QObject):
         )
         self.reported.emit(message)
 
-    def error(self, title: str, text: str, hint: str = "") -> None:
-        """Report an error: something the user asked for did not happen."""
-        self.report(Message(Level.ERROR, title, text, hint))
+    def resolve(self, cause: Any) -> None:
+        """Withdraw the message standing for ``cause`` (if any): its cause is gone."""
+        message = self._standing.pop(cause, None)
+        if message is not None:
+            self.withdrawn.emit(message)
 
-    def warning(self, title: str, text: str, hint: str = "", details: tuple[str, ...] = ()) -> None:
+    def error(self, title: str, text: str, hint: str = "", cause: Any = None) -> None:
+        """Report an error: something the user asked for did not happen (``cause``: see report)."""
+        self.report(Message(Level.ERROR, title, text, hint), cause)
+
+    def warning(
+        self,
+        title: str,
+        text: str,
+        hint: str = "",
+        details: tuple[str, ...] = (),
+        cause: Any = None,
+    ) -> None:
         """Report a warning: it worked, but not quite as asked (details: see :class:`Message`)."""
-        self.report(Message(Level.WARNING, title, text, hint, tuple(details)))
+        self.report(Message(Level.WARNING, title, text, hint, tuple(details)), cause)
 
     def info(self, title: str, text: str = "", hint: str = "") -> None:
         """Report a piece of information ("Saved 3 files")."""

@@ -9,27 +9,22 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
-from lrp_desktop_core.coverage import LayerRule, rule_coverage
 from lrp_desktop_core.rulemap import (
     RULE_CHOICES,
     RuleChoice,
     RuleMap,
-    canonized_leaves,
     default_choice,
 )
 
+from .model_info import ModelInfo
 from .reporter import Reporter
-from .session import ModelInfo, Session
+from .session import Session
 from .undo import edit_rulemap
 
 EDITED_SUFFIX = " (edited)"
-
-
-def starting_rulemap(info: ModelInfo) -> RuleMap:
-    """Return the model's recommended preset with its recommended canonizer."""
-    return RuleMap.recommended(info.skeleton, info.spec)
+#: The cause of the warning about layers a rule did not fit (see ``Reporter.resolve``).
+UNFIT_LAYERS = "unfit layers"
 
 
 def preset_rulemap(info: ModelInfo, preset: str, canonizer: str | None = None) -> RuleMap:
@@ -40,20 +35,7 @@ def preset_rulemap(info: ModelInfo, preset: str, canonizer: str | None = None) -
     canonizer
         The canonizer set; the model's recommended one when None.
     """
-    return preset_rulemap_on(info.skeleton, info.spec, preset, canonizer)
-
-
-def preset_rulemap_on(
-    skeleton: Any, spec: Any, preset: str, canonizer: str | None = None
-) -> RuleMap:
-    """Return what ``preset`` gives every layer of ``skeleton``, a model described by ``spec``.
-
-    Parameters
-    ----------
-    canonizer
-        The canonizer set; the spec's when None.
-    """
-    return RuleMap.recommended(skeleton, spec, preset, canonizer)
+    return RuleMap.recommended(info.skeleton, info.spec, preset, canonizer)
 
 
 def base_preset(rulemap: RuleMap | None, info: ModelInfo) -> str:
@@ -125,7 +107,7 @@ def unfit_layers(session: Session, names: Iterable[str], rule: str) -> list[str]
 def layer_modules(session: Session) -> dict:
     """Return the skeleton's rule-taking layers by name, for the current canonizer."""
     info = _model(session)
-    return dict(canonized_leaves(info.skeleton, session.rulemap.canonizer))
+    return dict(info.canonized_leaves(session.rulemap.canonizer))
 
 
 def apply_rule(
@@ -137,12 +119,14 @@ def apply_rule(
     """
     names = list(names)
     unfit = unfit_layers(session, names, choice.rule)
+    reporter.resolve(UNFIT_LAYERS)  # this edit's warning, if any, replaces the last one's
     if unfit:
         reporter.warning(
             f"{choice.rule} was not given to {len(unfit)} layer(s)",
             f"{choice.rule} needs {RULE_CHOICES[choice.rule].accepts_text}; these "
             f"layers are not: {', '.join(unfit)}",
             "Select layers of a suitable type.",
+            cause=UNFIT_LAYERS,
         )
         skipped = {item.split(" (")[0] for item in unfit}
         names = [name for name in names if name not in skipped]
@@ -152,11 +136,6 @@ def apply_rule(
             session, session.rulemap.with_rule(names, choice), f"set {target} to {choice.label()}"
         )
     return names
-
-
-def coverage(skeleton: Any, rulemap: RuleMap) -> dict[str, LayerRule]:
-    """Return, per layer of ``skeleton``, the rule ``rulemap`` gives it and why."""
-    return {layer.name: layer for layer in rule_coverage(skeleton, rulemap.to_composite())}
 
 
 def save_rules(session: Session, path: Path, reporter: Reporter) -> bool:

@@ -22,7 +22,7 @@ from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import QApplication, QStyle
 
 from lrp_desktop_core.parts import describe_part
-from lrp_desktop_core.rulemap import NO_RULE, RULE_CHOICES, RuleChoice, canonized_leaves
+from lrp_desktop_core.rulemap import NO_RULE, RULE_CHOICES, RuleChoice
 
 from .reporter import Reporter
 from .rule_editing import apply_rule, choice_for
@@ -180,7 +180,7 @@ class RuleTreeModel(QAbstractItemModel):
             self.root, self.canonizer = Node("", "", ""), None
         else:
             self.canonizer = session.rulemap.canonizer
-            leaves = canonized_leaves(session.model.skeleton, self.canonizer)
+            leaves = session.model.canonized_leaves(self.canonizer)
             self.root = build_tree(session.model.skeleton, leaves)
         self.nodes = {}
         self._index_nodes(self.root)
@@ -219,8 +219,11 @@ class RuleTreeModel(QAbstractItemModel):
             self._on_coverage_changed()
 
     def _place_findings(self) -> dict[str, list[str]]:
-        """Return the audit's messages by the row they mark: the module named, else the nearest
-        row above it (a module without rule-taking layers has no row of its own)."""
+        """Return the audit's messages by the row they mark.
+
+        That is the module named, else the nearest row above it (a module without rule-taking
+        layers has no row of its own).
+        """
         notes: dict[str, list[str]] = {}
         for finding in self.session.audit:
             name = finding.module
@@ -256,20 +259,20 @@ class RuleTreeModel(QAbstractItemModel):
             return QModelIndex()
         return self.createIndex(parent.row, 0, parent)
 
-    def rowCount(self, parent: Index = _INVALID) -> int:  # noqa: N802 (Qt's name)
+    def rowCount(self, parent: Index = _INVALID) -> int:
         """Return the number of rows under ``parent``."""
         if parent.isValid() and parent.column() != 0:
             return 0
         return len(self.node(parent).children)
 
-    def columnCount(self, parent: Index = _INVALID) -> int:  # noqa: N802 (Qt's name)
+    def columnCount(self, parent: Index = _INVALID) -> int:
         """Return the number of columns."""
         return len(COLUMNS)
 
     def headerData(
         self,
         section: int,
-        orientation: Qt.Orientation,  # noqa: N802
+        orientation: Qt.Orientation,
         role: int = Qt.ItemDataRole.DisplayRole,
     ) -> Any:
         """Return the column titles."""
@@ -310,8 +313,10 @@ class RuleTreeModel(QAbstractItemModel):
         return self._summary[node.name][1]
 
     def _summarise(self, node: Node) -> tuple[set[str], list[str]]:
-        """Store the rule and warnings of ``node`` and everything below it (done once per edit,
-        so that painting the tree looks them up)."""
+        """Store the rule and warnings of ``node`` and everything below it.
+
+        Done once per edit, so that painting the tree looks them up.
+        """
         if node.is_layer:
             choice = self._choice(node)
             rules = {choice.rule if choice is not None else NO_RULE}
@@ -409,7 +414,7 @@ class RuleTreeModel(QAbstractItemModel):
     def setData(
         self,
         index: Index,
-        value: Any,  # noqa: N802 (Qt's name)
+        value: Any,
         role: int = Qt.ItemDataRole.EditRole,
     ) -> bool:
         """Set a rule (a rule name or a ``RuleChoice``) or a layer's rule parameters.

@@ -6,11 +6,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
-    QComboBox,
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
@@ -23,29 +21,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from lrp_desktop_core.canonizers import CANONIZERS
-from lrp_desktop_core.composites import COMPOSITES, PRESET_DESCRIPTIONS
+from lrp_desktop_core.names import CANONIZER_SETS, PRESETS
 from lrp_desktop_core.rulemap import RULE_CHOICES, RuleChoice
 
+from .choices import catalogue_combo
 from .reporter import Reporter
 from .rule_delegate import RuleDelegate, rule_combo
-from .rule_editing import apply_rule, base_preset, change_canonizer, choice_for
+from .rule_editing import UNFIT_LAYERS, apply_rule, base_preset, change_canonizer, choice_for
 from .rule_tree import RULE, RuleTreeModel
 from .session import Session
 from .support import describe
 
 #: Trees with at most this many rows open fully; bigger ones show their first level.
 EXPAND_ALL_ROWS = 60
-CANONIZER_TIPS = {
-    "none": "Use the model as it is",
-    "merge_batchnorm": "Fold each batch normalisation into the layer before it",
-    "vgg": "Canonizer for torchvision VGG models (folds batch normalisation)",
-    "resnet": "Canonizer for torchvision ResNets: folds batch normalisation and turns each "
-    "residual addition into a Sum layer that takes a rule",
-    "torchvision": "Canonizer for every torchvision CNN: folds batch normalisation and turns "
-    "residual additions, squeeze-and-excitation products, layer scales, input "
-    "transforms and inline pooling into layers that take rules",
-}
+#: The cause of the "No layers selected" error (see ``Reporter.resolve``).
+SELECTION = "no selection"
 CANONIZER_TIP = "How the model is rewritten before rules are attached"
 
 
@@ -59,7 +49,11 @@ def parse_value(text: str) -> Any:
 
 
 class RuleEditor(QGroupBox):
-    """A rule with editable parameters, applied to the layers selected in the tree."""
+    """A rule with editable parameters, applied to the layers selected in the tree.
+
+    It shows the rule the selected layers have now: it follows the selection and every change
+    of the rule map (an edit in the tree, an undo), so "Apply" never puts back an older rule.
+    """
 
     def __init__(self, apply_action: QAction, parent: QWidget | None = None) -> None:
         super().__init__("Rule for the selected layers", parent)
@@ -150,26 +144,12 @@ class RulesPanel(QWidget):
         super().__init__(parent)
         self.session = session
         self.reporter = reporter
-        self.preset_box = QComboBox()
-        for preset in COMPOSITES:
-            self.preset_box.addItem(preset, preset)
-            self.preset_box.setItemData(
-                self.preset_box.count() - 1,
-                PRESET_DESCRIPTIONS.get(preset, ""),
-                Qt.ItemDataRole.ToolTipRole,
-            )
+        self.preset_box = catalogue_combo(PRESETS.values())
         self.preset_box.setToolTip("Fill every layer with a preset composite's rules")
         self.preset_box.activated.connect(
             lambda position: choose_preset(self.preset_box.itemData(position))
         )
-        self.canonizer_box = QComboBox()
-        for name in CANONIZERS:
-            self.canonizer_box.addItem(name, name)
-            self.canonizer_box.setItemData(
-                self.canonizer_box.count() - 1,
-                CANONIZER_TIPS.get(name, ""),
-                Qt.ItemDataRole.ToolTipRole,
-            )
+        self.canonizer_box = catalogue_combo(CANONIZER_SETS.values())
         self.canonizer_box.setToolTip(CANONIZER_TIP)
         self.recommendation = QLabel()
         self.recommendation.setWordWrap(True)
@@ -197,7 +177,7 @@ class RulesPanel(QWidget):
         self.tree.header().setStretchLastSection(True)
         self.editor = RuleEditor(apply_action)
         apply_action.triggered.connect(self.apply_to_selected)
-        self.tree.selectionModel().selectionChanged.connect(self._on_selection)
+        self.tree.selectionModel().selectionChanged.connect(self._on_selection_changed)
         self.model.modelReset.connect(self._on_reset)
         form = QFormLayout()
         form.addRow("Preset:", self.preset_box)
@@ -208,6 +188,7 @@ class RulesPanel(QWidget):
         layout.addWidget(self.tree, 1)
         layout.addWidget(self.editor)
         session.rulemap_changed.connect(self._show_rulemap)
+        session.rulemap_changed.connect(self._show_selected_rule)
         session.model_changed.connect(self._show_recommendation)
         self._on_reset()
         self._show_recommendation()
@@ -240,9 +221,7 @@ class RulesPanel(QWidget):
             return
         preset = base_preset(rulemap, self.session.model)
         self.preset_box.setCurrentIndex(max(self.preset_box.findData(preset), 0))
-        self.preset_box.setToolTip(
-            f"{rulemap.preset or preset}: {PRESET_DESCRIPTIONS.get(preset, '')}"
-        )
+        self.preset_box.setToolTip(f"{rulemap.preset or preset}: {PRESETS.description(preset)}")
         self.canonizer_box.setCurrentIndex(self.canonizer_box.findData(rulemap.canonizer))
 
     def selected_layers(self) -> list[str]:
@@ -254,16 +233,22 @@ class RulesPanel(QWidget):
                     names.append(layer.name)
         return names
 
-    def _on_selection(self) -> None:
+    def _on_selection_changed(self) -> None:
+        """Show the new selection's rule; warnings about the last selection no longer apply."""
+        if self.selected_layers():
+            self.reporter.resolve(SELECTION)
+        self.reporter.resolve(UNFIT_LAYERS)
+        self._show_selected_rule()
+
+    def _show_selected_rule(self) -> None:
+        """Show the rule of the selected layers in the editor (kept as it is when they differ)."""
         names = self.selected_layers()
-        self.editor.selection_label.setText(
-            f"{len(names)} layer(s) selected" if names else "Nothing selected"
-        )
         rulemap = self.session.rulemap
-        if not names or rulemap is None:
-            return
-        choices = {rulemap.get(name) for name in names}
-        if len(choices) == 1 and None not in choices:
+        choices = set() if rulemap is None else {rulemap.get(name) for name in names}
+        same = len(choices) == 1 and None not in choices
+        text = f"{len(names)} layer(s) selected" if names else "Nothing selected"
+        self.editor.selection_label.setText(text if same or not names else f"{text}, mixed rules")
+        if same:
             self.editor.show_choice(choices.pop())
 
     def apply_to_selected(self) -> None:
@@ -274,6 +259,7 @@ class RulesPanel(QWidget):
                 "No layers selected",
                 "Select layers in the tree first.",
                 "Ctrl+click or Shift+click selects several.",
+                cause=SELECTION,
             )
             return
         try:

@@ -1,7 +1,8 @@
 """Persistent preferences of the viewer, kept in a :class:`QSettings` store.
 
-Window geometry, recent files, the last folders used, the device and the look of the heatmap
-(colour map, opacity, overlay style) survive a restart. Tests inject a settings object that writes
+Window geometry, recent files, the last folders used, the device, the look of the heatmap
+(colour map, opacity, overlay style) and the layer view's folder of reference images survive a
+restart. Tests inject a settings object that writes
 to a temporary INI file, so they never touch the user's real preferences.
 """
 
@@ -29,8 +30,11 @@ def default_settings() -> QSettings:
 
 
 def fresh_settings(folder: Path) -> QSettings:
-    """Return a store in ``folder`` (empty at first): the defaults, and the user's store untouched
-    (for ``--fresh`` and ``--screenshot``, so that pictures do not depend on who takes them)."""
+    """Return a store in ``folder`` (empty at first), leaving the user's store untouched.
+
+    For ``--fresh`` and ``--screenshot``: the defaults apply, so that pictures do not depend on who
+    takes them.
+    """
     return QSettings(str(Path(folder) / "settings.ini"), QSettings.Format.IniFormat)
 
 
@@ -102,6 +106,17 @@ class Preferences:
         folder = path if path.is_dir() else path.parent
         self.settings.setValue(f"folders/{kind}", str(folder))
 
+    @property
+    def reference_folder(self) -> Path | None:
+        """The layer view's folder of reference images, or None (also when it is gone)."""
+        value = self.settings.value("concepts/reference_folder", "")
+        folder = Path(value) if value else None
+        return folder if folder is not None and folder.is_dir() else None
+
+    def set_reference_folder(self, folder: Path) -> None:
+        """Remember ``folder`` as the layer view's folder of reference images."""
+        self.settings.setValue("concepts/reference_folder", str(Path(folder).resolve()))
+
     # -- computation and display --------------------------------------------------------
     @property
     def device(self) -> str:
@@ -137,8 +152,7 @@ class Preferences:
 
     @property
     def overlay_style(self) -> str | None:
-        """The overlay style last chosen (one of ``image.OVERLAY_STYLES``), or None for the
-        default."""
+        """The overlay style last chosen (in ``image.OVERLAY_STYLES``), or None for the default."""
         value = str(self.settings.value("display/overlay", ""))
         return value if value in OVERLAY_STYLES else None
 

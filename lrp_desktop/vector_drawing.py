@@ -1,5 +1,7 @@
-"""Drawing with QPainter for vector output: wrapped text, pictures at native resolution, colour
-bars, curves with bands, tables that fit, and a painter on a PDF or SVG file.
+"""Drawing with QPainter for vector output.
+
+Wrapped text, pictures at native resolution, colour bars, curves with bands, tables that fit, and
+a painter on a PDF or SVG file.
 
 Text stays text (fonts embedded by Qt's PDF writer), pictures are embedded losslessly
 (``LosslessImageRendering``; scaled without smoothing, so pixels stay square).  No window is
@@ -32,7 +34,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtSvg import QSvgGenerator
 
-from lrp_desktop_core.image import palette
+from lrp_desktop_core.image import bar_colors, bar_range
 from lrp_desktop_core.report import BASELINE_LABEL, Band, Scale
 
 #: Vector formats written here.
@@ -138,8 +140,10 @@ def vector_painter(
 
 
 def font(size: float, bold: bool = False) -> QFont:
-    """Return the text font at ``size`` points, without ligatures (so "offline" stays
-    searchable as six letters in the PDF's text layer)."""
+    """Return the text font at ``size`` points, without ligatures.
+
+    So "offline" stays searchable as six letters in the PDF's text layer.
+    """
     chosen = QFont("DejaVu Sans")
     chosen.setFeature(QFont.Tag("liga"), 0)
     chosen.setPointSizeF(size)
@@ -148,15 +152,16 @@ def font(size: float, bold: bool = False) -> QFont:
 
 
 def heading(painter: QPainter, area: QRectF, line: str) -> float:
-    """Draw a wrapped heading at the top of ``area`` (at most 60 points high); return the y
-    below it."""
+    """Draw a wrapped heading at the top of ``area``; return the y below it.
+
+    The heading is at most 60 points high.
+    """
     box = QRectF(area.left(), area.top(), area.width(), min(area.height(), 60.0))
     return text(painter, box, line, 13, bold=True) + GAP
 
 
 def text(painter: QPainter, box: QRectF, content: str, size: float, bold: bool = False) -> float:
-    """Draw ``content`` wrapped into ``box`` (shrinking the font until it fits); return its
-    bottom."""
+    """Draw ``content`` wrapped into ``box``, the font shrunk until it fits; return its bottom."""
     while True:
         painter.setFont(font(size, bold))
         needed = painter.boundingRect(box, WRAP, content)
@@ -177,8 +182,10 @@ def array_to_qimage(picture: np.ndarray) -> QImage:
 
 
 def draw_picture(painter: QPainter, box: QRectF, picture: np.ndarray) -> QRectF:
-    """Draw ``picture`` at its native resolution, scaled without smoothing to fit ``box`` with
-    its aspect ratio kept; return the rectangle it covers."""
+    """Draw ``picture`` fitted into ``box``; return the rectangle it covers.
+
+    The picture keeps its native resolution and aspect ratio; it is scaled without smoothing.
+    """
     height, width = picture.shape[:2]
     factor = min(box.width() / width, box.height() / height)
     target = QRectF(box.left(), box.top(), width * factor, height * factor)
@@ -190,19 +197,21 @@ def draw_picture(painter: QPainter, box: QRectF, picture: np.ndarray) -> QRectF:
 
 
 def draw_colour_bar(painter: QPainter, box: QRectF, scale: Scale) -> None:
-    """Draw a vertical colour bar of ``scale`` with its ends, centre and label."""
-    colours = palette(scale.cmap)[::-1]  # high values on top
-    strip = np.ascontiguousarray(colours[:, None, :].repeat(1, axis=1))
+    """Draw a vertical colour bar of ``scale`` with its ends and centre labelled.
+
+    Its colours and range are those of the app's bar (``image.bar_colors`` and
+    ``image.bar_range``).
+    """
+    bounds = (scale.low, scale.high)
+    colours = bar_colors(bounds, scale.cmap, scale.mode)[::-1]  # high values on top
+    strip = np.ascontiguousarray(colours[:, None, :])
     bar = QRectF(box.left(), box.top(), 8, box.height())
     painter.drawImage(bar, array_to_qimage(strip))
     painter.setPen(QPen(QColor(60, 60, 60), 0.5))
     painter.drawRect(bar)
     painter.setFont(font(5.5))
-    for fraction, value in (
-        (0.0, scale.high),
-        (0.5, (scale.low + scale.high) / 2),
-        (1.0, scale.low),
-    ):
+    low, high = bar_range(bounds, scale.mode)
+    for fraction, value in ((0.0, high), (0.5, (low + high) / 2), (1.0, low)):
         y = bar.top() + fraction * bar.height()
         painter.drawLine(QPointF(bar.right(), y), QPointF(bar.right() + 2, y))
         painter.drawText(
@@ -220,8 +229,10 @@ def draw_panels(
     scales: Sequence[Scale | None],
     columns: int | None = None,
 ) -> None:
-    """Draw pictures in a grid inside ``box``, each with its wrapped caption below and, where
-    its scale is given, a colour bar beside it."""
+    """Draw pictures in a grid inside ``box``.
+
+    Each has its wrapped caption below and, where its scale is given, a colour bar beside it.
+    """
     columns = columns or len(pictures)
     rows = -(-len(pictures) // columns)
     cell_width = (box.width() - GAP * (columns - 1)) / columns
@@ -251,8 +262,10 @@ def draw_panels(
 
 
 def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: str) -> None:
-    """Plot curves (with a shaded mean +- std band where the spread is not zero), axes, a
-    title and a legend beside the plot."""
+    """Plot curves with axes, a title and a legend beside the plot.
+
+    A shaded mean +- std band shows the spread where it is not zero.
+    """
     top = text(painter, QRectF(box.left(), box.top(), box.width(), 14), title, 8, bold=True)
     legend_width = box.width() * 0.34
     plot = QRectF(
@@ -316,9 +329,11 @@ def draw_curves(painter: QPainter, box: QRectF, bands: Sequence[Band], title: st
 
 
 def draw_table(painter: QPainter, box: QRectF, rows: Sequence[Sequence[str]]) -> float:
-    """Draw ``rows`` (header first) inside ``box``: columns share the width by their content and
-    cells wrap (between words, or anywhere in a word longer than its column, such as a hash); the
-    font shrinks until the table fits.  Return the bottom of the table."""
+    """Draw ``rows`` (header first) inside ``box``; return the bottom of the table.
+
+    Columns share the width by their content and cells wrap (between words, or anywhere in a
+    word longer than its column, such as a hash); the font shrinks until the table fits.
+    """
     if not rows:
         return box.top()
     size = 8.0
@@ -352,9 +367,11 @@ def draw_table(painter: QPainter, box: QRectF, rows: Sequence[Sequence[str]]) ->
 def _table_layout(
     rows: Sequence[Sequence[str]], width: float, size: float
 ) -> tuple[list[float], list[float], bool]:
-    """Column widths and row heights of ``rows`` at font ``size``, and whether every word fits
-    its column.  Columns get their natural width where all fit, otherwise at least their longest
-    word (up to an even share of ``width``) and the rest by how much more they would need."""
+    """Return column widths and row heights of ``rows`` at font ``size``, and if all words fit.
+
+    Columns get their natural width where all fit, otherwise at least their longest word (up to
+    an even share of ``width``) and the rest by how much more they would need.
+    """
     metrics = QFontMetricsF(font(size, bold=True))
     plain = QFontMetricsF(font(size))
     columns = len(rows[0])
@@ -386,12 +403,11 @@ def _table_layout(
 
 
 def _words(cell: str) -> list[str]:
-    """The words of a cell that should not break; longer tokens (hashes, paths) may."""
+    """Return the words of a cell that should not break; longer tokens (hashes, paths) may."""
     return [word for word in cell.split() if len(word) <= LONG_TOKEN] or [""]
 
 
 def _cell_flags(metrics: QFontMetricsF, text: str, width: float) -> int:
-    """Wrap between words, and inside a word only where one (a hash, a path) is wider than the
-    cell."""
+    """Return flags that wrap between words, and inside a word (a hash, a path) too wide."""
     longest = max((metrics.horizontalAdvance(word) for word in text.split()), default=0.0)
     return WRAP | (int(Qt.TextFlag.TextWrapAnywhere) if longest > width else 0)

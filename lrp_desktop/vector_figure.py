@@ -1,5 +1,8 @@
-"""Comparison figures as vector PDF or SVG: captioned panels in a grid, a colour bar per scale,
-and the mean perturbation curves with their bands; text stays text, pictures stay lossless."""
+"""Comparison figures as vector PDF or SVG.
+
+Captioned panels in a grid, a colour bar per scale, and the mean perturbation curves with their
+bands; text stays text, pictures stay lossless.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,4 @@
-"""One channel's conditional heatmap as an explanation, so it can be shown, compared and cached
-like any other.
+"""One channel's conditional heatmap as an explanation, to show, compare and cache like any other.
 
 :class:`ChannelMethod` is LRP restricted to the relevance through one channel of a layer (see
 :mod:`.concepts`); :func:`explain_channel` computes it with :func:`~.explain.explain`'s signature,
@@ -32,7 +31,7 @@ class ChannelMethod(Method):
     layer : str
         A module name of the canonized model (see :func:`~.concepts.layer_names`).
     channel : int
-        The channel (dimension 1 of the layer's output).
+        The channel (on the layer's channel axis, see :mod:`~.channel_axis`).
     """
 
     layer: str = ""
@@ -106,6 +105,7 @@ def explain_channel(
         method.layer,
         [method.channel],
         target,
+        heatmap=False,  # only the channel's heatmap is returned
         cancel=cancel,
         progress=progress,
     )

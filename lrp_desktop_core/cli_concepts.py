@@ -5,6 +5,7 @@ the layer sorted by their relevance there (``channels``), that relevance (``laye
 the conditional input heatmaps (``relevance``, ``(K, C, H, W)``), and lists the top channels and
 their shares in the image's JSON record.  ``--index-concepts FOLDER --layer NAME`` finds every
 channel's reference images in a folder (see :mod:`.relmax`) and stores them for the desktop app.
+The options themselves are defined, free of torch, in :mod:`.cli_args`.
 """
 
 from __future__ import annotations
@@ -20,43 +21,10 @@ import torch
 
 from .concepts import LayerNotFoundError, check_layer, concept_heatmaps
 from .images import ImageLoadError
-from .relmax import default_store, index_references
+from .relmax import index_references
 
 RECORDED_CHANNELS = 10
 """Channels listed in a JSON record (the .npz file holds all that were computed)."""
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the concept options to ``lrp-explain``'s parser."""
-    group = parser.add_argument_group("concepts (LRP only)")
-    group.add_argument(
-        "--layer",
-        metavar="NAME",
-        help="a layer as in model.named_modules() while the canonizers are applied (e.g. "
-        "layer1.0.canonizer_sum): write <stem>_concepts.npz with its channels' conditional "
-        "heatmaps (concept relevance propagation)",
-    )
-    group.add_argument(
-        "--concepts",
-        type=_concept_count,
-        default=8,
-        metavar="K|all",
-        help="with --layer: the K channels of most relevance there, or all (default: 8)",
-    )
-    group.add_argument(
-        "--index-concepts",
-        type=Path,
-        metavar="FOLDER",
-        help="with --layer: find every channel's reference images (most relevance, most "
-        "activation) among the images in FOLDER and store them for the desktop app",
-    )
-    group.add_argument(
-        "--concept-store",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help=f"where reference images are stored (default: {default_store()})",
-    )
 
 
 def check(args: argparse.Namespace, model: torch.nn.Module, rulemap: Any) -> str | None:
@@ -118,7 +86,11 @@ def write_concepts(
     target: int,
     stem: str,
 ) -> dict[str, Any]:
-    """Compute and write ``<stem>_concepts.npz`` for one image; return the JSON record's part."""
+    """Compute and write ``<stem>_concepts.npz`` for one image; return the JSON record's part.
+
+    The image's plain heatmap comes from the explanation already written, so the pass that finds
+    the relevance at the layer stops there instead of going on to the input again.
+    """
     concepts = concept_heatmaps(
         model,
         tensor[None],
@@ -126,6 +98,7 @@ def write_concepts(
         args.layer,
         args.concepts,
         target,
+        heatmap=False,
         batch_size=args.batch_size,
     )
     np.savez_compressed(
@@ -146,15 +119,3 @@ def write_concepts(
             )[:RECORDED_CHANNELS]
         ],
     }
-
-
-def _concept_count(text: str) -> int | str:
-    if text == "all":
-        return text
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"takes a count or 'all', not {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
-    return value

@@ -16,15 +16,19 @@ On the CPU this gives 2 to 6 times the heatmaps per second of one forward pass a
 backward pass per channel with ``retain_graph`` (``bench/bench_concepts.py``).
 
 Layer names are those of ``model.named_modules()`` while the rule map's canonizers are applied, so
-layers a canonizer adds (e.g. ``...canonizer_sum``) can be chosen too.
+layers a canonizer adds (e.g. ``...canonizer_sum``) can be chosen too.  A layer's channels are on
+the axis :mod:`.channel_axis` finds as the model runs (1 for convolutional layers, the last one
+for a transformer's tokens ``(N, L, D)`` or a Swin block's ``(N, H, W, C)``), unless the caller
+names it; every result here puts them on axis 1.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +36,7 @@ import torch
 from torch import nn
 
 from .attribution import resolve_target
+from .channel_axis import followed_axes
 from .explain import (
     Target,
     evaluation_mode,
@@ -61,13 +66,15 @@ class LayerRelevance:
     layer : str
         The layer's name.
     channels : np.ndarray
-        Relevance per channel (dimension 1 of the layer's output) summed over the other
-        dimensions, float64, shape ``(N, C)``.
+        Relevance per channel (on the layer's channel axis, see :mod:`.channel_axis`) summed over
+        the other dimensions, float64, shape ``(N, C)``.
     spatial : np.ndarray
-        Relevance per position summed over the channels, float64, shape ``(N, *S)`` (``(N,)`` for a
-        layer without spatial dimensions).
-    relevance : np.ndarray
-        The plain input heatmap, shape ``(N, C_in, H, W)``, float32 (float64 for a float64 model).
+        Relevance per position summed over the channels, float64, shape ``(N, *S)`` with the
+        positions in the order of the layer's output (``(N,)`` for a layer without positions);
+        :func:`spatial_map` turns one into a picture.
+    relevance : np.ndarray or None
+        The plain input heatmap, shape ``(N, C_in, H, W)``, float32 (float64 for a float64 model);
+        None where it was not asked for (see :func:`concept_heatmaps`).
     logits : np.ndarray
         Model outputs, shape ``(N, K)``.
     target : np.ndarray
@@ -77,7 +84,7 @@ class LayerRelevance:
     layer: str
     channels: np.ndarray
     spatial: np.ndarray
-    relevance: np.ndarray
+    relevance: np.ndarray | None
     logits: np.ndarray
     target: np.ndarray
 
@@ -151,6 +158,8 @@ def layer_relevance(
     rulemap: RuleMap,
     layer: str,
     target: Target = None,
+    *,
+    axis: int | None = None,
 ) -> LayerRelevance:
     """Return the LRP relevance at ``layer`` per channel and per position, and the input heatmap.
 
@@ -167,13 +176,16 @@ def layer_relevance(
         once per forward pass gets the relevance of all its calls summed.
     target : int, sequence of int, or None
         The class to explain, as in :func:`~.explain.explain`.
+    axis : int, optional
+        The axis of the layer's output that holds its channels; found by :mod:`.channel_axis`
+        when omitted.
 
     Raises
     ------
     LayerNotFoundError
         When the canonized model has no module of that name.
     """
-    return _overview(layer, plain_pass(model, _prepared(model, inputs), rulemap, layer, target))
+    return _overview(plain_pass(model, _prepared(model, inputs), rulemap, layer, target, axis=axis))
 
 
 def concept_heatmaps(
@@ -184,6 +196,8 @@ def concept_heatmaps(
     channels: int | str | Sequence[int] = "all",
     target: Target = None,
     *,
+    axis: int | None = None,
+    heatmap: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
     cancel: Callable[[], bool] | None = None,
     progress: Callable[[float], None] | None = None,
@@ -192,7 +206,8 @@ def concept_heatmaps(
 
     The heatmap of channel ``c`` is the relevance at the layer with every other channel set to
     zero, propagated to the input through the same rules.  The heatmaps of all channels add up to
-    the plain heatmap.
+    the relevance that flows through the layer: the plain heatmap for a layer that all of it
+    passes (not one branch of a residual block, whose shortcut carries the rest).
 
     Parameters
     ----------
@@ -209,6 +224,12 @@ def concept_heatmaps(
         descending), or the given channels in the given order.
     target : int or None
         The class to explain; None for the top class.
+    axis : int, optional
+        The axis of the layer's output that holds its channels; found by :mod:`.channel_axis`
+        when omitted.
+    heatmap : bool
+        Also compute the plain input heatmap (``overview.relevance``).  Without it the first
+        pass stops at the layer: for a caller that has the heatmap from :func:`~.explain.explain`.
     batch_size : int
         Heatmaps per backward pass (the image runs forward once, repeated this many times).
     cancel : callable, optional
@@ -230,8 +251,8 @@ def concept_heatmaps(
     if len(batch) != 1:
         raise ValueError(f"concept heatmaps explain one input at a time, not {len(batch)}")
     raise_if_cancelled(cancel)
-    plain = plain_pass(model, batch, rulemap, layer, target)
-    overview = _overview(layer, plain)
+    plain = plain_pass(model, batch, rulemap, layer, target, axis=axis, to_input=heatmap)
+    overview = _overview(plain)
     per_channel = overview.channels[0]
     chosen = _chosen_channels(per_channel, channels)
     masks = torch.zeros(len(chosen), len(per_channel), dtype=batch.dtype, device=batch.device)
@@ -240,8 +261,7 @@ def concept_heatmaps(
         model,
         batch,
         rulemap,
-        layer,
-        plain.layer_calls,
+        plain,
         masks,
         batch_size=batch_size,
         cancel=cancel,
@@ -253,6 +273,38 @@ def concept_heatmaps(
         relevance=_numpy(heatmaps),
         overview=overview,
     )
+
+
+def token_grid(count: int) -> tuple[int, int] | None:
+    """Return ``(leading, side)`` when ``count`` tokens are a square grid of patches.
+
+    ``leading`` is 0, or 1 for a class token in front of the ``side`` x ``side`` patches; None
+    when ``count`` tokens are no such grid.
+    """
+    for leading in (0, 1):
+        side = math.isqrt(max(count - leading, 0))
+        if side > 1 and side * side == count - leading:
+            return leading, side
+    return None
+
+
+def spatial_map(spatial: np.ndarray) -> np.ndarray | None:
+    """Return one sample's relevance per position as a 2-d map, or None where there is none.
+
+    Parameters
+    ----------
+    spatial : np.ndarray
+        One row of :attr:`LayerRelevance.spatial`: a 2-d map is returned as it is; a sequence of
+        tokens that is a square grid of patches (see :func:`token_grid`) becomes that grid, its
+        class token left out.
+    """
+    if spatial.ndim == 2:
+        return spatial
+    grid = token_grid(len(spatial)) if spatial.ndim == 1 else None
+    if grid is None:
+        return None
+    leading, side = grid
+    return spatial[leading:].reshape(side, side)
 
 
 def _chosen_channels(per_channel: np.ndarray, channels: int | str | Sequence[int]) -> np.ndarray:
@@ -279,26 +331,33 @@ class LayerPass:
 
     Attributes
     ----------
+    layer : str
+        The layer's name.
+    axis : int
+        The axis of the layer's output that holds its channels (counted from the front).
     logits, targets : torch.Tensor
         Model outputs ``(N, K)`` and the explained class per sample ``(N,)``.
-    input_relevance : torch.Tensor
-        The plain heatmap ``(N, C_in, H, W)``.
+    input_relevance : torch.Tensor or None
+        The plain heatmap ``(N, C_in, H, W)``; None for a pass that stopped at the layer.
     layer_calls : list of torch.Tensor
-        The relevance at the layer's output, one tensor ``(N, C, *S)`` per call of the layer.
+        The relevance at the layer's output as the layer gives it (channels on ``axis``), one
+        tensor per call of the layer.
     activation : torch.Tensor
-        The layer's output (of its last call), ``(N, C, *S)``.
+        The layer's output (of its last call), channels on axis 1: ``(N, C, *S)``.
     """
 
+    layer: str
+    axis: int
     logits: torch.Tensor
     targets: torch.Tensor
-    input_relevance: torch.Tensor
+    input_relevance: torch.Tensor | None
     layer_calls: list[torch.Tensor]
     activation: torch.Tensor
 
     @property
     def layer_relevance(self) -> torch.Tensor:
-        """The relevance at the layer, summed over its calls, ``(N, C, *S)``."""
-        return torch.stack(self.layer_calls).sum(dim=0)
+        """The relevance at the layer, summed over its calls, channels on axis 1: ``(N, C, *S)``."""
+        return torch.stack(self.layer_calls).sum(dim=0).movedim(self.axis, 1)
 
 
 def _prepared(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
@@ -308,26 +367,47 @@ def _prepared(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def plain_pass(
-    model: nn.Module, batch: torch.Tensor, rulemap: RuleMap, layer: str, target: Target
+    model: nn.Module,
+    batch: torch.Tensor,
+    rulemap: RuleMap,
+    layer: str,
+    target: Target,
+    *,
+    axis: int | None = None,
+    to_input: bool = True,
 ) -> LayerPass:
-    """Run LRP on a prepared ``batch`` and read the relevance at ``layer`` on the way."""
-    with _tapped(model, rulemap, layer) as outputs:
+    """Run LRP on a prepared ``batch`` and read the relevance at ``layer`` on the way.
+
+    The channel axis is ``axis`` or, when None, the one :mod:`.channel_axis` finds.  With
+    ``to_input`` False the backward pass stops at the layer (no input heatmap).
+    """
+    with _tapped(model, rulemap, layer, axis) as tap:
         leaf = batch.detach().requires_grad_(True)
         with torch.enable_grad():
             logits = model(leaf)
             targets = resolve_target(target, logits)
             start = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0) * logits.detach()
-            _check_used(outputs, layer)
-            relevance, *calls = torch.autograd.grad(logits, [leaf, *outputs], start)
-    return LayerPass(logits.detach(), targets, relevance, calls, outputs[-1].detach())
+            _check_used(tap.outputs, layer)
+            sources = [leaf] if to_input else []
+            gradients = torch.autograd.grad(logits, [*sources, *tap.outputs], start)
+    heatmap = gradients[0] if to_input else None
+    activation = tap.outputs[-1].detach().movedim(tap.axis, 1)
+    return LayerPass(
+        layer,
+        tap.axis,
+        logits.detach(),
+        targets,
+        heatmap,
+        list(gradients[len(sources) :]),
+        activation,
+    )
 
 
 def conditional_relevance(
     model: nn.Module,
     image: torch.Tensor,
     rulemap: RuleMap,
-    layer: str,
-    layer_calls: Sequence[torch.Tensor],
+    plain: LayerPass,
     masks: torch.Tensor,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -343,10 +423,12 @@ def conditional_relevance(
     ----------
     image : torch.Tensor
         One prepared input ``(1, C_in, H, W)``.
-    layer_calls : sequence of torch.Tensor
-        The relevance at the layer per call, ``(1, C, *S)`` each (from :func:`plain_pass`).
+    plain : LayerPass
+        The plain pass of this image (from :func:`plain_pass`): the layer, its channel axis and
+        the relevance there.
     masks : torch.Tensor
-        ``(K, C)`` channel weights or ``(K, C, *S)`` weights per channel and position.
+        ``(K, C)`` channel weights or ``(K, C, *S)`` weights per channel and position, channels on
+        axis 1 whatever the layer's own channel axis.
 
     Returns
     -------
@@ -357,19 +439,21 @@ def conditional_relevance(
     rows = max(1, min(batch_size, count))
     passes = -(-count // rows)
     heatmaps = []
-    with _tapped(model, rulemap, layer) as outputs:
+    with _tapped(model, rulemap, plain.layer, plain.axis) as tap:
         leaf = image.detach().expand(rows, *image.shape[1:]).clone().requires_grad_(True)
         with torch.enable_grad():
             model(leaf)
-            _check_used(outputs, layer)
+            _check_used(tap.outputs, plain.layer)
+            dims = tap.outputs[0].dim()
             for index in range(passes):
                 raise_if_cancelled(cancel)
                 group = masks[index * rows : (index + 1) * rows]
                 padded = masks.new_zeros((rows, *masks.shape[1:]))
                 padded[: len(group)] = group
-                shape = (rows, *padded.shape[1:], *[1] * (outputs[0].dim() - padded.dim()))
-                seeds = [call * padded.reshape(shape) for call in layer_calls]
-                (heatmap,) = torch.autograd.grad(outputs, leaf, seeds, retain_graph=True)
+                shape = (rows, *padded.shape[1:], *[1] * (dims - padded.dim()))
+                weights = padded.reshape(shape).movedim(1, plain.axis)
+                seeds = [call * weights for call in plain.layer_calls]
+                (heatmap,) = torch.autograd.grad(tap.outputs, leaf, seeds, retain_graph=True)
                 heatmaps.append(heatmap[: len(group)].detach())
                 if progress is not None:
                     progress((index + 1) / passes)
@@ -378,24 +462,46 @@ def conditional_relevance(
     return torch.cat(heatmaps)
 
 
+@dataclass
+class _Tap:
+    """The outputs of a layer, one per call, and the axis of their channels."""
+
+    outputs: list[torch.Tensor] = field(default_factory=list)
+    axis: int = 1
+
+
 @contextmanager
-def _tapped(model: nn.Module, rulemap: RuleMap, layer: str) -> Iterator[list[torch.Tensor]]:
+def _tapped(model: nn.Module, rulemap: RuleMap, layer: str, axis: int | None) -> Iterator[_Tap]:
     """Apply the rules and collect the layer's outputs, one per call, while the context lasts.
 
-    The layer passes a copy on, so that an in-place operation after it leaves the collected
-    output (and its place in the graph) as it was.
+    What is collected is a copy of the output: the gradient arriving there is the relevance at the
+    layer before any hook of the layer's own rule (which may sit on the output tensor itself) has
+    seen it, and a gradient put there goes through those hooks as the relevance from above does.
+    The layer passes a second copy on, so that an in-place operation after it leaves the
+    collected copy (and its place in the graph) as it was.  The channel axis is ``axis`` or, when
+    None, the one :mod:`.channel_axis` follows to the layer.
     """
-    outputs: list[torch.Tensor] = []
+    tap = _Tap()
 
     def on_output(module: nn.Module, args: tuple, output: object) -> torch.Tensor:
         if not isinstance(output, torch.Tensor):
             raise ValueError(f"layer {layer!r} returns {type(output).__name__}, not one tensor")
-        outputs.append(output)
-        return output.clone()
+        if output.dim() < 2:
+            raise ValueError(f"layer {layer!r} gives one number per sample: no channels")
+        tap.axis = (axes.of(output) if axis is None else axis) % output.dim()
+        collected = output.clone()
+        tap.outputs.append(collected)
+        return collected.clone()
 
     with evaluation_mode(model), rulemap.to_composite().context(model):
-        with _forward_hook(_find_layer(model, layer), on_output):
-            yield outputs
+        found = _find_layer(model, layer)
+        with _followed(model, axis is None) as axes, _forward_hook(found, on_output):
+            yield tap
+
+
+def _followed(model: nn.Module, needed: bool) -> AbstractContextManager:
+    """Follow the channel axis through ``model`` when ``needed`` (else a context that does not)."""
+    return followed_axes(model) if needed else nullcontext()
 
 
 def _check_used(outputs: list[torch.Tensor], layer: str) -> None:
@@ -423,15 +529,16 @@ def _find_layer(model: nn.Module, layer: str) -> nn.Module:
     raise LayerNotFoundError(f"the model has no layer {layer!r}{hint}")
 
 
-def _overview(layer: str, result: LayerPass) -> LayerRelevance:
+def _overview(result: LayerPass) -> LayerRelevance:
     relevance = result.layer_relevance.double()
     spatial_dims = tuple(range(2, relevance.dim()))
     per_channel = relevance.sum(dim=spatial_dims) if spatial_dims else relevance
+    heatmap = result.input_relevance
     return LayerRelevance(
-        layer=layer,
+        layer=result.layer,
         channels=per_channel.cpu().numpy(),
         spatial=relevance.sum(dim=1).cpu().numpy(),
-        relevance=_numpy(result.input_relevance),
+        relevance=None if heatmap is None else _numpy(heatmap),
         logits=result.logits.float().cpu().numpy(),
         target=result.targets.cpu().numpy(),
     )

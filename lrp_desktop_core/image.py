@@ -59,9 +59,11 @@ from .cmap import ColorMap, get_cmap
 __all__ = [
     "CONTOUR_LEVELS",
     "DEFAULT_CLIP_PERCENTILE",
-    "ImageShapeError",
     "MODES",
     "OVERLAY_STYLES",
+    "ImageShapeError",
+    "bar_colors",
+    "bar_range",
     "colorize",
     "get_cmap",
     "gridify",
@@ -73,12 +75,15 @@ __all__ = [
     "palette",
     "relevance_map",
     "side_by_side",
+    "side_by_side_column",
 ]
 
 
 class ImageShapeError(ValueError, TypeError):
-    """Data of a shape that is no image, or grid arguments that do not fit (a TypeError too, as
-    zennit raises)."""
+    """Data of a shape that is no image, or grid arguments that do not fit.
+
+    A TypeError too, as zennit raises.
+    """
 
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -100,11 +105,13 @@ OVERLAY_STYLES = ("greyscale", "weighted", "contour")
 CONTOUR_LEVELS = (0.25, 0.5, 0.75)
 #: White columns between the pictures of :func:`side_by_side`.
 SIDE_BY_SIDE_GAP = 8
+#: Colours in a colour bar (:func:`bar_colors`), as many as a palette has.
+BAR_STEPS = 256
 _LUMA = np.array([0.299, 0.587, 0.114])
 
 
 def _as_array(obj: Any) -> np.ndarray:
-    """A numpy view of an array, a tensor (detached, on the CPU) or anything array-like."""
+    """Return a numpy view of an array, a tensor (detached, on the CPU) or an array-like."""
     if isinstance(obj, torch.Tensor):
         obj = obj.detach().cpu().numpy()
     return np.asarray(obj)
@@ -150,7 +157,7 @@ def _to_nhwc(array: np.ndarray, batched: bool) -> np.ndarray:
 
 
 def palette(cmap: str | ColorMap = "bwr", level: float = 1.0) -> np.ndarray:
-    """The 256 x 3 uint8 colour table of a colour map.
+    """Return the 256 x 3 uint8 colour table of a colour map.
 
     Parameters
     ----------
@@ -366,7 +373,7 @@ def relevance_map(relevance: ArrayLike) -> np.ndarray:
 def heatmap_bounds(
     relevance: ArrayLike, mode: str = "signed", clip_percentile: float | None = None
 ) -> tuple[float, float]:
-    """The colour scale ``(vmin, vmax)`` of a heatmap in one display mode.
+    """Return the colour scale ``(vmin, vmax)`` of a heatmap in one display mode.
 
     Parameters
     ----------
@@ -443,7 +450,7 @@ def colorize(
     bounds: tuple[float, float] | None = None,
     clip_percentile: float | None = None,
 ) -> np.ndarray:
-    """The heatmap alone, as colours.
+    """Return the heatmap alone, as colours.
 
     Parameters
     ----------
@@ -470,6 +477,55 @@ def colorize(
         bounds = heatmap_bounds(relevance, mode, clip_percentile)
     colors, _ = _colors_and_strength(relevance, cmap, mode, bounds)
     return _to_uint8(colors)
+
+
+def bar_range(bounds: tuple[float, float], mode: str = "signed") -> tuple[float, float]:
+    """Return the relevance values at the ends of the colour bar of a scale, low end first.
+
+    The one definition of a colour bar: the app's bars and the vector figures and reports draw
+    it from here.
+
+    Parameters
+    ----------
+    bounds : tuple of float
+        ``(vmin, vmax)`` of the shown quantity (see :func:`heatmap_bounds`).
+    mode : str
+        One of :data:`MODES`. The bar is labelled with relevance itself, so the negative mode,
+        which shows the magnitude of negative relevance, runs from ``-vmax`` to ``-vmin``.
+
+    Returns
+    -------
+    tuple of float
+        Where the scale has no width (an all-zero heatmap) it is widened by 1 each way, so the
+        bar stays readable.
+    """
+    _check_mode(mode)
+    low, high = _check_bounds(bounds)
+    low, high = (-high, -low) if mode == "negative" else (low, high)
+    return (low - 1.0, high + 1.0) if high <= low else (low, high)
+
+
+def bar_colors(
+    bounds: tuple[float, float], cmap: str | ColorMap = "coldnhot", mode: str = "signed"
+) -> np.ndarray:
+    """Return the colours of the colour bar of a scale, from its low end to its high end.
+
+    Parameters
+    ----------
+    bounds, mode
+        As for :func:`bar_range`.
+    cmap : str or ColorMap
+        Colour map.
+
+    Returns
+    -------
+    numpy.ndarray
+        Shape (:data:`BAR_STEPS`, 3), dtype uint8: the colours :func:`colorize` gives the
+        relevance values evenly spaced over :func:`bar_range`.
+    """
+    low, high = bar_range(bounds, mode)
+    ramp = np.linspace(low, high, BAR_STEPS)[None, :]
+    return colorize(ramp, cmap, mode, bounds=bounds)[0]
 
 
 def _check_picture(image: Any) -> np.ndarray:
@@ -499,7 +555,7 @@ def _check_style(style: str) -> None:
 
 
 def _greyscale(picture: np.ndarray) -> np.ndarray:
-    """The picture's luma in every channel, (H, W, 3) in [0, 1]."""
+    """Return the picture's luma in every channel, (H, W, 3) in [0, 1]."""
     luma = picture @ _LUMA / 255.0
     return np.repeat(luma[..., None], 3, axis=-1)
 
@@ -537,7 +593,7 @@ def _contours(
     centred = mode == "signed" or colormap.diverging
     side = np.where(position >= 0.5, 1, -1) if centred else np.ones(position.shape, dtype=int)
     width = max(1, round(min(relevance.shape) / 150))
-    colors = np.zeros(relevance.shape + (3,))
+    colors = np.zeros((*relevance.shape, 3))
     lines = np.zeros(relevance.shape, dtype=bool)
     table = colormap.palette() / 255.0
     for level in CONTOUR_LEVELS:
@@ -560,7 +616,7 @@ def overlay(
     composite: bool = True,
     style: str = OVERLAY_STYLES[0],
 ) -> np.ndarray:
-    """A heatmap laid over its input picture, at the picture's resolution.
+    """Return a heatmap laid over its input picture, at the picture's resolution.
 
     Parameters
     ----------
@@ -627,7 +683,7 @@ def side_by_side(
     *,
     style: str = OVERLAY_STYLES[0],
 ) -> np.ndarray:
-    """The input, the heatmap and the overlay in one row, with white gaps between them.
+    """Return the input, the heatmap and the overlay in one row, with white gaps between them.
 
     The parameters are those of :func:`overlay`; the heatmap and the overlay share one scale and
     the heatmap is resized to the picture.
@@ -645,3 +701,23 @@ def side_by_side(
     blended = overlay(picture, relevance, cmap, opacity, mode, bounds=bounds, style=style)
     gap = np.full((picture.shape[0], SIDE_BY_SIDE_GAP, 3), 255, dtype=np.uint8)
     return np.concatenate([picture, gap, heat, gap, blended[..., :3]], axis=1)
+
+
+def side_by_side_column(x: int, width: int) -> int | None:
+    """Return the input picture's column under column ``x`` of a :func:`side_by_side` row.
+
+    Parameters
+    ----------
+    x : int
+        A column of the row (input, heatmap and overlay, each ``width`` wide, with gaps).
+    width : int
+        The width of the input picture.
+
+    Returns
+    -------
+    int or None
+        The same pixel's column in the input, whichever of the three pictures ``x`` is in;
+        None in a gap or outside the row.
+    """
+    tile, column = divmod(x, width + SIDE_BY_SIDE_GAP)
+    return column if 0 <= tile < 3 and column < width else None

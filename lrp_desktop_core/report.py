@@ -13,26 +13,27 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: The scores a report summarises, with their column titles.
-SCORE_TITLES = {
-    "morf_aopc": "AOPC MoRF",
-    "lerf_aopc": "AOPC LeRF",
-    "random_aopc": "AOPC random",
-    "mass_accuracy": "mass acc.",
-    "rank_accuracy": "rank acc.",
-}
+from .names import SCORES
+
+#: The scores a report summarises, with their column titles (from the catalogue).
+SCORE_TITLES = {name: entry.title for name, entry in SCORES.items()}
 #: Label of the random baseline in curves and tables.
 BASELINE_LABEL = "random baseline"
 
 
 @dataclass(frozen=True)
 class Scale:
-    """A colour scale drawn as a colour bar: its label, colour map and value range."""
+    """A colour scale drawn as a colour bar.
+
+    It holds its label, colour map, the range of the shown quantity (``image.heatmap_bounds``)
+    and the display mode (``image.MODES``).
+    """
 
     label: str
     cmap: str
     low: float
     high: float
+    mode: str = "signed"
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,74 @@ class ImagePage:
     evaluations: Sequence[ImageScores] = ()
 
 
+@dataclass(frozen=True, eq=False)
+class Heatmap:
+    """One heatmap of a report page with what the page's table says about it.
+
+    Attributes
+    ----------
+    picture : np.ndarray
+        The picture as drawn (RGB or RGBA uint8).
+    caption : str
+        Its caption.
+    scale : Scale
+        Its colour scale; heatmaps with equal scales share one colour bar.
+    method : str
+        The method's label.
+    class_name : str
+        The explained class.
+    share : float or None
+        Sum of relevance over the explained logit; None where the method's scores are no
+        shares of the logit.
+    evaluation : ImageScores or None
+        Its curves and scores (None without an evaluation).
+    """
+
+    picture: np.ndarray
+    caption: str
+    scale: Scale
+    method: str
+    class_name: str
+    share: float | None
+    evaluation: ImageScores | None = None
+
+
+def image_page(title: str, image: np.ndarray, heatmaps: Sequence[Heatmap]) -> ImagePage:
+    """Return the page of one input image.
+
+    The page has its heatmaps, a colour bar per distinct scale, and a table with a row per
+    heatmap (its scores too where the heatmaps were evaluated).
+
+    The app's report and ``lrp-explain --report`` both build their pages here.
+    """
+    evaluations = [item.evaluation for item in heatmaps if item.evaluation is not None]
+    header = ["method", "class", "sum R / logit"]
+    if evaluations:
+        header += list(SCORE_TITLES.values())
+    table, page_scales = [header], []
+    for item in heatmaps:
+        if item.scale not in page_scales:
+            page_scales.append(item.scale)
+        row = [item.method, item.class_name, "n/a" if item.share is None else f"{item.share:.3f}"]
+        if item.evaluation is not None:
+            row += [_score_text(item.evaluation.scores.get(key)) for key in SCORE_TITLES]
+        table.append(row)
+    return ImagePage(
+        title=title,
+        image=image,
+        heatmaps=[item.picture for item in heatmaps],
+        captions=[item.caption for item in heatmaps],
+        scales=[page_scales.index(item.scale) for item in heatmaps],
+        page_scales=page_scales,
+        table=table,
+        evaluations=evaluations,
+    )
+
+
+def _score_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
+
 @dataclass(frozen=True)
 class Report:
     """A whole report: a summary page, then :attr:`pages`.
@@ -126,8 +195,10 @@ class Report:
         return rows
 
     def mean_curves(self, kind: str) -> list[Band]:
-        """Return the mean ``kind`` curve ("morf" or "lerf") per method with its spread, then
-        the random baseline (one per image, so each image counts once)."""
+        """Return the mean ``kind`` curve ("morf" or "lerf") per method with its spread.
+
+        The random baseline comes last (one per image, so each image counts once).
+        """
         bands = [
             band(method, [getattr(item, kind) for item in group])
             for method, group in _by_method(self.evaluations()).items()

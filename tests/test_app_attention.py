@@ -10,7 +10,6 @@ from PySide6.QtCore import Qt
 
 from lrp_desktop.comparison import conservation_note
 from lrp_desktop.reporter import Reporter
-from lrp_desktop.rule_editing import starting_rulemap
 from lrp_desktop.rule_tree import NAME, RULE, RuleTreeModel
 from lrp_desktop.session import ModelInfo, Session
 from lrp_desktop_core.explain import Method, explain
@@ -41,7 +40,7 @@ def tree(qtbot, vit_demo):
         recommend(vit_demo.model),
     )
     session = Session()
-    session.set_model(info, starting_rulemap(info))
+    session.set_model(info, RuleMap.recommended(info.skeleton, info.spec))
     return RuleTreeModel(session, Reporter())
 
 

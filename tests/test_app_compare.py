@@ -30,7 +30,7 @@ def wait_for_panels(qtbot, app):
 
 @pytest.fixture
 def compared(qtbot, viewer):
-    """The viewer with three presets side by side."""
+    """Return the viewer with three presets side by side."""
     for preset in PRESETS:
         viewer.window.compare(preset)
     wait_for_panels(qtbot, viewer)

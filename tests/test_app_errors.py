@@ -10,12 +10,13 @@ from torch import nn
 
 from lrp_desktop.reporter import Level
 from lrp_desktop.rule_editing import load_rules
+from lrp_desktop_core.rulemap import RuleMap
 
 pytest_plugins = ["test_app_support"]
 
 
 def still_works(qtbot, app, target: int) -> None:
-    """The viewer explains another class of the current image."""
+    """Check that the viewer explains another class of the current image."""
     app.session.set_target(target)
     wait_for_heatmap(qtbot, app)
     assert int(app.session.explanation.target[0]) == target
@@ -92,6 +93,21 @@ def test_bad_weights_keep_the_current_model(qtbot, viewer, tmp_path):
     still_works(qtbot, viewer, 3)
 
 
+def test_a_model_whose_structure_defeats_rule_maps_loads_for_gradients(qtbot, viewer, monkeypatch):
+    def defeated(*args, **kwargs):
+        raise ValueError("the layer `odd` is neither a layer nor a container")
+
+    monkeypatch.setattr(RuleMap, "recommended", defeated)  # read by the worker at load
+    before = len(viewer.reporter.errors())
+    viewer.controller.load_model("demo")
+    message = new_error(qtbot, viewer, before)
+    assert message.title == "The model cannot be explained with LRP rules"
+    assert "`odd`" in message.text and "Gradient" in message.hint
+    assert viewer.session.model is not None and viewer.session.rulemap is None
+    viewer.session.set_method_kind("gradient")
+    still_works(qtbot, viewer, 1)
+
+
 def test_a_model_file_with_code_needs_consent(qtbot, tmp_path):
     network = nn.Sequential(
         nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3)
@@ -106,7 +122,7 @@ def test_a_model_file_with_code_needs_consent(qtbot, tmp_path):
             app.controller.open_paths([image])
             app.controller.load_model(str(path))
             qtbot.waitUntil(lambda app=app: bool(app.reporter.questions), timeout=30_000)
-            title, text, given = app.reporter.questions[0]
+            _, text, given = app.reporter.questions[0]
             assert given is answer
             assert "torch.nn.modules.container.Sequential" in text
             assert "torch.nn.modules.conv.Conv2d" in text
@@ -130,3 +146,65 @@ def test_bad_rules_file_is_reported(qtbot, viewer, tmp_path):
     assert "epsilon" in viewer.reporter.errors()[-1].text
     assert viewer.session.rulemap == before
     still_works(qtbot, viewer, 4)
+
+
+def test_the_error_of_a_failed_run_goes_once_a_run_succeeds(qtbot, viewer):
+    model = viewer.host.worker.context.loaded.model
+    weight = next(model.parameters())
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.view(-1)[0] = float("nan")
+    bar = viewer.window.message_bar
+    viewer.session.set_target(1)
+    message = new_error(qtbot, viewer, len(viewer.reporter.errors()))
+    assert bar.message is message and not bar.isHidden()
+    with torch.no_grad():
+        weight.copy_(saved)
+    still_works(qtbot, viewer, 2)
+    assert bar.isHidden()
+
+
+def test_a_withdrawn_message_leaves_a_newer_one_shown(qtbot, viewer):
+    bar = viewer.window.message_bar
+    viewer.reporter.error("Old", "an old problem")
+    old = bar.message
+    viewer.reporter.error("New", "a newer problem")
+    bar.withdraw(old)
+    assert not bar.isHidden() and bar.message.title == "New"
+    bar.withdraw(bar.message)
+    assert bar.isHidden()
+
+
+def test_rule_messages_go_once_the_selection_changes(qtbot, viewer):
+    panel, bar = viewer.window.rules_panel, viewer.window.message_bar
+    tree = panel.tree
+    tree.clearSelection()
+    panel.apply_to_selected()
+    assert bar.message.title == "No layers selected" and not bar.isHidden()
+    tree.setCurrentIndex(panel.model.index_of_layer("features.stage1"))
+    assert bar.isHidden()
+
+    panel.editor.rule_box.setCurrentIndex(panel.editor.rule_box.findData("Epsilon"))
+    panel.apply_to_selected()  # the group's ReLU and max pooling cannot take Epsilon
+    assert "was not given to" in bar.message.title and not bar.isHidden()
+    tree.setCurrentIndex(panel.model.index_of_layer("head.fc"))
+    assert bar.isHidden()
+
+
+def test_the_error_of_a_failed_panel_goes_with_the_panel(qtbot, viewer):
+    model = viewer.host.worker.context.loaded.model
+    weight = next(model.parameters())
+    saved = weight.detach().clone()
+    bar = viewer.window.message_bar
+    try:
+        with torch.no_grad():
+            weight.view(-1)[0] = float("nan")
+        before = len(viewer.reporter.errors())
+        viewer.window.compare("gradient")
+        message = new_error(qtbot, viewer, before)
+        assert bar.message is message and not bar.isHidden()
+        viewer.session.remove_panel(0)
+        qtbot.waitUntil(bar.isHidden, timeout=5_000)
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)

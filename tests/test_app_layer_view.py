@@ -7,6 +7,7 @@ import torch
 from PySide6.QtCore import QItemSelectionModel
 from test_app_support import WAIT_MS, wait_idle
 
+from lrp_desktop.comparison import conservation_note, conservation_tip
 from lrp_desktop_core.models import demo_samples
 
 pytest_plugins = ["test_app_support"]
@@ -55,6 +56,10 @@ def test_selecting_a_layer_shows_its_channels_and_a_click_updates_the_main_view(
     np.testing.assert_allclose(shown.relevance[0], concepts.relevance[2])
     assert not np.allclose(shown.relevance[0], plain)
     assert f"channel {concepts.channels[2]} of {LAYER}" in shown.method.label()
+    share = shown.relevance[0].sum() / float(shown.explained_output[0])
+    note = conservation_note(shown)  # a channel's part of the logit, not a conservation figure
+    assert f"channel {concepts.channels[2]} carries {share * 100:.0f} %" in note
+    assert "conserved" not in note and "add up to the plain heatmap" in conservation_tip(shown)
     assert viewer.session.explanation_is_current
     view.select_channel(None)
     np.testing.assert_allclose(viewer.session.explanation.relevance[0], plain, rtol=1e-4, atol=1e-6)
@@ -88,7 +93,7 @@ def test_selecting_a_layer_shows_its_channels_and_a_click_updates_the_main_view(
         viewer.session.panel_result(panel).relevance[0], concepts.relevance[1], rtol=1e-5, atol=1e-7
     )
 
-    assert view.export_png(tmp_path / "concepts.png")
+    assert view.export(tmp_path / "concepts.png")
     assert (tmp_path / "concepts.png").stat().st_size > 1000
     for name, value in model.state_dict().items():
         assert torch.equal(value, before[name]), name

@@ -15,11 +15,11 @@ from test_app_support import make_viewer, wait_idle
 
 from lrp_desktop.__main__ import parse_args
 from lrp_desktop.app import StartOptions, start
-from lrp_desktop.comparison import CONSERVATION_TIPS
 from lrp_desktop.exporting import render_panels, save_current_explanation
 from lrp_desktop.session import ModelInfo
 from lrp_desktop_core.image import OVERLAY_STYLES, SIDE_BY_SIDE_GAP
 from lrp_desktop_core.models import load_model
+from lrp_desktop_core.names import METHODS
 
 pytest_plugins = ["test_app_support"]
 
@@ -69,6 +69,26 @@ def test_side_by_side_view_shows_input_heatmap_and_overlay(qtbot, viewer):
     assert viewer.window.actions.layer_actions["side by side"].isChecked()
 
 
+def test_hovering_any_picture_of_the_side_by_side_view_reads_the_same_pixel(qtbot, viewer):
+    session, view = viewer.session, viewer.window.main_view.view
+    session.set_display(layer="side by side")
+    view.fit()
+    width = session.current_display.shape[1]
+    relevance = session.explanation.relevance[0].sum(axis=0)
+    shown = []
+    view.hovered.connect(shown.append)
+    for tile in range(3):
+        left = tile * (width + SIDE_BY_SIDE_GAP)
+        view._on_mouse_moved(view.view_box.mapViewToScene(QPointF(left + 10.5, 20.5)))
+        info = shown[-1]
+        assert (info.x, info.y) == (10, 20)
+        assert info.relevance == pytest.approx(float(relevance[20, 10]), rel=1e-5)
+        assert info.rgb == tuple(int(v) for v in session.current_display[20, 10, :3])
+        assert "x 10, y 20" in viewer.window.hover_label.text()
+    view._on_mouse_moved(view.view_box.mapViewToScene(QPointF(width + 2.5, 20.5)))  # the gap
+    assert shown[-1] is None
+
+
 def test_raw_export_equals_the_screen(qtbot, viewer, tmp_path):
     session = viewer.session
     session.set_display(
@@ -85,7 +105,7 @@ def test_raw_export_equals_the_screen(qtbot, viewer, tmp_path):
 def test_conservation_is_shown_for_lrp_with_a_tooltip_and_not_for_occlusion(qtbot, viewer):
     window, session = viewer.window, viewer.session
     assert "conserved" in window.main_view.note.text()
-    assert window.main_view.note.toolTip() == CONSERVATION_TIPS["lrp"]
+    assert window.main_view.note.toolTip() == METHODS["lrp"].conservation
     window.compare("epsilon_plus")
     window.compare("occlusion")
     window.compare("gradient")

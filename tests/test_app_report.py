@@ -1,6 +1,9 @@
-"""Vector reports (issue 11): text layer, embedded fonts, no JPEG, a summary page first, one
-random baseline per image shared by the app's plot and the report; ``lrp-explain --report``;
-the evaluation plot's means, bands, colours and legend beside the plot."""
+"""Vector reports (issue 11) and the evaluation plot.
+
+Text layer, embedded fonts, no JPEG, a summary page first, one random baseline per image shared by
+the app's plot and the report; ``lrp-explain --report``; the evaluation plot's means, bands,
+colours and legend beside the plot.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 from test_app_compare import wait_for_panels
 
 from lrp_desktop.exporting import comparison_report
+from lrp_desktop_core import cli_report
 from lrp_desktop_core.cli import main
 from lrp_desktop_core.models import demo_samples
 from lrp_desktop_core.report import BASELINE_LABEL
@@ -204,3 +208,14 @@ def test_figures_are_vector_pdf_and_svg_with_text_and_mean_curves(qtbot, evaluat
         ["pdftoppm", "-png", "-r", "60", "-singlefile", str(pdf), str(PICTURES / "figure")],
         check=True,
     )
+
+
+def test_a_report_without_qt_names_the_problem_and_its_fix(tmp_path, monkeypatch):
+    def broken_qt(name):
+        raise ImportError("libEGL.so.1: cannot open shared object file: No such file or directory")
+
+    monkeypatch.setattr(cli_report.importlib, "import_module", broken_qt)
+    problem = cli_report.check(tmp_path / "report.pdf")
+    assert "libEGL.so.1" in problem and "apt-get" in problem
+    assert "pip install --force-reinstall PySide6" in problem
+    assert "[gui]" not in problem  # no such extra: PySide6 is a dependency of lrp-desktop

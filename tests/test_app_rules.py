@@ -6,20 +6,21 @@ import copy
 import json
 
 import pytest
-from PySide6.QtCore import Qt
+from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtGui import QAction
 from torch import nn
 
 from lrp_desktop.reporter import Level, Reporter
+from lrp_desktop.requests import coverage
 from lrp_desktop.rule_delegate import RuleDelegate, rule_combo
 from lrp_desktop.rule_editing import (
     apply_preset,
     change_canonizer,
-    coverage,
     load_rules,
     save_rules,
-    starting_rulemap,
 )
 from lrp_desktop.rule_tree import RULE, RULE_PARAMS, RuleTreeModel, parse_params
+from lrp_desktop.rules_panel import RulesPanel
 from lrp_desktop.session import ModelInfo, Session
 from lrp_desktop_core.models import load_model
 from lrp_desktop_core.recommend import recommend
@@ -47,7 +48,7 @@ def demo_info():
 def editing(qtbot, demo_info):
     session = Session()
     reporter = Reporter()
-    session.set_model(demo_info, starting_rulemap(demo_info))
+    session.set_model(demo_info, RuleMap.recommended(demo_info.skeleton, demo_info.spec))
     return session, reporter, RuleTreeModel(session, reporter)
 
 
@@ -212,3 +213,44 @@ def test_bad_rules_files_are_reported(tmp_path, editing, content):
     assert session.rulemap == before
     assert reporter.messages[-1].level is Level.ERROR
     assert "bad.json" in reporter.messages[-1].text
+
+
+def test_rule_editor_follows_inline_edits_and_undo_and_apply_keeps_them(qtbot, editing):
+    session, reporter, _ = editing
+    panel = RulesPanel(session, reporter, QAction("Apply"), lambda preset: None)
+    qtbot.addWidget(panel)
+    tree, editor = panel.model, panel.editor
+    panel.tree.selectionModel().select(
+        tree.index_of_layer("head.fc"),
+        QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
+    )
+    assert editor.rule() == "Epsilon"
+    delegate = panel.tree.itemDelegateForColumn(RULE)
+    cell = tree.index_of_layer("head.fc", RULE)
+    combo = delegate.createEditor(panel.tree, None, cell)
+    combo.setCurrentIndex(combo.findData("Norm"))
+    delegate.setModelData(combo, tree, cell)  # the inline edit in the tree
+    assert session.rulemap["head.fc"].rule == "Norm"
+    assert editor.rule() == "Norm"
+    panel.apply_to_selected()
+    assert session.rulemap["head.fc"].rule == "Norm"  # Apply did not put Epsilon back
+    tree.setData(tree.index_of_layer("head.fc", RULE), "Epsilon")
+    tree.setData(tree.index_of_layer("head.fc", RULE_PARAMS), "epsilon=0.5")
+    assert editor.editors["epsilon"].text() == "0.5"
+    session.undo_stack.undo()
+    assert editor.editors["epsilon"].text() != "0.5"
+    session.undo_stack.undo()
+    assert editor.rule() == "Norm"
+    session.undo_stack.redo()
+    assert editor.rule() == "Epsilon"
+    panel.apply_to_selected()
+    assert session.rulemap["head.fc"].rule == "Epsilon"
+    assert session.undo_stack.canRedo()  # Apply changed nothing, so the redo is still there
+
+
+def test_rule_editor_says_when_the_selected_rules_differ(qtbot, editing):
+    session, reporter, _ = editing
+    panel = RulesPanel(session, reporter, QAction("Apply"), lambda preset: None)
+    qtbot.addWidget(panel)
+    panel.tree.selectAll()
+    assert "mixed rules" in panel.editor.selection_label.text()

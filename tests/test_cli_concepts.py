@@ -5,6 +5,7 @@ import shutil
 
 import numpy as np
 
+from lrp_desktop_core import concepts
 from lrp_desktop_core.cli import main
 from lrp_desktop_core.models import demo_samples
 
@@ -54,3 +55,23 @@ def test_index_concepts_stores_reference_images_once(tmp_path, capsys):
     assert "from 3 images (3 explained now" in capsys.readouterr().err
     assert main(arguments) == 0
     assert "(0 explained now" in capsys.readouterr().err
+
+
+def test_the_concepts_reuse_the_plain_heatmap_of_the_explanation(tmp_path, monkeypatch):
+    """Only explain() takes the whole relevance back to the input; the concepts stop at the layer.
+
+    From there each channel's part goes on to the input, which explain() cannot do.
+    """
+    passes = []
+    plain_pass = concepts.plain_pass
+
+    def counted(*args, **kwargs):
+        passes.append(kwargs.get("to_input", True))
+        return plain_pass(*args, **kwargs)
+
+    monkeypatch.setattr(concepts, "plain_pass", counted)
+    image = demo_samples()[0]
+    arguments = [str(image), "--out", str(tmp_path), "--quiet", "--format", "json"]
+    assert main([*arguments, "--layer", "features.stage2.conv", "--concepts", "4"]) == 0
+    assert passes == [False]
+    assert (tmp_path / f"{image.stem}_concepts.npz").is_file()

@@ -88,7 +88,9 @@ def test_one_conditional_heatmap_matches_a_hand_made_reference(demo):
         return kept
 
     def on_output(module, args, output):
-        output.register_hook(keep_channel)
+        passed = output.clone()  # masked before the gradient reaches the layer's own rule
+        passed.register_hook(keep_channel)
+        return passed
 
     with rulemap.to_composite().context(model):
         handle = dict(model.named_modules())[layer].register_forward_hook(on_output)
@@ -134,7 +136,7 @@ def test_a_linear_layer_has_channels_but_no_spatial_map(demo):
 
 def test_a_bad_layer_name_lists_near_matches(demo):
     model, rulemap = demo
-    with pytest.raises(LayerNotFoundError, match="features.stage3.conv"):
+    with pytest.raises(LayerNotFoundError, match=r"features\.stage3\.conv"):
         concept_heatmaps(model, torch.randn(1, 3, 64, 64), rulemap, "features.stage3.cnv", 3)
     assert "features.residual.sum" in layer_names(model, rulemap)
 

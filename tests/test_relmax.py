@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from lrp_desktop_core import relmax
 from lrp_desktop_core.concepts import LayerNotFoundError, plain_pass
 from lrp_desktop_core.explain import ExplainCancelled
 from lrp_desktop_core.images import load_image
@@ -119,7 +120,7 @@ def test_the_model_hash_follows_the_weights(demo):
 
 def test_a_bad_layer_fails_before_loading_images(demo, tmp_path):
     loaded, rulemap = demo
-    with pytest.raises(LayerNotFoundError, match="features.stage3.conv"):
+    with pytest.raises(LayerNotFoundError, match=r"features\.stage3\.conv"):
         index_references(
             loaded.model,
             loaded.spec,
@@ -128,3 +129,77 @@ def test_a_bad_layer_fails_before_loading_images(demo, tmp_path):
             [tmp_path / "x.png"],
             store=tmp_path,
         )
+
+
+def test_an_interruption_while_finding_regions_resumes_there(
+    demo, full_index, tmp_path, monkeypatch
+):
+    loaded, rulemap = demo
+    settings = {"store": tmp_path, "top_n": 3, "batch_size": 4}
+    regions = []  # the images whose regions were found, one conditional pass each
+    found = relmax.conditional_relevance
+
+    def counted(model, image, *args, **kwargs):
+        regions.append(image.clone())
+        return found(model, image, *args, **kwargs)
+
+    monkeypatch.setattr(relmax, "conditional_relevance", counted)
+    with pytest.raises(ExplainCancelled):
+        index_references(
+            loaded.model,
+            loaded.spec,
+            rulemap,
+            LAYER,
+            demo_samples(),
+            cancel=lambda: len(regions) >= 2,
+            **settings,
+        )
+    assert len(regions) == 2
+    folder = next(tmp_path.iterdir())
+    assert not (folder / "references.npz").exists()  # a partial index is never taken as finished
+    before = len(regions)
+    resumed = index_references(
+        loaded.model, loaded.spec, rulemap, LAYER, demo_samples(), **settings
+    )
+    assert resumed.computed == 0  # the scan was done
+    images = full_index.images["relevance"]
+    assert len(regions) - before == len(np.unique(images[images >= 0])) - 2
+    assert not (folder / "partial.npz").exists()
+    for by in RANKINGS:
+        np.testing.assert_array_equal(resumed.images[by], full_index.images[by])
+        np.testing.assert_array_equal(resumed.boxes[by], full_index.boxes[by])
+
+
+def test_the_model_hash_is_kept_until_a_weight_changes(monkeypatch):
+    model = load_model("demo").model
+    digests = []
+    digest = relmax._digest
+    monkeypatch.setattr(relmax, "_digest", lambda m: digests.append(1) or digest(m))
+    first = model_hash(model)
+    assert model_hash(model) == first and len(digests) == 1  # the second call reads no weights
+    weight = next(model.parameters())
+    original = weight.detach().clone()
+    with torch.no_grad():
+        weight[0].add_(1)
+    changed = model_hash(model)
+    assert changed != first and len(digests) == 2
+    with torch.no_grad():
+        weight.copy_(original)
+    assert model_hash(model) == first  # the same values, the same hash
+    model.get_parameter(next(n for n, _ in model.named_parameters())).data = weight.detach() * 2
+    assert model_hash(model) not in (first, changed)  # a new tensor in its place
+
+
+def test_a_vit_block_is_indexed_by_its_features_with_patches_as_regions(tmp_path):
+    loaded = load_model("demo_vit")
+    rulemap = RuleMap.recommended(loaded.model, loaded.spec)
+    layer = "encoder.layers.encoder_layer_1"  # (N, 65, 64): a class token and 8 x 8 patches
+    index = index_references(
+        loaded.model, loaded.spec, rulemap, layer, demo_samples()[:4], store=tmp_path, top_n=2
+    )
+    assert index.channels == 64  # the features, not the tokens
+    boxes = index.boxes["activation"].reshape(-1, 4)
+    heights, widths = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    whole = (heights == 64) & (widths == 64)  # the class token stands for the whole image
+    patch = (heights == 8) & (widths == 8) & (boxes[:, 0] % 8 == 0) & (boxes[:, 1] % 8 == 0)
+    assert np.all(whole | patch) and patch.any()
