@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from test_concepts import hand_made_conditional_heatmap
 from torch import nn
 from torchvision.models.swin_transformer import SwinTransformer
 from torchvision.ops.misc import Permute
@@ -82,28 +83,12 @@ def test_one_vit_channel_matches_a_hand_made_reference(vit):
         1, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(2)
     )
 
-    def keep_feature(gradient):
-        kept = torch.zeros_like(gradient)
-        kept[..., channel] = gradient[..., channel]
-        return kept
-
-    def on_output(module, args, output):
-        passed = output.clone()  # masked before the gradient reaches the layer's own rule
-        passed.register_hook(keep_feature)
-        return passed
-
-    with rulemap.to_composite().context(model):
-        handle = dict(model.named_modules())[VIT_BLOCK].register_forward_hook(on_output)
-        leaf = image.clone().requires_grad_(True)
-        logits = model(leaf)
-        target = int(logits.argmax())
-        start = torch.zeros_like(logits)
-        start[0, target] = logits[0, target].detach()
-        (reference,) = torch.autograd.grad(logits, leaf, start)
-        handle.remove()
+    target, reference = hand_made_conditional_heatmap(
+        model, rulemap, VIT_BLOCK, image, (Ellipsis, channel)
+    )
     concepts = concept_heatmaps(model, image, rulemap, VIT_BLOCK, [channel])
     assert concepts.target == target
-    np.testing.assert_allclose(concepts.relevance[0], reference[0].numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(concepts.relevance[0], reference, rtol=1e-9, atol=1e-15)
     at_block = plain_pass(model, image, rulemap, VIT_BLOCK, None).layer_relevance
     assert at_block.shape == (1, 64, 65)  # channels first, then the tokens
     assert concepts.layer_relevance[0] == pytest.approx(float(at_block[0, channel].sum()))

@@ -77,20 +77,21 @@ def test_conditional_heatmaps_of_all_channels_add_up_to_the_plain_heatmap(
     _assert_untouched(model, before)
 
 
-def test_one_conditional_heatmap_matches_a_hand_made_reference(demo):
-    model, rulemap = demo
-    layer, channel = "features.stage2.conv", 5
-    image = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+def hand_made_conditional_heatmap(model, rulemap, layer, image, index) -> tuple[int, np.ndarray]:
+    """Return the top class and the LRP heatmap through one channel, made by hand.
+
+    A forward hook on ``layer`` puts a tensor hook on its output that keeps the gradient at
+    ``index`` (an index into the output, e.g. ``(slice(None), 5)``) and zeroes the rest; then the
+    plain LRP backward runs from the top class's logit. The rules' own hooks must see the mask.
+    """
 
     def keep_channel(gradient):
         kept = torch.zeros_like(gradient)
-        kept[:, channel] = gradient[:, channel]
+        kept[index] = gradient[index]
         return kept
 
     def on_output(module, args, output):
-        passed = output.clone()  # masked before the gradient reaches the layer's own rule
-        passed.register_hook(keep_channel)
-        return passed
+        output.register_hook(keep_channel)
 
     with rulemap.to_composite().context(model):
         handle = dict(model.named_modules())[layer].register_forward_hook(on_output)
@@ -101,9 +102,19 @@ def test_one_conditional_heatmap_matches_a_hand_made_reference(demo):
         start[0, target] = logits[0, target].detach()
         (reference,) = torch.autograd.grad(logits, leaf, start)
         handle.remove()
+    return target, reference[0].numpy()
+
+
+def test_one_conditional_heatmap_matches_a_hand_made_reference(demo):
+    model, rulemap = demo
+    layer, channel = "features.stage2.conv", 5
+    image = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    target, reference = hand_made_conditional_heatmap(
+        model, rulemap, layer, image, (slice(None), channel)
+    )
     concepts = concept_heatmaps(model, image, rulemap, layer, [channel])
     assert concepts.target == target
-    np.testing.assert_allclose(concepts.relevance[0], reference[0].numpy(), rtol=1e-9, atol=1e-15)
+    np.testing.assert_allclose(concepts.relevance[0], reference, rtol=1e-9, atol=1e-15)
 
 
 def test_top_k_channels_are_ordered_by_relevance_at_the_layer(demo):
