@@ -289,6 +289,14 @@ def _add_concept_options(group: argparse._ArgumentGroup) -> None:
         help="with --layer: the K channels of most relevance there, or all (default: 8)",
     )
     group.add_argument(
+        "--channel-axis",
+        type=int,
+        default=None,
+        metavar="AXIS",
+        help="with --layer: the axis of the layer's output that holds its channels (default: "
+        "found from the layer, e.g. 1 after convolutions, -1 after linear layers and attention)",
+    )
+    group.add_argument(
         "--index-concepts",
         type=Path,
         metavar="FOLDER",

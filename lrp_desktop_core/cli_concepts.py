@@ -61,6 +61,7 @@ def run_index(args: argparse.Namespace, loaded: Any, rulemap: Any, paths: list[P
             args.layer,
             paths,
             store=args.concept_store,
+            axis=args.channel_axis,
             batch_size=args.batch_size,
             progress=show,
         )
@@ -98,6 +99,7 @@ def write_concepts(
         args.layer,
         args.concepts,
         target,
+        axis=args.channel_axis,
         heatmap=False,
         batch_size=args.batch_size,
     )

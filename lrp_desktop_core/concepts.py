@@ -475,7 +475,7 @@ def _tapped(model: nn.Module, rulemap: RuleMap, layer: str, axis: int | None) ->
     """Apply the rules and collect the layer's outputs, one per call, while the context lasts.
 
     What is collected is a copy of the output: the gradient arriving there is the relevance at the
-    layer before any hook of the layer's own rule (which may sit on the output tensor itself) has
+    layer before any hook of the layer's own rule (on the node that made the output) has
     seen it, and a gradient put there goes through those hooks as the relevance from above does.
     The layer passes a second copy on, so that an in-place operation after it leaves the
     collected copy (and its place in the graph) as it was.  The channel axis is ``axis`` or, when
@@ -488,6 +488,12 @@ def _tapped(model: nn.Module, rulemap: RuleMap, layer: str, axis: int | None) ->
             raise ValueError(f"layer {layer!r} returns {type(output).__name__}, not one tensor")
         if output.dim() < 2:
             raise ValueError(f"layer {layer!r} gives one number per sample: no channels")
+        if axis is not None and not (-output.dim() < axis < output.dim() and axis % output.dim()):
+            raise ValueError(
+                f"channel axis {axis} does not fit layer {layer!r}, whose output has shape "
+                f"{tuple(output.shape)}: give an axis from 1 to {output.dim() - 1} (or -1), "
+                "not the batch axis"
+            )
         tap.axis = (axes.of(output) if axis is None else axis) % output.dim()
         collected = output.clone()
         tap.outputs.append(collected)

@@ -75,3 +75,21 @@ def test_the_concepts_reuse_the_plain_heatmap_of_the_explanation(tmp_path, monke
     assert main([*arguments, "--layer", "features.stage2.conv", "--concepts", "4"]) == 0
     assert passes == [False]
     assert (tmp_path / f"{image.stem}_concepts.npz").is_file()
+
+
+def test_channel_axis_chooses_what_counts_as_a_channel(tmp_path, capsys):
+    image = demo_samples()[0]
+    arguments = [str(image), "--quiet", "--format", "json", "--layer", "features.stage2.conv"]
+    found = tmp_path / "found"
+    assert main([*arguments, "--out", str(found), "--concepts", "all"]) == 0
+    rows = tmp_path / "rows"  # the feature map's rows (axis 2 of N, C, H, W) as "channels"
+    assert main([*arguments, "--out", str(rows), "--concepts", "all", "--channel-axis", "2"]) == 0
+    by_channel = np.load(found / f"{image.stem}_concepts.npz")
+    by_row = np.load(rows / f"{image.stem}_concepts.npz")
+    rows_at_layer = 32  # 64 pixels, halved by the first stage's pooling
+    assert sorted(by_row["channels"]) == list(range(rows_at_layer))
+    summed = [result["relevance"].astype(np.float64).sum(axis=0) for result in (by_channel, by_row)]
+    np.testing.assert_allclose(summed[0], summed[1], rtol=1e-4, atol=1e-6)  # both add up
+    assert not np.allclose(by_channel["relevance"][0], by_row["relevance"][0])
+    assert main([*arguments, "--out", str(tmp_path / "bad"), "--channel-axis", "7"]) == 1
+    assert "axis" in capsys.readouterr().err

@@ -104,6 +104,11 @@ def test_the_axis_can_be_named(vit):
     np.testing.assert_allclose(tokens.channels[0], found.spatial[0], rtol=1e-9)
     by_token = concept_heatmaps(model, image, rulemap, VIT_BLOCK, "all", axis=1, batch_size=65)
     assert _relative_error(by_token.relevance.sum(axis=0), found.relevance[0]) <= 1e-6
+    state = {name: value.clone() for name, value in model.state_dict().items()}
+    for wrong in (0, 3, -3):  # the batch axis, and axes the (N, L, D) output lacks
+        with pytest.raises(ValueError, match=rf"channel axis {wrong} does not fit"):
+            layer_relevance(model, image, rulemap, VIT_BLOCK, axis=wrong)
+    assert all(torch.equal(value, state[name]) for name, value in model.state_dict().items())
 
 
 def test_the_axis_follows_the_modules_that_fix_the_layout():
