@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from PIL import Image
 from safetensors.torch import save_file
-from test_app_support import make_viewer, wait_for_heatmap, wait_idle
+from test_app_support import make_viewer, nan_weight, wait_for_heatmap, wait_idle
 from torch import nn
 
 from lrp_desktop.reporter import Level
@@ -149,17 +149,11 @@ def test_bad_rules_file_is_reported(qtbot, viewer, tmp_path):
 
 
 def test_the_error_of_a_failed_run_goes_once_a_run_succeeds(qtbot, viewer):
-    model = viewer.host.worker.context.loaded.model
-    weight = next(model.parameters())
-    saved = weight.detach().clone()
-    with torch.no_grad():
-        weight.view(-1)[0] = float("nan")
     bar = viewer.window.message_bar
-    viewer.session.set_target(1)
-    message = new_error(qtbot, viewer, len(viewer.reporter.errors()))
-    assert bar.message is message and not bar.isHidden()
-    with torch.no_grad():
-        weight.copy_(saved)
+    with nan_weight(viewer):
+        viewer.session.set_target(1)
+        message = new_error(qtbot, viewer, len(viewer.reporter.errors()))
+        assert bar.message is message and not bar.isHidden()
     still_works(qtbot, viewer, 2)
     assert bar.isHidden()
 
@@ -192,19 +186,11 @@ def test_rule_messages_go_once_the_selection_changes(qtbot, viewer):
 
 
 def test_the_error_of_a_failed_panel_goes_with_the_panel(qtbot, viewer):
-    model = viewer.host.worker.context.loaded.model
-    weight = next(model.parameters())
-    saved = weight.detach().clone()
     bar = viewer.window.message_bar
-    try:
-        with torch.no_grad():
-            weight.view(-1)[0] = float("nan")
+    with nan_weight(viewer):
         before = len(viewer.reporter.errors())
         viewer.window.compare("gradient")
         message = new_error(qtbot, viewer, before)
         assert bar.message is message and not bar.isHidden()
         viewer.session.remove_panel(0)
         qtbot.waitUntil(bar.isHidden, timeout=5_000)
-    finally:
-        with torch.no_grad():
-            weight.copy_(saved)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from test_app_errors import new_error, still_works
+from test_app_support import nan_weight
 
 pytest_plugins = ["test_app_support"]
 
@@ -16,24 +17,17 @@ def shown_error(viewer) -> str:
 
 
 def test_nan_weights_show_a_message_and_the_viewer_recovers(qtbot, viewer):
-    model = viewer.host.worker.context.loaded.model
-    weight = next(model.parameters())
-    saved = weight.detach().clone()
-    with torch.no_grad():
-        weight.view(-1)[0] = float("nan")
-    before = len(viewer.reporter.errors())
-    viewer.session.set_target(1)
-    message = new_error(qtbot, viewer, before)
-    text = shown_error(viewer)
-    assert message.text in text
-    assert viewer.session.current_image.name in message.text
-    assert "logits" in message.text and "NaN or inf" in message.text
-    assert "weights file" in message.text
-    assert "Traceback" not in text
-    assert viewer.session.status.state == "failed"
-    viewer.window.grab().save("/tmp/nonfinite.png")
-    with torch.no_grad():
-        weight.copy_(saved)
+    with nan_weight(viewer):
+        before = len(viewer.reporter.errors())
+        viewer.session.set_target(1)
+        message = new_error(qtbot, viewer, before)
+        text = shown_error(viewer)
+        assert message.text in text
+        assert viewer.session.current_image.name in message.text
+        assert "logits" in message.text and "NaN or inf" in message.text
+        assert "weights file" in message.text
+        assert "Traceback" not in text
+        assert viewer.session.status.state == "failed"
     still_works(qtbot, viewer, 2)
 
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
+import torch
 from PySide6.QtCore import QSettings
 
 from lrp_desktop.app import Application, StartOptions, build, start
@@ -47,3 +51,17 @@ def wait_for_heatmap(qtbot, app: Application) -> np.ndarray:
 def wait_idle(qtbot, app: Application) -> None:
     """Wait until the worker has nothing queued or running."""
     qtbot.waitUntil(lambda: not app.host.busy, timeout=WAIT_MS)
+
+
+@contextlib.contextmanager
+def nan_weight(app: Application) -> Iterator[None]:
+    """Make one weight of the worker's model NaN while the context lasts (runs then fail)."""
+    weight = next(app.host.worker.context.loaded.model.parameters())
+    saved = weight.detach().clone()
+    with torch.no_grad():
+        weight.view(-1)[0] = float("nan")
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            weight.copy_(saved)
