@@ -123,6 +123,15 @@ def test_stabilize_norm_scale_respects_dim_and_clip():
     torch.testing.assert_close(result, expected)
 
 
+def test_stabilize_norm_scale_over_no_dimension_is_each_entrys_own_magnitude():
+    """The mean over no dimension is the entry itself (torch's ``mean(dim=())`` takes all)."""
+    data = torch.tensor([[3.0, -0.5], [-4.0, 0.0]], dtype=torch.float64)
+    result = stabilize(data, epsilon=0.1, norm_scale=True, dim=())
+    torch.testing.assert_close(result, data + 0.1 * data.abs() * torch.tensor([[1, -1], [-1, 1]]))
+    by_int = stabilize(data, 0.1, norm_scale=True, dim=1)
+    assert torch.equal(by_int, stabilize(data, 0.1, norm_scale=True, dim=(1,)))
+
+
 def test_stabilize_leaves_input_untouched():
     data = VALUES.clone()
     stabilize(data)
