@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrp_desktop_core.names import DEMO_NAMES, METHODS, PRESETS
+from lrp_desktop_core.names import DEMO_NAMES, OTHER_METHODS, PRESETS
 
 from .qt_check import platform_problem
 
@@ -45,10 +45,8 @@ ENGINE_MODULES = (
 TIMINGS = os.environ.get("LRP_DESKTOP_TIMINGS") == "1"
 
 
-#: Methods a comparison panel can show besides LRP presets.
-_OTHER_METHODS = tuple(kind for kind in METHODS if kind != "lrp")
 #: What ``--compare`` takes: the main view's settings, a preset or another method.
-COMPARABLE = ("current", *PRESETS, *_OTHER_METHODS)
+COMPARABLE = ("current", *PRESETS, *OTHER_METHODS)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -102,7 +100,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="NAME",
         default=(),
         help="show these side by side: 'current', presets, or methods "
-        f"({', '.join(_OTHER_METHODS)})",
+        f"({', '.join(OTHER_METHODS)})",
     )
     parser.add_argument(
         "--screenshot",

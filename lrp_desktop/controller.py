@@ -21,8 +21,9 @@ from PySide6.QtCore import QObject, QTimer
 
 from lrp_desktop_core.composites import COMPOSITES
 from lrp_desktop_core.evaluate import DEFAULT_FILL, DEFAULT_REGION_SIZE
-from lrp_desktop_core.explain import METHOD_KINDS, Method
+from lrp_desktop_core.explain import Method
 from lrp_desktop_core.images import IMAGE_SUFFIXES, image_files
+from lrp_desktop_core.names import OTHER_METHODS
 
 from .auditing import Auditor
 from .cache import ExplainKey
@@ -262,9 +263,9 @@ class Controller(QObject):
         if entry in COMPOSITES:
             canonizer = session.rulemap.canonizer if session.rulemap is not None else None
             return Method("lrp", preset_rulemap(session.model, entry, canonizer))
-        if entry in METHOD_KINDS and entry != "lrp":
+        if entry in OTHER_METHODS:
             return Method(entry, None, session.method_params.get(entry, {}))
-        others = ", ".join(kind for kind in METHOD_KINDS if kind != "lrp")
+        others = ", ".join(OTHER_METHODS)
         raise ValueError(
             f"{entry!r} is neither a preset nor a method; use 'current', a preset "
             f"({', '.join(COMPOSITES)}) or a method ({others})"

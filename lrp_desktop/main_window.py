@@ -27,7 +27,7 @@ from PySide6.QtWidgets import (
 
 from lrp_desktop_core.cmap import CMAPS
 from lrp_desktop_core.images import IMAGE_SUFFIXES
-from lrp_desktop_core.names import METHODS, PRESETS
+from lrp_desktop_core.names import METHODS, OTHER_METHODS, PRESETS
 
 from . import __version__
 from .actions import Actions
@@ -219,7 +219,7 @@ class MainWindow(QMainWindow):
         self.preset_menu = compare_menu.addMenu("Add &preset")
         add_catalogue_actions(self.preset_menu, PRESETS.values(), self.compare)
         self.method_menu = compare_menu.addMenu("Add &method")
-        others = (entry for entry in METHODS.values() if entry.name != "lrp")
+        others = (METHODS[kind] for kind in OTHER_METHODS)
         add_catalogue_actions(self.method_menu, others, self.compare)
         compare_menu.addActions([a.compare_images, a.clear_comparison])
         compare_menu.addSeparator()

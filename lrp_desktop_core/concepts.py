@@ -27,7 +27,7 @@ from __future__ import annotations
 import difflib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -501,13 +501,9 @@ def _tapped(model: nn.Module, rulemap: RuleMap, layer: str, axis: int | None) ->
 
     with evaluation_mode(model), rulemap.to_composite().context(model):
         found = _find_layer(model, layer)
-        with _followed(model, axis is None) as axes, _forward_hook(found, on_output):
+        following = followed_axes(model) if axis is None else nullcontext()
+        with following as axes, _forward_hook(found, on_output):
             yield tap
-
-
-def _followed(model: nn.Module, needed: bool) -> AbstractContextManager:
-    """Follow the channel axis through ``model`` when ``needed`` (else a context that does not)."""
-    return followed_axes(model) if needed else nullcontext()
 
 
 def _check_used(outputs: list[torch.Tensor], layer: str) -> None:

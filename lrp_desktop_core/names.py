@@ -29,6 +29,7 @@ __all__ = [
     "HEATMAP_MODES",
     "METHODS",
     "MODEL_FAMILIES",
+    "OTHER_METHODS",
     "OVERLAY_STYLES",
     "PRESETS",
     "SCORES",
@@ -381,6 +382,9 @@ METHODS: Catalogue[MethodEntry] = Catalogue(
 """The attribution methods (kinds of :class:`~.explain.Method`); ``"lrp"`` comes first."""
 
 # -- LRP set-ups -----------------------------------------------------------------------------
+
+#: The methods a comparison panel shows besides LRP with a preset or the current rules.
+OTHER_METHODS = tuple(kind for kind in METHODS if kind != "lrp")
 
 _COMPOSITES = "lrp_desktop_core.composites"
 PRESETS: Catalogue[Entry] = Catalogue(
