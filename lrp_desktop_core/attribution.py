@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from .core import Composite
+from .hooks import records_released_after_use
 from .input_check import check_input
 
 __all__ = [
@@ -379,13 +380,16 @@ class Gradient(Attributor):
             else:
                 point = input.detach().requires_grad_(True)
             output = self.model(point)
-            (gradient,) = torch.autograd.grad(
-                (output,),
-                (point,),
-                grad_outputs=(_seed_for(output, attr_output_fn),),
-                create_graph=self.create_graph,
-                retain_graph=self.retain_graph,
-            )
+            retained = self.create_graph if self.retain_graph is None else self.retain_graph
+            hooks = self.composite.hooks if self.composite is not None and not retained else ()
+            with records_released_after_use(hooks):
+                (gradient,) = torch.autograd.grad(
+                    (output,),
+                    (point,),
+                    grad_outputs=(_seed_for(output, attr_output_fn),),
+                    create_graph=self.create_graph,
+                    retain_graph=self.retain_graph,
+                )
         return output, gradient
 
     def forward(

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .attribution import resolve_target
+from .attribution import one_hot, resolve_target
 from .channel_axis import followed_axes
 from .explain import (
     Target,
@@ -44,6 +44,7 @@ from .explain import (
     model_dtype,
     raise_if_cancelled,
 )
+from .hooks import Hook, records_released_after_use
 from .input_check import check_input
 
 if TYPE_CHECKING:
@@ -386,10 +387,11 @@ def plain_pass(
         with torch.enable_grad():
             logits = model(leaf)
             targets = resolve_target(target, logits)
-            start = torch.zeros_like(logits).scatter_(1, targets[:, None], 1.0) * logits.detach()
+            start = one_hot(logits, targets) * logits.detach()
             _check_used(tap.outputs, layer)
             sources = [leaf] if to_input else []
-            gradients = torch.autograd.grad(logits, [*sources, *tap.outputs], start)
+            with records_released_after_use(tap.hooks):
+                gradients = torch.autograd.grad(logits, [*sources, *tap.outputs], start)
     heatmap = gradients[0] if to_input else None
     activation = tap.outputs[-1].detach().movedim(tap.axis, 1)
     return LayerPass(
@@ -464,10 +466,11 @@ def conditional_relevance(
 
 @dataclass
 class _Tap:
-    """The outputs of a layer, one per call, and the axis of their channels."""
+    """The outputs of a layer, one per call, the axis of their channels, and the rules' hooks."""
 
     outputs: list[torch.Tensor] = field(default_factory=list)
     axis: int = 1
+    hooks: list[Hook] = field(default_factory=list)
 
 
 @contextmanager
@@ -499,7 +502,9 @@ def _tapped(model: nn.Module, rulemap: RuleMap, layer: str, axis: int | None) ->
         tap.outputs.append(collected)
         return collected.clone()
 
-    with evaluation_mode(model), rulemap.to_composite().context(model):
+    composite = rulemap.to_composite()
+    with evaluation_mode(model), composite.context(model):
+        tap.hooks = composite.hooks
         found = _find_layer(model, layer)
         following = followed_axes(model) if axis is None else nullcontext()
         with following as axes, _forward_hook(found, on_output):

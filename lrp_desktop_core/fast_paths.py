@@ -79,6 +79,8 @@ class ProportionalRule(FastPathRule):
     module's own backward pass and multiplies its result by the input: no second evaluation.
     """
 
+    reads_output = True
+
     def _fast_path_applies(self, module: nn.Module) -> bool:
         # the stored output is detached: while gradients are recorded (to differentiate the
         # relevance), the general path evaluates the layer again
@@ -90,7 +92,11 @@ class ProportionalRule(FastPathRule):
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
         """Scale the arriving relevance by ``1 / s(z)`` for the module's own backward pass."""
-        if grad_output[0] is None or not self._fast_path_applies(module):
+        if (
+            grad_output[0] is None
+            or not self.uses_module_backward
+            or not self._fast_path_applies(module)
+        ):
             return None
         return (grad_output[0] / self.stabilizer(self.stored_tensors["output"]),)
 
@@ -216,6 +222,7 @@ class AbsoluteSplitRule(SignSplitRule):
     """
 
     uses_module_backward = True
+    reads_output = True
 
     def _closed_form_shares(
         self, output: torch.Tensor, absolute: torch.Tensor, out_grad: torch.Tensor

@@ -12,7 +12,8 @@ import functools
 import inspect
 import types
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -20,7 +21,14 @@ from torch import nn
 
 from .primitives import ParamMod, Stabilizer, plus, substituted_parameters
 
-__all__ = ["BasicHook", "Hook", "Identity", "RemovableHandle", "RemovableHandleList"]
+__all__ = [
+    "BasicHook",
+    "Hook",
+    "Identity",
+    "RemovableHandle",
+    "RemovableHandleList",
+    "records_released_after_use",
+]
 
 
 class Identity(torch.autograd.Function):
@@ -72,12 +80,41 @@ def _storage_of(tensor: torch.Tensor) -> int:
     return tensor.untyped_storage().data_ptr()
 
 
+_claimed_storages: weakref.WeakValueDictionary[int, torch.Tensor] = weakref.WeakValueDictionary()
+"""The storages of tensors that a hook reads in its backward pass, each with a tensor on it.
+
+An in-place module computes on its input without a copy only where no record claims that
+input's storage (see :meth:`Hook._may_feed_in_place`). An entry lasts as long as the tensor
+named (the record's own reference to it), so a freed storage is never claimed.
+"""
+
+
+def claim(tensor: torch.Tensor) -> None:
+    """Mark the storage of ``tensor`` (which a record keeps) as read in the backward pass."""
+    _claimed_storages[_storage_of(tensor)] = tensor
+
+
+def keep_output(record: dict[str, Any], output: Any) -> None:
+    """Store a call's output in its record for the backward pass, claiming its storage."""
+    record["output"] = output
+    if isinstance(output, torch.Tensor):
+        claim(output)
+
+
 def _held_storages(record: dict[str, Any], inputs: Sequence[torch.Tensor]) -> set[int]:
-    """Return the storages of the tensors that a call's inputs, record and module refer to."""
+    """Return the storages of the tensors that a call's inputs, record and module refer to.
+
+    The inputs do not count where the module was fed them to compute on in place: its output
+    is then on their storage by design, and nothing reads their former values.
+    """
     module = record["module"]
-    held = [*inputs, *module._parameters.values(), *module._buffers.values()]
-    for value in [*vars(module).values(), *record.values()]:
-        held.extend(value if isinstance(value, tuple) else (value,))
+    fed_in_place = record.get("fed_in_place", False)
+    held = [*module._parameters.values(), *module._buffers.values(), *vars(module).values()]
+    for key, value in record.items():
+        if not (fed_in_place and key == "input"):
+            held.extend(value if isinstance(value, tuple) else (value,))
+    if not fed_in_place:
+        held.extend(inputs)
     return {_storage_of(value) for value in held if isinstance(value, torch.Tensor)}
 
 
@@ -97,15 +134,22 @@ def _is_private_result(tensor: torch.Tensor, foreign_storages: set[int]) -> bool
 class _Rejoin(torch.autograd.Function):
     """Join outputs computed from detached inputs back to those inputs in the graph.
 
-    A fresh output without gradient history is joined as it is (marked as modified in place);
-    others are copied. Backward sends zeros to the inputs, to be replaced by the hook's relevance,
-    or, while the hook is inactive, the plain gradient recomputed through the module.
+    The arguments are the hook, the call's record, the outputs' count, then the outputs (with
+    no gradient history: :func:`_join`), the hooked inputs, and the outputs' histories.
+
+    A fresh output is joined as it is (marked as modified in place), also one that an in-place
+    module computed on the storage of its inputs where the hook let it (see
+    :meth:`Hook._may_feed_in_place`); others are copied. Backward sends zeros to the inputs, to
+    be replaced by the hook's relevance, or, while the hook is inactive, the plain gradient
+    recomputed through the module; the output's gradient goes on into each history (the
+    module's parameters, where they require a gradient).
     """
 
     @staticmethod
     def forward(ctx, hook, record, count, *tensors):
         ctx.hook, ctx.record, ctx.count = hook, record, count
-        inputs = tensors[count:]
+        inputs = tensors[count : count + len(record["positions"])]
+        ctx.with_history = record.pop("with_history")
         ctx.input_shapes = [(t.shape, t.dtype, t.device) for t in inputs]
         held = _held_storages(record, inputs)
         outputs, adopted = [], []
@@ -128,7 +172,29 @@ class _Rejoin(torch.autograd.Function):
             )
         else:
             input_grads = ctx.hook.plain_input_gradients(ctx.record, grad_outputs)
-        return (None, None, None, *grad_outputs, *input_grads)
+        histories = (grad_outputs[index] for index in ctx.with_history)
+        return (None, None, None, *grad_outputs, *input_grads, *histories)
+
+
+def _join(hook: Hook, record: dict[str, Any], outputs: list[torch.Tensor]) -> tuple:
+    """Join a call's ``outputs``, computed from detached inputs, to its hooked inputs.
+
+    An output with a gradient history (through the module's parameters) joins as a detached
+    alias, with the history as a further argument, so that it needs no copy.
+    """
+    inputs = [record["input"][index] for index in record["positions"]]
+    with_history = [
+        index
+        for index, tensor in enumerate(outputs)
+        if tensor.requires_grad and tensor._base is None
+    ]
+    joined = [
+        tensor.detach() if index in with_history else tensor for index, tensor in enumerate(outputs)
+    ]
+    histories = [outputs[index] for index in with_history]
+    record["with_history"] = with_history
+    wrapped = _Rejoin.apply(hook, record, len(outputs), *joined, *inputs, *histories)
+    return wrapped if isinstance(wrapped, tuple) else (wrapped,)
 
 
 def _note_output_version(record: dict[str, Any]) -> None:
@@ -149,6 +215,18 @@ def intact_output(record: dict[str, Any]) -> torch.Tensor | None:
     if not isinstance(output, torch.Tensor) or output._version != record.get("output_version"):
         return None
     return output
+
+
+def _gradient_kept_by_output(module: nn.Module) -> bool:
+    """Whether ``module``'s gradient at its output ``f(x)`` equals that at its input ``x``.
+
+    True for clamps and sign-keeping slopes: ReLU (``f(x) > 0`` where ``x > 0``), ReLU6 and
+    hardtanh (``f(x)`` is strictly inside the bounds where ``x`` is), LeakyReLU with a
+    nonnegative slope (``f(x)`` has the sign of ``x``).
+    """
+    if type(module) in (nn.ReLU, nn.ReLU6, nn.Hardtanh):
+        return True
+    return type(module) is nn.LeakyReLU and module.negative_slope >= 0
 
 
 _NO_OUTPUT: Any = object()
@@ -185,6 +263,34 @@ class _HookMeta(type):
         return instance
 
 
+_RELEASED = "released"
+"""The key that marks a record whose tensors were released after its backward pass."""
+
+
+@contextmanager
+def records_released_after_use(hooks: Iterable[Hook]) -> Iterator[None]:
+    """Let ``hooks`` drop each call's stored tensors once they have computed its relevance.
+
+    For a backward pass that does not keep its graph, as a plain gradient frees each node's
+    saved tensors once it has run: a layer's inputs and output are then freed as soon as the
+    pass has gone below it, not when the pass ends. A second pass through the same graph
+    raises instead of reading released tensors.
+
+    Parameters
+    ----------
+    hooks : iterable of Hook
+        The hooks whose records the backward pass inside the block may release.
+    """
+    hooks = list(hooks)
+    for hook in hooks:
+        hook._release_records = True
+    try:
+        yield
+    finally:
+        for hook in hooks:
+            hook._release_records = False
+
+
 class Hook(metaclass=_HookMeta):
     """Base class for hooks to be used to compute layer-wise attributions.
 
@@ -206,14 +312,20 @@ class Hook(metaclass=_HookMeta):
         :meth:`backward` never reads ``grad_input`` sets it to False: the module then computes on
         detached inputs and its own backward is skipped, which saves the time of a plain backward
         pass through the layer.
+    reads_input : bool
+        Class attribute. False where :meth:`backward` reads no stored input value (at most its
+        shape): an in-place activation whose plain gradient its own output determines may then
+        compute on its input without a copy (see :meth:`_may_feed_in_place`).
     """
 
     uses_module_backward = True
+    reads_input = True
 
     def __init__(self) -> None:
         self.active = True
         self.stored_tensors: dict[str, Any] = {}
         self._open_calls: list[dict[str, Any] | None] = []
+        self._release_records = False
 
     def pre_forward(self, module: nn.Module, args: tuple, kwargs: dict | None = None):
         """Apply an Identity to the tensor inputs so that a backward hook sees their gradient.
@@ -243,15 +355,29 @@ class Hook(metaclass=_HookMeta):
         if not positions or not torch.is_grad_enabled():
             self._open_calls.append(None)
             return None
-        wrapped = _through_identity([args[index] for index in positions], _InputIdentity)
-        connected, fed = list(args), list(args)
-        # An in-place module (e.g. ReLU(inplace=True)) would overwrite the stored input: feed it
-        # a copy.
+        originals = [args[index] for index in positions]
         in_place = getattr(module, "inplace", False) is True
+        if in_place and self._may_feed_in_place(module, originals):
+            # The module computes on the inputs themselves; its output joins them in the graph
+            # directly (post_forward), with no identity in between.
+            fed = list(args)
+            for index, original in zip(positions, originals):
+                fed[index] = original.detach()
+            record = _CallRecord(
+                positions=positions, input=tuple(args), kwargs=kwargs, module=module
+            )
+            record["fed_in_place"] = True
+            self._open_calls.append(record)
+            return tuple(fed), kwargs
+        wrapped = _through_identity(originals, _InputIdentity)
+        connected, fed = list(args), list(args)
         for index, tensor in zip(positions, wrapped):
             connected[index] = tensor
             fed_tensor = tensor if self.uses_module_backward else tensor.detach()
+            # an in-place module would overwrite the stored input: it gets a copy
             fed[index] = fed_tensor.clone() if in_place else fed_tensor
+            if self.reads_input:
+                claim(tensor)
         record = _CallRecord(
             positions=positions, input=tuple(connected), kwargs=kwargs, module=module
         )
@@ -263,6 +389,25 @@ class Hook(metaclass=_HookMeta):
             functools.partial(self._input_hook, module, weakref.ref(record))
         )
         return tuple(fed), kwargs
+
+    def _may_feed_in_place(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> bool:
+        """Whether an in-place ``module`` may compute on ``inputs`` themselves, without a copy.
+
+        It may where its gradient flows through the hook's own backward alone, the hook reads
+        no stored input value, nothing else claims the inputs' storage, and the module's plain
+        gradient is the same at its output as at its input (ReLU, ReLU6, LeakyReLU with a
+        nonnegative slope), so that the plain gradient (:meth:`plain_input_gradients`, while
+        the hook is inactive) is exact on the overwritten input. The inputs must be results of
+        the graph, not leaves (a caller's tensor) or views (of a tensor the module does not
+        see whole).
+        """
+        return (
+            not self.uses_module_backward
+            and not self.reads_input
+            and _gradient_kept_by_output(module)
+            and all(tensor.grad_fn is not None and tensor._base is None for tensor in inputs)
+            and not any(_storage_of(tensor) in _claimed_storages for tensor in inputs)
+        )
 
     def post_forward(self, module: nn.Module, args: tuple, kwargs: dict, output=_NO_OUTPUT):
         """Route the tensor outputs through an Identity and call :meth:`forward`.
@@ -319,11 +464,14 @@ class Hook(metaclass=_HookMeta):
         if self.uses_module_backward:
             wrapped = _through_identity(hooked)
         else:
-            inputs = [record["input"][index] for index in record["positions"]]
-            wrapped = _Rejoin.apply(self, record, len(hooked), *hooked, *inputs)
-            wrapped = wrapped if isinstance(wrapped, tuple) else (wrapped,)
+            wrapped = _join(self, record, hooked)
         _note_output_version(record)
-        wrapped[0].grad_fn.register_hook(functools.partial(self._output_hook, module, record))
+        if record.get("fed_in_place"):
+            counts = (len(hooked), len(record["positions"]))
+            hook = functools.partial(self._in_place_hook, module, record, *counts)
+        else:
+            hook = functools.partial(self._output_hook, module, record)
+        wrapped[0].grad_fn.register_hook(hook)
         new_outputs = list(outputs)
         for index, tensor in zip(out_positions, wrapped):
             new_outputs[index] = tensor
@@ -337,10 +485,11 @@ class Hook(metaclass=_HookMeta):
         """
         module, args = record["module"], list(record["input"])
         positions = record["positions"]
+        in_place = getattr(module, "inplace", False) is True
         with torch.enable_grad():
             inputs = [args[index].detach().requires_grad_() for index in positions]
             for index, tensor in zip(positions, inputs):
-                args[index] = tensor
+                args[index] = tensor.clone() if in_place else tensor
             output = module.forward(*args, **record["kwargs"])
             outputs = output if isinstance(output, tuple) else (output,)
             hooked = [value for value in outputs if isinstance(value, torch.Tensor)]
@@ -356,6 +505,12 @@ class Hook(metaclass=_HookMeta):
     def _output_hook(self, module, record, grad_inputs, grad_outputs):
         if not self.active:
             return None
+        if _RELEASED in record:
+            raise RuntimeError(
+                f"The stored tensors of this call of {type(module).__name__} were released after "
+                "the first backward pass through its graph. To run several backward passes "
+                "through one forward pass, keep the graph (retain_graph=True)."
+            )
         if not torch.is_grad_enabled():
             # a gradient seed that is part of the graph (e.g. ``output * mask``) would otherwise
             # tie the record to the graph in a cycle that is never freed
@@ -378,14 +533,33 @@ class Hook(metaclass=_HookMeta):
         return (*grad_outputs[:position], replacement[0], *grad_outputs[position + 1 :])
 
     def _input_hook(self, module, record_ref, grad_inputs, grad_outputs):
-        record = record_ref()
+        return self._input_relevance(module, record_ref(), grad_outputs)
+
+    def _in_place_hook(self, module, record, count: int, inputs: int, grad_inputs, grad_outputs):
+        """Run the output and input hooks in one, for a module fed its inputs to compute in place.
+
+        The join's ``grad_inputs`` are those of its ``count`` outputs, its ``inputs`` inputs'
+        and its outputs' histories' (see :class:`_Rejoin`).
+        """
+        end = count + inputs
+        self._output_hook(module, record, grad_inputs, grad_outputs)
+        relevance = self._input_relevance(module, record, grad_inputs[count:end])
+        if relevance is None:
+            return None
+        return (*grad_inputs[:count], *relevance, *grad_inputs[end:])
+
+    def _input_relevance(self, module, record, grad_at_inputs) -> tuple | None:
+        """Return the relevance of a call's inputs, or None to keep the gradient arriving there."""
         if not self.active or record is None or "grad_output" not in record:
             return None
         self.stored_tensors = record
         try:
-            relevance = self.backward(module, grad_outputs, record["grad_output"])
+            relevance = self.backward(module, grad_at_inputs, record["grad_output"])
         finally:
             self.stored_tensors = {}
+            if getattr(self, "_release_records", False):
+                record.clear()
+                record[_RELEASED] = True
         return tuple(relevance) if relevance is not None else None
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
@@ -502,6 +676,8 @@ class BasicHook(Hook):
     """
 
     uses_module_backward = False
+    reads_output = False
+    """Class attribute: whether the backward pass reads the call's stored output."""
 
     def __init__(
         self,
@@ -553,8 +729,9 @@ class BasicHook(Hook):
         return [out_grad / self.stabilizer(output) for output in outputs]
 
     def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
-        """Store the call's output (its inputs and keyword arguments are stored already)."""
-        self.stored_tensors["output"] = output
+        """Store the call's output where a fast path reads it (see ``reads_output``)."""
+        if self.reads_output:
+            keep_output(self.stored_tensors, output)
 
     def modified_parameters(self, branch: int, module: nn.Module) -> dict[str, torch.Tensor]:
         """Return the parameters of ``branch``, computed once while the parameters are unchanged."""

@@ -38,6 +38,21 @@ class Sum(nn.Module):
         return functools.reduce(torch.add, terms)
 
 
+def residual_sum() -> Sum:
+    """Return the Sum a canonizer gives a residual addition: terms stacked along a new first axis.
+
+    Stacked there, each term is one contiguous block of the stacked tensor, so stacking them
+    (:func:`add_terms`) and taking them apart again are plain copies and views; stacked along
+    the last axis, as ``Sum()`` expects, the terms interleave element by element.
+    """
+    return Sum(dim=0)
+
+
+def add_terms(sum_module: Sum, *terms: torch.Tensor) -> torch.Tensor:
+    """Return the sum of ``terms`` through ``sum_module``, stacked along its dimension."""
+    return sum_module(torch.stack(terms, dim=sum_module.dim))
+
+
 class Product(nn.Module):
     """Multiply a signal by a gate, e.g. the channel weights of a squeeze-and-excitation block.
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .core import Hook, Stabilizer
+from .hooks import keep_output
 
 __all__ = ["LayerNormEpsilon", "OutputRatioRule", "SignalTakesAll", "UniformSplit"]
 
@@ -93,7 +94,7 @@ class OutputRatioRule(Hook):
 
     def forward(self, module: nn.Module, args: tuple, kwargs: dict, output) -> None:
         """Keep the call's output for the backward pass."""
-        self.stored_tensors["output"] = output
+        keep_output(self.stored_tensors, output)
 
 
 class LayerNormEpsilon(OutputRatioRule):

@@ -34,7 +34,7 @@ from torchvision.models.maxvit import (
 
 from .attention import AttentionCore
 from .canonizers import MergeBatchNorm
-from .layer import Sum
+from .layer import add_terms, residual_sum
 from .types import ConvolutionStandard
 from .vit import residual_sums
 
@@ -87,18 +87,18 @@ class MaxVitMergePreNorm(MergeBatchNorm):
 
 def _mbconv_forward(self: MaxVitMBConv, x: torch.Tensor) -> torch.Tensor:
     branch = self.stochastic_depth(self.layers(x))
-    return self.canonizer_sum(torch.stack([self.proj(x), branch], dim=-1))
+    return add_terms(self.canonizer_sum, self.proj(x), branch)
 
 
 def _mbconv(module: MaxVitMBConv) -> dict:
-    return {"canonizer_sum": Sum(), "forward": types.MethodType(_mbconv_forward, module)}
+    return {"canonizer_sum": residual_sum(), "forward": types.MethodType(_mbconv_forward, module)}
 
 
 def _partition_attention_forward(self: PartitionAttentionLayer, x: torch.Tensor) -> torch.Tensor:
     x = self.partition_swap(self.partition_op(x, self.p))
     attended = self.stochastic_dropout(self.attn_layer(x))
-    x = self.canonizer_attention_sum(torch.stack([x, attended], dim=-1))
-    x = self.canonizer_mlp_sum(torch.stack([x, self.stochastic_dropout(self.mlp_layer(x))], dim=-1))
+    x = add_terms(self.canonizer_attention_sum, x, attended)
+    x = add_terms(self.canonizer_mlp_sum, x, self.stochastic_dropout(self.mlp_layer(x)))
     height, width = (size // self.p for size in self.grid_size)
     return self.departition_op(self.departition_swap(x), self.p, height, width)
 

@@ -45,7 +45,6 @@ from .fast_paths import (
     positive_part,
     unchanged_input,
 )
-from .hooks import intact_output
 from .layer import Sum
 from .layer_rules import LayerNormEpsilon, SignalTakesAll, UniformSplit
 from .modifiers import (
@@ -123,12 +122,15 @@ class Norm(ProportionalRule):
 
     # On a Sum of stacked terms, dz / dx_k = 1 for every term, so the relevance of the stacked
     # input is x * (R / s(z)) broadcast along the summed dimension: one multiplication, no
-    # backward pass through the sum (and no copy of its output for an Identity).
+    # backward pass through the sum (and no copy of its output for an Identity). The sum z is
+    # added again from the stacked terms (bit-identical to the output, see Sum.forward) instead
+    # of being kept: a ReLU(inplace=True) after a residual sum then needs no copy of it.
 
     def register(self, module: nn.Module):
         """Register to ``module``; on a :class:`~.layer.Sum` skip the module's own backward."""
         if isinstance(module, Sum) and type(module).forward is Sum.forward:
             self.uses_module_backward = False
+            self.reads_output = False
         return super().register(module)
 
     def _fast_path_applies(self, module: nn.Module) -> bool:
@@ -138,7 +140,6 @@ class Norm(ProportionalRule):
         return (
             isinstance(module, Sum)
             and len(record["positions"]) == 1
-            and intact_output(record) is not None
             and not torch.is_grad_enabled()
         )
 
@@ -147,8 +148,7 @@ class Norm(ProportionalRule):
             return super()._fast_relevance(module, grad_input, grad_output)
         record = self.stored_tensors
         stacked = record["input"][record["positions"][0]].detach()
-        output = record["output"]
-        ratio = grad_output[0] / self.stabilizer(output)
+        ratio = grad_output[0] / self.stabilizer(Sum.forward(module, stacked))
         return (stacked * ratio.unsqueeze(module.dim),)
 
 
@@ -450,6 +450,7 @@ class Pass(Hook):
     """
 
     uses_module_backward = False
+    reads_input = False
 
     def _pre_forward(self, module: nn.Module, args: tuple, kwargs: dict):
         if returns_its_input(module):
@@ -466,6 +467,7 @@ class ReLUDeconvNet(Hook):
     """DeconvNet's ReLU: pass on the positive part of the arriving gradient."""
 
     uses_module_backward = False
+    reads_input = False
 
     def backward(self, module: nn.Module, grad_input, grad_output):
         """Return the arriving gradient clamped at zero."""

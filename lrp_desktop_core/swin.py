@@ -31,6 +31,7 @@ from torchvision.models.swin_transformer import (
 )
 
 from .attention import AttentionCore
+from .layer import add_terms
 from .vit import residual_sums, split_heads
 
 __all__ = ["SWIN_REWRITES", "window_attention_supported"]
@@ -127,9 +128,9 @@ def _window_attention(module: ShiftedWindowAttention) -> dict | None:
 
 def _block_forward(self: SwinTransformerBlock, x: torch.Tensor) -> torch.Tensor:
     branch = self.stochastic_depth(self.attn(self.norm1(x)))
-    x = self.canonizer_attention_sum(torch.stack([x, branch], dim=-1))
+    x = add_terms(self.canonizer_attention_sum, x, branch)
     branch = self.stochastic_depth(self.mlp(self.norm2(x)))
-    return self.canonizer_mlp_sum(torch.stack([x, branch], dim=-1))
+    return add_terms(self.canonizer_mlp_sum, x, branch)
 
 
 def _block(module: SwinTransformerBlock) -> dict | None:

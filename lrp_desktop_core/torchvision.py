@@ -48,7 +48,7 @@ from .canonizers import (
     CompositeCanonizer,
     SequentialMergeBatchNorm,
 )
-from .layer import ChannelAffine, Product, Scale, Sum
+from .layer import ChannelAffine, Product, Scale, add_terms, residual_sum
 from .maxvit import MAXVIT_REWRITES, MaxVitMergePreNorm
 from .swin import SWIN_REWRITES
 from .vit import VIT_REWRITES
@@ -121,7 +121,7 @@ class TorchvisionMergeBatchNorm(ResNetMergeBatchNorm):
 
 def _sum(block: nn.Module, *terms: torch.Tensor) -> torch.Tensor:
     """Add ``terms`` through the block's ``canonizer_sum`` module."""
-    return block.canonizer_sum(torch.stack(terms, dim=-1))
+    return add_terms(block.canonizer_sum, *terms)
 
 
 def _resnet_residual(block: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -248,7 +248,7 @@ def _residual(forward: Callable, condition: str | None = None) -> BlockRewrite:
     def rewrite(module: nn.Module) -> dict | None:
         if condition is not None and not getattr(module, condition):
             return None
-        return {"canonizer_sum": Sum(), "forward": types.MethodType(forward, module)}
+        return {"canonizer_sum": residual_sum(), "forward": types.MethodType(forward, module)}
 
     return rewrite
 

@@ -23,7 +23,7 @@ from torch import nn
 from torchvision.models.vision_transformer import Encoder, EncoderBlock, VisionTransformer
 
 from .attention import AttentionCore
-from .layer import ConstantSum, Prepend, Sum
+from .layer import ConstantSum, Prepend, add_terms, residual_sum
 
 __all__ = ["VIT_REWRITES", "PackedLinear", "attention_supported"]
 
@@ -157,8 +157,8 @@ def _attention(module: nn.MultiheadAttention) -> dict | None:
 def _encoder_block_forward(self: EncoderBlock, input: torch.Tensor) -> torch.Tensor:
     x = self.ln_1(input)
     x = self.dropout(self.self_attention(x, x, x, need_weights=False)[0])
-    x = self.canonizer_attention_sum(torch.stack([x, input], dim=-1))
-    return self.canonizer_mlp_sum(torch.stack([x, self.mlp(self.ln_2(x))], dim=-1))
+    x = add_terms(self.canonizer_attention_sum, x, input)
+    return add_terms(self.canonizer_mlp_sum, x, self.mlp(self.ln_2(x)))
 
 
 def residual_sums(module: nn.Module, forward: Callable[..., torch.Tensor]) -> dict:
@@ -169,8 +169,8 @@ def residual_sums(module: nn.Module, forward: Callable[..., torch.Tensor]) -> di
     :class:`~.layer.Sum` modules.
     """
     return {
-        "canonizer_attention_sum": Sum(),
-        "canonizer_mlp_sum": Sum(),
+        "canonizer_attention_sum": residual_sum(),
+        "canonizer_mlp_sum": residual_sum(),
         "forward": types.MethodType(forward, module),
     }
 
