@@ -182,16 +182,15 @@ class SignSplitRule(FastPathRule):
                 leaves[branch] = args[index] = leaf.requires_grad_()
                 with substituted_parameters(module, self.modified_parameters(branch, module)):
                     outputs[branch] = module.forward(*args, **record["kwargs"])
-        gradients = self.gradient_mapper(grad_output[0], outputs)
+        mapped = self.gradient_mapper(grad_output[0], outputs)
+        gradients = [mapped[branch] if branch in live else None for branch in range(len(mapped))]
+        del mapped
         input_gradients = [zero] * len(inputs)
-        if live:
-            computed = torch.autograd.grad(
-                [outputs[branch] for branch in live],
-                [leaves[branch] for branch in live],
-                grad_outputs=[gradients[branch] for branch in live],
+        for branch in live:  # one branch at a time, its output and gradient freed after it
+            (input_gradients[branch],) = torch.autograd.grad(
+                outputs[branch], leaves[branch], gradients[branch]
             )
-            for branch, gradient in zip(live, computed):
-                input_gradients[branch] = gradient
+            outputs[branch] = gradients[branch] = None
         relevance = self.reducer([zero if t is None else t for t in inputs], input_gradients)
         return (relevance.expand_as(x) if relevance.shape != x.shape else relevance,)
 
