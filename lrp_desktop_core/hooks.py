@@ -264,7 +264,20 @@ class _HookMeta(type):
 
 
 _RELEASED = "released"
-"""The key that marks a record whose tensors were released after its backward pass."""
+"""The key that marks a record whose tensors were released after its backward pass.
+
+Its value is the name of the module's class, for the error a second pass raises.
+"""
+
+
+def _refuse_if_released(record: dict[str, Any]) -> None:
+    """Raise if ``record``'s tensors were released (a second pass through a released graph)."""
+    if _RELEASED in record:
+        raise RuntimeError(
+            f"The stored tensors of this call of {record[_RELEASED]} were released after the "
+            "first backward pass through its graph. To run several backward passes through one "
+            "forward pass, keep the graph (retain_graph=True)."
+        )
 
 
 @contextmanager
@@ -395,9 +408,9 @@ class Hook(metaclass=_HookMeta):
 
         It may where its gradient flows through the hook's own backward alone, the hook reads
         no stored input value, nothing else claims the inputs' storage, and the module's plain
-        gradient is the same at its output as at its input (ReLU, ReLU6, LeakyReLU with a
-        nonnegative slope), so that the plain gradient (:meth:`plain_input_gradients`, while
-        the hook is inactive) is exact on the overwritten input. The inputs must be results of
+        gradient is the same at its output as at its input (:func:`_gradient_kept_by_output`),
+        so that the plain gradient (:meth:`plain_input_gradients`, while the hook is inactive)
+        is exact on the overwritten input. The inputs must be results of
         the graph, not leaves (a caller's tensor) or views (of a tensor the module does not
         see whole).
         """
@@ -483,6 +496,7 @@ class Hook(metaclass=_HookMeta):
         Used where the module's own backward was skipped (``uses_module_backward = False``) but
         the plain gradient is asked for, i.e. while the hook is inactive.
         """
+        _refuse_if_released(record)
         module, args = record["module"], list(record["input"])
         positions = record["positions"]
         in_place = getattr(module, "inplace", False) is True
@@ -505,12 +519,7 @@ class Hook(metaclass=_HookMeta):
     def _output_hook(self, module, record, grad_inputs, grad_outputs):
         if not self.active:
             return None
-        if _RELEASED in record:
-            raise RuntimeError(
-                f"The stored tensors of this call of {type(module).__name__} were released after "
-                "the first backward pass through its graph. To run several backward passes "
-                "through one forward pass, keep the graph (retain_graph=True)."
-            )
+        _refuse_if_released(record)
         if not torch.is_grad_enabled():
             # a gradient seed that is part of the graph (e.g. ``output * mask``) would otherwise
             # tie the record to the graph in a cycle that is never freed
@@ -559,7 +568,7 @@ class Hook(metaclass=_HookMeta):
             self.stored_tensors = {}
             if getattr(self, "_release_records", False):
                 record.clear()
-                record[_RELEASED] = True
+                record[_RELEASED] = type(module).__name__
         return tuple(relevance) if relevance is not None else None
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):

@@ -189,3 +189,16 @@ def test_parameter_gradients_flow_through_hooked_outputs_while_inactive():
         with composite.inactive():
             hooked_gradient = torch.autograd.grad(output.sum(), model[0].weight)
     torch.testing.assert_close(hooked_gradient, plain, rtol=1e-12, atol=1e-14)
+
+
+def test_plain_gradient_through_released_records_says_what_to_do():
+    model = _model("ReLU", inplace=True)
+    composite = _composite(ZPlus())
+    inputs = _inputs().requires_grad_()
+    with Gradient(model, composite) as attributor:
+        output, _ = attributor(inputs, attr_output=_classes_0_and_2)
+        with (
+            composite.inactive(),
+            pytest.raises(RuntimeError, match=r"of Linear were released.*retain_graph=True"),
+        ):
+            torch.autograd.grad(output.sum(), inputs)
