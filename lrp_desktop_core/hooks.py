@@ -569,7 +569,11 @@ class Hook(metaclass=_HookMeta):
             if getattr(self, "_release_records", False):
                 record.clear()
                 record[_RELEASED] = type(module).__name__
+                self._release_derived()
         return tuple(relevance) if relevance is not None else None
+
+    def _release_derived(self) -> None:
+        """Drop what was derived from the module for a backward pass (see ``BasicHook``)."""
 
     def pre_backward(self, module: nn.Module, grad_input, grad_output):
         """Handle the gradient arriving at the module's outputs.
@@ -733,6 +737,15 @@ class BasicHook(Hook):
     def _reset(self) -> None:
         super()._reset()
         self._param_cache = {}
+
+    def _release_derived(self) -> None:
+        """Drop the modified parameters once a released call has used them.
+
+        They are kept between the passes of a kept graph (and SmoothGrad's samples); in a pass
+        that releases its records, only the layer whose relevance is being computed holds them
+        (a second copy of a VGG-16's convolution weights per branch otherwise).
+        """
+        self._param_cache.clear()
 
     def _stabilized_ratio(self, out_grad: torch.Tensor, outputs: list[torch.Tensor]) -> list:
         return [out_grad / self.stabilizer(output) for output in outputs]

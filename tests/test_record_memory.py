@@ -202,3 +202,14 @@ def test_plain_gradient_through_released_records_says_what_to_do():
             pytest.raises(RuntimeError, match=r"of Linear were released.*retain_graph=True"),
         ):
             torch.autograd.grad(output.sum(), inputs)
+
+
+@pytest.mark.parametrize("retain_graph", [None, True])
+def test_modified_parameters_are_kept_only_for_a_kept_graph(retain_graph):
+    composite = _composite(AlphaBeta(2.0, 1.0))
+    with Gradient(_model("ReLU", inplace=True), composite, retain_graph=retain_graph) as attributor:
+        attributor(_inputs(), attr_output=_classes_0_and_2)
+        kept = [
+            bool(hook._param_cache) for hook in composite.hooks if hasattr(hook, "_param_cache")
+        ]
+    assert kept == [bool(retain_graph)] * 3
