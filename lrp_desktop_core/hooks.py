@@ -134,8 +134,9 @@ def _is_private_result(tensor: torch.Tensor, foreign_storages: set[int]) -> bool
 class _Rejoin(torch.autograd.Function):
     """Join outputs computed from detached inputs back to those inputs in the graph.
 
-    The arguments are the hook, the call's record, the outputs' count, then the outputs (with
-    no gradient history: :func:`_join`), the hooked inputs, and the outputs' histories.
+    The arguments are the hook, the call's record, the outputs' count, the positions of the
+    outputs that have a history, then the outputs (with no gradient history: :func:`_join`), the
+    hooked inputs, and those outputs' histories.
 
     A fresh output is joined as it is (marked as modified in place), also one that an in-place
     module computed on the storage of its inputs where the hook let it (see
@@ -146,10 +147,9 @@ class _Rejoin(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hook, record, count, *tensors):
-        ctx.hook, ctx.record, ctx.count = hook, record, count
+    def forward(ctx, hook, record, count, with_history, *tensors):
+        ctx.hook, ctx.record, ctx.count, ctx.with_history = hook, record, count, with_history
         inputs = tensors[count : count + len(record["positions"])]
-        ctx.with_history = record.pop("with_history")
         ctx.input_shapes = [(t.shape, t.dtype, t.device) for t in inputs]
         held = _held_storages(record, inputs)
         outputs, adopted = [], []
@@ -173,7 +173,7 @@ class _Rejoin(torch.autograd.Function):
         else:
             input_grads = ctx.hook.plain_input_gradients(ctx.record, grad_outputs)
         histories = (grad_outputs[index] for index in ctx.with_history)
-        return (None, None, None, *grad_outputs, *input_grads, *histories)
+        return (None, None, None, None, *grad_outputs, *input_grads, *histories)
 
 
 def _join(hook: Hook, record: dict[str, Any], outputs: list[torch.Tensor]) -> tuple:
@@ -192,8 +192,7 @@ def _join(hook: Hook, record: dict[str, Any], outputs: list[torch.Tensor]) -> tu
         tensor.detach() if index in with_history else tensor for index, tensor in enumerate(outputs)
     ]
     histories = [outputs[index] for index in with_history]
-    record["with_history"] = with_history
-    wrapped = _Rejoin.apply(hook, record, len(outputs), *joined, *inputs, *histories)
+    wrapped = _Rejoin.apply(hook, record, len(outputs), with_history, *joined, *inputs, *histories)
     return wrapped if isinstance(wrapped, tuple) else (wrapped,)
 
 
@@ -370,31 +369,29 @@ class Hook(metaclass=_HookMeta):
             return None
         originals = [args[index] for index in positions]
         in_place = getattr(module, "inplace", False) is True
-        if in_place and self._may_feed_in_place(module, originals):
+        fed_in_place = in_place and self._may_feed_in_place(module, originals)
+        connected, fed = list(args), list(args)
+        if fed_in_place:
             # The module computes on the inputs themselves; its output joins them in the graph
             # directly (post_forward), with no identity in between.
-            fed = list(args)
             for index, original in zip(positions, originals):
                 fed[index] = original.detach()
-            record = _CallRecord(
-                positions=positions, input=tuple(args), kwargs=kwargs, module=module
-            )
-            record["fed_in_place"] = True
-            self._open_calls.append(record)
-            return tuple(fed), kwargs
-        wrapped = _through_identity(originals, _InputIdentity)
-        connected, fed = list(args), list(args)
-        for index, tensor in zip(positions, wrapped):
-            connected[index] = tensor
-            fed_tensor = tensor if self.uses_module_backward else tensor.detach()
-            # an in-place module would overwrite the stored input: it gets a copy
-            fed[index] = fed_tensor.clone() if in_place else fed_tensor
-            if self.reads_input:
-                claim(tensor)
+        else:
+            wrapped = _through_identity(originals, _InputIdentity)
+            for index, tensor in zip(positions, wrapped):
+                connected[index] = tensor
+                fed_tensor = tensor if self.uses_module_backward else tensor.detach()
+                # an in-place module would overwrite the stored input: it gets a copy
+                fed[index] = fed_tensor.clone() if in_place else fed_tensor
+                if self.reads_input:
+                    claim(tensor)
         record = _CallRecord(
             positions=positions, input=tuple(connected), kwargs=kwargs, module=module
         )
         self._open_calls.append(record)
+        if fed_in_place:
+            record["fed_in_place"] = True
+            return tuple(fed), kwargs
         # The input node only refers to the record weakly: the record holds the node's outputs,
         # and a strong reference would make a cycle through the graph that is never freed. The
         # output side, downstream, keeps the record alive as long as the graph lives.
@@ -481,7 +478,7 @@ class Hook(metaclass=_HookMeta):
         _note_output_version(record)
         if record.get("fed_in_place"):
             counts = (len(hooked), len(record["positions"]))
-            hook = functools.partial(self._in_place_hook, module, record, *counts)
+            hook = functools.partial(self._in_place_hook, module, record, counts)
         else:
             hook = functools.partial(self._output_hook, module, record)
         wrapped[0].grad_fn.register_hook(hook)
@@ -544,13 +541,13 @@ class Hook(metaclass=_HookMeta):
     def _input_hook(self, module, record_ref, grad_inputs, grad_outputs):
         return self._input_relevance(module, record_ref(), grad_outputs)
 
-    def _in_place_hook(self, module, record, count: int, inputs: int, grad_inputs, grad_outputs):
+    def _in_place_hook(self, module, record, counts: tuple[int, int], grad_inputs, grad_outputs):
         """Run the output and input hooks in one, for a module fed its inputs to compute in place.
 
-        The join's ``grad_inputs`` are those of its ``count`` outputs, its ``inputs`` inputs'
-        and its outputs' histories' (see :class:`_Rejoin`).
+        ``counts`` are the join's outputs and inputs: its ``grad_inputs`` are those of its
+        outputs, its inputs and its outputs' histories (see :class:`_Rejoin`).
         """
-        end = count + inputs
+        count, end = counts[0], sum(counts)
         self._output_hook(module, record, grad_inputs, grad_outputs)
         relevance = self._input_relevance(module, record, grad_inputs[count:end])
         if relevance is None:
@@ -566,7 +563,7 @@ class Hook(metaclass=_HookMeta):
             relevance = self.backward(module, grad_at_inputs, record["grad_output"])
         finally:
             self.stored_tensors = {}
-            if getattr(self, "_release_records", False):
+            if self._release_records:
                 record.clear()
                 record[_RELEASED] = type(module).__name__
                 self._release_derived()
