@@ -25,6 +25,7 @@ from lrp_desktop_core.names import CANONIZER_SETS, PRESETS
 from lrp_desktop_core.rulemap import RULE_CHOICES, RuleChoice
 
 from .choices import catalogue_combo
+from .native import native_widget
 from .reporter import Reporter
 from .rule_delegate import RuleDelegate, rule_combo
 from .rule_editing import UNFIT_LAYERS, apply_rule, base_preset, change_canonizer, choice_for
@@ -158,7 +159,7 @@ class RulesPanel(QWidget):
             lambda position: change_canonizer(session, self.canonizer_box.itemData(position))
         )
         self.model = RuleTreeModel(session, reporter, self)
-        self.tree = QTreeView()
+        self.tree = native_widget(QTreeView, self)
         self.tree.setModel(self.model)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)

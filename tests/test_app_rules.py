@@ -8,8 +8,10 @@ import json
 import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtGui import QAction
+from PySide6.QtWidgets import QLabel, QTreeView, QWidget
 from torch import nn
 
+from lrp_desktop.native import native_widget
 from lrp_desktop.reporter import Level, Reporter
 from lrp_desktop.requests import coverage
 from lrp_desktop.rule_delegate import RuleDelegate, rule_combo
@@ -141,6 +143,47 @@ def test_layers_without_rule_are_marked_with_the_reason(editing):
     plain = model.index_of_layer("features.stage2.conv", RULE)
     assert model.data(plain, Qt.ItemDataRole.DecorationRole) is None
     assert RULE_CHOICES["Gamma"].description in model.data(plain, Qt.ItemDataRole.ToolTipRole)
+
+
+def test_a_rule_change_announces_only_the_rows_it_changed(qtbot, editing):
+    session, _, model = editing
+    layouts, changes = [], []
+    model.layoutChanged.connect(lambda *args: layouts.append(args))
+    model.dataChanged.connect(lambda first, last, roles: changes.append((first, last)))
+    fc = model.index_of_layer("head.fc", RULE)
+    assert model.setData(fc, "ZPlus")
+    assert not layouts
+    announced = {
+        (model.node(first).name, model.node(last).name, first.column(), last.column())
+        for first, last in changes
+    }
+    assert ("head.fc", "head.fc", RULE, RULE_PARAMS) in announced
+    assert all(first.parent() == last.parent() for first, last in changes)
+    assert not any(model.node(first).name.startswith("features") for first, _ in changes)
+    changes.clear()
+    # a coverage that confirms the rules changes nothing shown: nothing is announced
+    session.set_coverage(
+        session.rulemap.fingerprint(), coverage(session.model.skeleton, session.rulemap)
+    )
+    assert not changes and not layouts
+    assert model.data(fc) == "ZPlus"
+
+
+def test_the_rule_tree_view_is_made_by_qt(qtbot, editing):
+    session, reporter, _ = editing
+    panel = RulesPanel(session, reporter, QAction("Apply"), lambda preset: None)
+    qtbot.addWidget(panel)
+    assert type(panel.tree) is QTreeView  # not a binding subclass that asks Python per call
+    assert panel.tree.parent() is panel
+    assert panel.tree.model() is panel.model
+
+
+def test_native_widget_refuses_what_qt_cannot_create_by_name(qtbot):
+    parent = QWidget()
+    qtbot.addWidget(parent)
+    assert type(native_widget(QLabel, parent)) is QLabel
+    with pytest.raises(TypeError, match="RulesPanel"):
+        native_widget(RulesPanel, parent)  # a class of this project, unknown to Qt
 
 
 def test_preset_fills_the_tree_and_canonizer_change_keeps_rules(editing):
