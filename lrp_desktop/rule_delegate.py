@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QPersistentModelIndex, Qt
+from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt
 from PySide6.QtGui import QStandardItemModel
 from PySide6.QtWidgets import QComboBox, QStyledItemDelegate, QStyleOptionViewItem, QWidget
 
 from lrp_desktop_core.rulemap import RULE_CHOICES
 
-from .rule_tree import RuleTreeModel
+from .rule_tree import RULE, RuleTreeModel
 
 Index = QModelIndex | QPersistentModelIndex
 
@@ -38,7 +38,23 @@ def disable_unfit(combo: QComboBox, modules: list) -> None:
 
 
 class RuleDelegate(QStyledItemDelegate):
-    """Edits a rule cell with :func:`rule_combo`; the choice is committed as soon as it is made."""
+    """Edits the rule and parameter cells of a :class:`RuleTreeModel`'s items.
+
+    A rule is chosen with :func:`rule_combo` and committed as soon as it is chosen; parameters
+    are typed as text. Either edit goes to :meth:`RuleTreeModel.edit`, which turns it into a step
+    of the rule map (or refuses it with a message); the cells then show the rule map.
+
+    Parameters
+    ----------
+    rules
+        The tree whose items the view shows.
+    parent
+        The view.
+    """
+
+    def __init__(self, rules: RuleTreeModel, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.rules = rules
 
     def createEditor(
         self,
@@ -46,11 +62,11 @@ class RuleDelegate(QStyledItemDelegate):
         option: QStyleOptionViewItem,
         index: Index,
     ) -> QWidget:
-        """Return a rule combo box; rules that do not fit the row's layers are disabled."""
+        """Return a rule combo box (rules that do not fit the row's layers disabled) or a line."""
+        if index.column() != RULE:
+            return super().createEditor(parent, option, index)
         combo = rule_combo(parent)
-        model = index.model()
-        if isinstance(model, RuleTreeModel):
-            disable_unfit(combo, [layer.module for layer in model.node(index).layers()])
+        disable_unfit(combo, [layer.module for layer in self.rules.node(index).layers()])
         combo.activated.connect(lambda _position: self._commit(combo))
         return combo
 
@@ -59,7 +75,10 @@ class RuleDelegate(QStyledItemDelegate):
         self.closeEditor.emit(combo)
 
     def setEditorData(self, editor: QWidget, index: Index) -> None:
-        """Select the cell's rule in the combo box."""
+        """Show the cell's rule (selected in the combo box) or parameters."""
+        if index.column() != RULE:
+            super().setEditorData(editor, index)
+            return
         position = editor.findData(index.data(Qt.ItemDataRole.EditRole))
         if position >= 0:
             editor.setCurrentIndex(position)
@@ -70,7 +89,7 @@ class RuleDelegate(QStyledItemDelegate):
         model: QAbstractItemModel,
         index: Index,
     ) -> None:
-        """Write the chosen rule to the model (unless it is the one already there)."""
-        rule = editor.currentData()
-        if rule != index.data(Qt.ItemDataRole.EditRole):
-            model.setData(index, rule, Qt.ItemDataRole.EditRole)
+        """Hand the edit to the rule tree (unless it leaves the cell as it is)."""
+        value = editor.currentData() if index.column() == RULE else editor.text()
+        if value != index.data(Qt.ItemDataRole.EditRole):
+            self.rules.edit(index, value)

@@ -1,4 +1,4 @@
-"""The model's layers as a tree with the rule of each layer: a :class:`QAbstractItemModel`.
+"""The model's layers as a tree with the rule of each layer, kept in an item model made by Qt.
 
 The rows are the layers a rule can be given (the leaves after canonizing, from
 ``rulemap.canonized_leaves``), grouped under the modules that contain them. Columns: name, type,
@@ -8,6 +8,11 @@ without a rule or with a questionable one are marked, with the reason as a toolt
 ``coverage.rule_coverage``'s, are computed in the background; see the session's coverage). So are
 the layers and groups in which the audit of the relevance path found an operation that no rule
 redistributes (see the session's audit); a finding in the model's own forward has no row.
+
+The cells are written once per change into a ``QStandardItemModel`` that Qt made (see
+:func:`.native.native_item_model`), so a view paints and lays out the tree without calling
+Python: while the worker runs LRP, every call into Python from the GUI thread may wait for the
+interpreter lock, and a tree answered from Python waited hundreds of times per repaint.
 """
 
 from __future__ import annotations
@@ -17,13 +22,14 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from PySide6.QtCore import QAbstractItemModel, QModelIndex, QObject, QPersistentModelIndex, Qt
-from PySide6.QtGui import QBrush, QColor
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QBrush, QColor, QStandardItemModel
 from PySide6.QtWidgets import QApplication, QStyle
 
 from lrp_desktop_core.parts import describe_part
 from lrp_desktop_core.rulemap import NO_RULE, RULE_CHOICES, RuleChoice
 
+from .native import native_item_model
 from .reporter import Reporter
 from .rule_editing import apply_rule, choice_for
 from .session import Session
@@ -37,7 +43,6 @@ NO_RULE_FOREGROUND = QColor(128, 128, 128)
 _PAIR = re.compile(r"\s*(\w+)\s*=\s*(\[[^\]]*\]|[^,;\s\]]+)\s*[,;]?")
 
 Index = QModelIndex | QPersistentModelIndex
-_INVALID = QModelIndex()
 
 
 @dataclass(eq=False)
@@ -142,8 +147,10 @@ def parse_params(text: str) -> dict[str, Any]:
     return params
 
 
-class RuleTreeModel(QAbstractItemModel):
+class RuleTreeModel(QObject):
     """The layers of the session's model with their rules (see the module docstring).
+
+    Views show :attr:`items`; edits come in through :meth:`edit`.
 
     Parameters
     ----------
@@ -153,28 +160,32 @@ class RuleTreeModel(QAbstractItemModel):
         Where rejected edits are explained.
     """
 
+    #: The rows were made anew (a new model or canonizer): views open and size them again.
+    rebuilt = Signal()
+
     def __init__(self, session: Session, reporter: Reporter, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.session = session
         self.reporter = reporter
+        self.items: QStandardItemModel = native_item_model(self)
         self.root = Node("", "", "")
         self.canonizer: str | None = None
         self.nodes: dict[str, Node] = {}
         self._summary: dict[str, tuple[str, str]] = {}
+        self._shown: dict[str, tuple] = {}
         self._audit_notes: dict[str, list[str]] = {}
         self._warning_icon = QApplication.style().standardIcon(
             QStyle.StandardPixmap.SP_MessageBoxWarning
         )
         session.model_changed.connect(self.rebuild)
         session.rulemap_changed.connect(self._on_rulemap_changed)
-        session.coverage_changed.connect(self._on_coverage_changed)
+        session.coverage_changed.connect(self._show_changes)
         session.audit_changed.connect(self._on_audit_changed)
         self.rebuild()
 
     # -- building -----------------------------------------------------------------------
     def rebuild(self) -> None:
         """Rebuild the rows from the model's structure and the rule map's canonizer."""
-        self.beginResetModel()
         session = self.session
         if session.model is None or session.rulemap is None:
             self.root, self.canonizer = Node("", "", ""), None
@@ -185,58 +196,59 @@ class RuleTreeModel(QAbstractItemModel):
         self.nodes = {}
         self._index_nodes(self.root)
         self._audit_notes = self._place_findings()
-        self._summary = {}
+        self._summary, self._shown = {}, {}
         self._summarise(self.root)
-        self.endResetModel()
+        self.items.clear()
+        self.items.setHorizontalHeaderLabels(COLUMNS)
+        self._add_rows(self.root, QModelIndex())
+        self.rebuilt.emit()
 
     def _index_nodes(self, node: Node) -> None:
         for child in node.children:
             self.nodes[child.name] = child
             self._index_nodes(child)
 
+    def _add_rows(self, node: Node, parent: QModelIndex) -> None:
+        """Add the rows of ``node``'s children under ``parent``, with every cell filled."""
+        if not node.children:
+            return
+        items = self.items
+        items.insertRows(0, len(node.children), parent)
+        if items.columnCount(parent) < len(COLUMNS):
+            missing = len(COLUMNS) - items.columnCount(parent)
+            items.insertColumns(items.columnCount(parent), missing, parent)
+        for row, child in enumerate(node.children):
+            name_cell = items.index(row, NAME, parent)
+            items.setItemData(
+                name_cell, {Qt.ItemDataRole.DisplayRole: child.label, NAME_ROLE: child.name}
+            )
+            items.setData(name_cell.siblingAtColumn(TYPE), child.module_type)
+            items.setData(name_cell.siblingAtColumn(PARAMS), f"{child.n_params:,}")
+            for column in range(len(COLUMNS)):
+                editable = column == RULE
+                self._set_editable(name_cell.siblingAtColumn(column), editable)
+            self._write(child, name_cell)
+            self._add_rows(child, name_cell)
+
     def _on_rulemap_changed(self) -> None:
         rulemap = self.session.rulemap
         if rulemap is None or rulemap.canonizer != self.canonizer:
             self.rebuild()
             return
-        self._on_coverage_changed()
-
-    def _on_coverage_changed(self) -> None:
-        """Show new rules and warnings: the rows stay, only the cells that changed are redrawn.
-
-        The rule and parameter cells of each parent's changed rows are announced as one range.
-        Nothing is announced when nothing shown changed (a coverage that confirms the rules),
-        and the view never lays the tree out again: it answers a ``layoutChanged`` by asking
-        every open row for its index, parent and children, each a call into Python that waits
-        for the interpreter while the worker runs.
-        """
-        before = {
-            name: (*self._summary.get(name, ()), self._params_text(node))
-            for name, node in self.nodes.items()
-        }
-        self._summarise(self.root)
-        changed: dict[int, tuple[Node, list[int]]] = {}
-        for name, node in self.nodes.items():
-            if before[name] != (*self._summary[name], self._params_text(node)):
-                parent = node.parent or self.root
-                changed.setdefault(id(parent), (parent, []))[1].append(node.row)
-        for parent, rows in changed.values():
-            parent_index = (
-                QModelIndex() if parent is self.root else self.createIndex(parent.row, 0, parent)
-            )
-            self.dataChanged.emit(
-                self.index(min(rows), RULE, parent_index),
-                self.index(max(rows), RULE_PARAMS, parent_index),
-            )
-
-    def _params_text(self, node: Node) -> str:
-        return format_params(self._choice(node)) if node.is_layer else ""
+        self._show_changes()
 
     def _on_audit_changed(self) -> None:
         notes = self._place_findings()
         if notes != self._audit_notes:
             self._audit_notes = notes
-            self._on_coverage_changed()
+            self._show_changes()
+
+    def _show_changes(self) -> None:
+        """Rewrite the cells of the rows whose rule, parameters or warnings changed."""
+        self._summarise(self.root)
+        for name, node in self.nodes.items():
+            if self._shown.get(name) != self._looks(node):
+                self._write(node, self.index_of_layer(name))
 
     def _place_findings(self) -> dict[str, list[str]]:
         """Return the audit's messages by the row they mark.
@@ -253,76 +265,22 @@ class RuleTreeModel(QAbstractItemModel):
                 notes.setdefault(name, []).append(finding.message)
         return notes
 
+    # -- rows and cells -----------------------------------------------------------------
     def node(self, index: Index) -> Node:
-        """Return the node of ``index`` (the invisible root for an invalid index)."""
-        return index.internalPointer() if index.isValid() else self.root
+        """Return the node of a cell of :attr:`items` (the invisible root for an invalid one)."""
+        if not index.isValid():
+            return self.root
+        return self.nodes[index.siblingAtColumn(NAME).data(NAME_ROLE)]
 
     def index_of_layer(self, name: str, column: int = NAME) -> QModelIndex:
-        """Return the index of the row named ``name`` (a layer or a group)."""
+        """Return the cell of :attr:`items` in ``column`` of the row named ``name``."""
         node = self.nodes[name]
-        return self.createIndex(node.row, column, node)
-
-    # -- structure ----------------------------------------------------------------------
-    def index(self, row: int, column: int, parent: Index = _INVALID) -> QModelIndex:
-        """Return the index of a cell under ``parent``."""
-        node = self.node(parent)
-        if not (0 <= row < len(node.children) and 0 <= column < len(COLUMNS)):
-            return QModelIndex()
-        return self.createIndex(row, column, node.children[row])
-
-    def parent(self, index: Index = _INVALID) -> QModelIndex:  # type: ignore[override]
-        """Return the index of the row containing ``index``."""
-        if not index.isValid():
-            return QModelIndex()
-        parent = self.node(index).parent
-        if parent is None or parent is self.root:
-            return QModelIndex()
-        return self.createIndex(parent.row, 0, parent)
-
-    def rowCount(self, parent: Index = _INVALID) -> int:
-        """Return the number of rows under ``parent``."""
-        if parent.isValid() and parent.column() != 0:
-            return 0
-        return len(self.node(parent).children)
-
-    def columnCount(self, parent: Index = _INVALID) -> int:
-        """Return the number of columns."""
-        return len(COLUMNS)
-
-    def headerData(
-        self,
-        section: int,
-        orientation: Qt.Orientation,
-        role: int = Qt.ItemDataRole.DisplayRole,
-    ) -> Any:
-        """Return the column titles."""
-        if (
-            orientation == Qt.Orientation.Horizontal
-            and role == Qt.ItemDataRole.DisplayRole
-            and 0 <= section < len(COLUMNS)
-        ):
-            return COLUMNS[section]
-        return None
-
-    def flags(self, index: Index) -> Qt.ItemFlag:
-        """Rule cells are editable; parameter cells of layers whose rule has parameters too."""
-        if not index.isValid():
-            return Qt.ItemFlag.NoItemFlags
-        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-        node = self.node(index)
-        if index.column() == RULE or (
-            index.column() == RULE_PARAMS
-            and node.is_layer
-            and self._choice(node) is not None
-            and RULE_CHOICES[self._choice(node).rule].params
-        ):
-            flags |= Qt.ItemFlag.ItemIsEditable
-        return flags
-
-    # -- content ------------------------------------------------------------------------
-    def _choice(self, node: Node) -> RuleChoice | None:
-        rulemap = self.session.rulemap
-        return rulemap.get(node.name) if rulemap is not None else None
+        parent = (
+            QModelIndex()
+            if node.parent in (None, self.root)
+            else self.index_of_layer(node.parent.name)
+        )
+        return self.items.index(node.row, column, parent)
 
     def rule_name(self, node: Node) -> str:
         """Return the rule of a layer, or the common rule of a group's layers (or "mixed")."""
@@ -333,10 +291,7 @@ class RuleTreeModel(QAbstractItemModel):
         return self._summary[node.name][1]
 
     def _summarise(self, node: Node) -> tuple[set[str], list[str]]:
-        """Store the rule and warnings of ``node`` and everything below it.
-
-        Done once per edit, so that painting the tree looks them up.
-        """
+        """Store the rule and warnings of ``node`` and everything below it."""
         if node.is_layer:
             choice = self._choice(node)
             rules = {choice.rule if choice is not None else NO_RULE}
@@ -364,85 +319,98 @@ class RuleTreeModel(QAbstractItemModel):
             ]
         return []
 
-    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        """Return the content of a cell for ``role``."""
-        if not index.isValid():
-            return None
-        node = self.node(index)
-        column = index.column()
-        if role in (Qt.ItemDataRole.DisplayRole, Qt.ItemDataRole.EditRole):
-            return self._text(node, column)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            return self._tooltip(node, column)
-        if role == NAME_ROLE:
-            return node.name
-        if column != RULE:
-            return None
-        if role == Qt.ItemDataRole.DecorationRole and self.warning(node):
-            return self._warning_icon
-        if (
-            role == Qt.ItemDataRole.BackgroundRole
-            and self.warning(node)
-            and (node.is_layer or node.name in self._audit_notes)
-        ):
-            return QBrush(WARN_BACKGROUND)
-        if role == Qt.ItemDataRole.ForegroundRole and self.rule_name(node) == NO_RULE:
-            return QBrush(NO_RULE_FOREGROUND)
-        return None
+    def _choice(self, node: Node) -> RuleChoice | None:
+        rulemap = self.session.rulemap
+        return rulemap.get(node.name) if rulemap is not None else None
 
-    def _text(self, node: Node, column: int) -> str:
-        if column == NAME:
-            return node.label
-        if column == TYPE:
-            return node.module_type
-        if column == PARAMS:
-            return f"{node.n_params:,}"
-        if column == RULE:
-            return self.rule_name(node)
-        return self._params_text(node)
+    def _looks(self, node: Node) -> tuple:
+        """Return what the changing cells of ``node``'s row show, to tell what changed."""
+        choice = self._choice(node) if node.is_layer else None
+        return (
+            self._summary[node.name],
+            node.name in self._audit_notes,
+            self._rule_tooltip(node),
+            choice and (choice.rule, format_params(choice)),
+        )
 
-    def _tooltip(self, node: Node, column: int) -> str:
-        if column == NAME:
-            added = describe_part(node.name) if node.is_layer else None
-            parts = (
-                node.name or "(model)",
-                added and f"Added by the canonizer. {added}",
-                self.warning(node),
-            )
-            return "\n\n".join(part for part in parts if part)
-        if column == RULE:
-            parts = [self.warning(node)]
-            entry = self.session.coverage.get(node.name)
-            if node.is_layer and entry is not None and not entry.warn:
-                parts.append(entry.reason)
-            rule = self.rule_name(node)
-            if rule in RULE_CHOICES:
-                parts.append(f"{rule}: {RULE_CHOICES[rule].description}")
-            if not node.is_layer:
-                parts.append("Choosing a rule here gives it to every layer in this group.")
-            return "\n\n".join(part for part in parts if part)
-        if column == RULE_PARAMS and node.is_layer:
-            choice = self._choice(node)
-            if choice is not None:
-                return "\n".join(
-                    f"{param.name}: {param.description}"
-                    for param in RULE_CHOICES[choice.rule].params
-                )
-        return ""
+    def _write(self, node: Node, name_cell: QModelIndex) -> None:
+        """Write the cells that follow the rules, the coverage and the audit of ``node``'s row."""
+        warning, rule = self.warning(node), self.rule_name(node)
+        marked = bool(warning) and (node.is_layer or node.name in self._audit_notes)
+        choice = self._choice(node) if node.is_layer else None
+        rule_cell = name_cell.siblingAtColumn(RULE)
+        params_cell = name_cell.siblingAtColumn(RULE_PARAMS)
+        items = self.items
+        items.setData(name_cell, self._name_tooltip(node), Qt.ItemDataRole.ToolTipRole)
+        items.setItemData(
+            rule_cell,
+            {
+                Qt.ItemDataRole.DisplayRole: rule,
+                Qt.ItemDataRole.ToolTipRole: self._rule_tooltip(node),
+                Qt.ItemDataRole.DecorationRole: self._warning_icon if warning else None,
+                Qt.ItemDataRole.BackgroundRole: QBrush(WARN_BACKGROUND) if marked else None,
+                Qt.ItemDataRole.ForegroundRole: QBrush(NO_RULE_FOREGROUND)
+                if rule == NO_RULE
+                else None,
+            },
+        )
+        items.setItemData(
+            params_cell,
+            {
+                Qt.ItemDataRole.DisplayRole: format_params(choice),
+                Qt.ItemDataRole.ToolTipRole: self._params_tooltip(choice),
+            },
+        )
+        self._set_editable(
+            params_cell, choice is not None and bool(RULE_CHOICES[choice.rule].params)
+        )
+        self._shown[node.name] = self._looks(node)
+
+    def _set_editable(self, cell: QModelIndex, editable: bool) -> None:
+        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+        self.items.itemFromIndex(cell).setFlags(
+            flags | Qt.ItemFlag.ItemIsEditable if editable else flags
+        )
+
+    def _name_tooltip(self, node: Node) -> str:
+        added = describe_part(node.name) if node.is_layer else None
+        parts = (
+            node.name or "(model)",
+            added and f"Added by the canonizer. {added}",
+            self.warning(node),
+        )
+        return "\n\n".join(part for part in parts if part)
+
+    def _rule_tooltip(self, node: Node) -> str:
+        parts = [self.warning(node)]
+        entry = self.session.coverage.get(node.name)
+        if node.is_layer and entry is not None and not entry.warn:
+            parts.append(entry.reason)
+        rule = self.rule_name(node)
+        if rule in RULE_CHOICES:
+            parts.append(f"{rule}: {RULE_CHOICES[rule].description}")
+        if not node.is_layer:
+            parts.append("Choosing a rule here gives it to every layer in this group.")
+        return "\n\n".join(part for part in parts if part)
+
+    @staticmethod
+    def _params_tooltip(choice: RuleChoice | None) -> str:
+        if choice is None:
+            return ""
+        return "\n".join(
+            f"{param.name}: {param.description}" for param in RULE_CHOICES[choice.rule].params
+        )
 
     # -- editing ------------------------------------------------------------------------
-    def setData(
-        self,
-        index: Index,
-        value: Any,
-        role: int = Qt.ItemDataRole.EditRole,
-    ) -> bool:
+    def edit(self, index: Index, value: Any) -> bool:
         """Set a rule (a rule name or a ``RuleChoice``) or a layer's rule parameters.
 
-        The change becomes one undoable step of the session's rule map. A rule the layer cannot
-        handle, or parameters the rule rejects, are refused with a message.
+        ``index`` is a rule or parameter cell of :attr:`items`. The change becomes one undoable
+        step of the session's rule map, which the cells then show. A rule the layer cannot
+        handle, or parameters the rule rejects, are refused with a message. Returns whether the
+        rule map changed.
         """
-        if role != Qt.ItemDataRole.EditRole or not index.isValid():
+        if not index.isValid():
             return False
         node = self.node(index)
         if index.column() == RULE:

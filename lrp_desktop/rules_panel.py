@@ -29,7 +29,7 @@ from .native import native_widget
 from .reporter import Reporter
 from .rule_delegate import RuleDelegate, rule_combo
 from .rule_editing import UNFIT_LAYERS, apply_rule, base_preset, change_canonizer, choice_for
-from .rule_tree import RULE, RuleTreeModel
+from .rule_tree import RULE, RULE_PARAMS, RuleTreeModel
 from .session import Session
 from .support import describe
 
@@ -160,7 +160,7 @@ class RulesPanel(QWidget):
         )
         self.model = RuleTreeModel(session, reporter, self)
         self.tree = native_widget(QTreeView, self)
-        self.tree.setModel(self.model)
+        self.tree.setModel(self.model.items)
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.tree.setEditTriggers(
@@ -172,14 +172,16 @@ class RulesPanel(QWidget):
         # one line per row: measuring a single row spares asking every row for its size (in
         # Python) each time the rules change
         self.tree.setUniformRowHeights(True)
-        self.tree.setItemDelegateForColumn(RULE, RuleDelegate(self.tree))
+        delegate = RuleDelegate(self.model, self.tree)
+        self.tree.setItemDelegateForColumn(RULE, delegate)
+        self.tree.setItemDelegateForColumn(RULE_PARAMS, delegate)
         # sized once per model: sizing to contents on every edit would re-read the whole tree
         self.tree.header().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         self.tree.header().setStretchLastSection(True)
         self.editor = RuleEditor(apply_action)
         apply_action.triggered.connect(self.apply_to_selected)
         self.tree.selectionModel().selectionChanged.connect(self._on_selection_changed)
-        self.model.modelReset.connect(self._on_reset)
+        self.model.rebuilt.connect(self._on_reset)
         form = QFormLayout()
         form.addRow("Preset:", self.preset_box)
         form.addRow("Canonizer:", self.canonizer_box)
@@ -209,7 +211,7 @@ class RulesPanel(QWidget):
             self.tree.expandAll()
         else:
             self.tree.expandToDepth(0)
-        for column in range(self.model.columnCount()):
+        for column in range(self.model.items.columnCount()):
             self.tree.resizeColumnToContents(column)
         self._show_rulemap()
 

@@ -15,17 +15,31 @@ tensors).
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
 log = logging.getLogger(__name__)
 
 #: Progress is passed on at most this often (seconds), so a fast loop cannot flood the GUI.
 PROGRESS_INTERVAL = 0.05
+#: How much lower than the GUI's the worker threads' scheduling priority is (a ``nice`` step).
+#: Threads the worker starts (PyTorch's compute threads) inherit it, so on a machine whose cores
+#: all compute, the window still gets a core as soon as it has something to draw.
+WORKER_NICENESS = 5
+
+
+def _lower_this_threads_priority() -> None:
+    """Make the calling thread ``WORKER_NICENESS`` steps nicer, where the system allows it."""
+    if hasattr(os, "setpriority"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WORKER_NICENESS)
+        except OSError:  # a sandbox may forbid it; the worker runs as it is
+            log.debug("could not lower the worker thread's priority", exc_info=True)
 
 
 class JobCancelled(Exception):
@@ -204,6 +218,10 @@ class WorkerHost(QObject):
         super().__init__(parent)
         self._thread = QThread()
         self._thread.setObjectName("lrp-desktop worker")
+        # runs on the new thread as it starts, before it creates any thread of its own
+        self._thread.started.connect(
+            _lower_this_threads_priority, Qt.ConnectionType.DirectConnection
+        )
         self.worker = Worker(context, describe_error)
         self.worker.moveToThread(self._thread)
         self._submit.connect(self.worker.serve)

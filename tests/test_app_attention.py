@@ -60,14 +60,14 @@ def tree(qtbot, vit_demo):
 def test_tree_shows_each_attention_part_with_its_rule_and_what_it_does(tree, layer, rule, says):
     index = tree.index_of_layer(layer)
     assert index.isValid(), f"{layer} is not in the tree"
-    assert tree.data(index.siblingAtColumn(RULE)) == rule
-    tooltip = tree.data(index.siblingAtColumn(NAME), Qt.ItemDataRole.ToolTipRole)
+    assert index.siblingAtColumn(RULE).data() == rule
+    tooltip = index.siblingAtColumn(NAME).data(Qt.ItemDataRole.ToolTipRole)
     assert "Added by the canonizer" in tooltip and says in tooltip
 
 
 def test_the_model_own_layers_say_nothing_of_a_canonizer(tree):
     index = tree.index_of_layer(f"{BLOCK}.self_attention.out_proj")
-    tooltip = tree.data(index.siblingAtColumn(NAME), Qt.ItemDataRole.ToolTipRole)
+    tooltip = index.siblingAtColumn(NAME).data(Qt.ItemDataRole.ToolTipRole)
     assert "canonizer" not in tooltip
 
 

@@ -93,18 +93,18 @@ def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
         # the rule tree marks the layer and its group, the message as tooltip
         tree = app.window.rules_panel.model
         cell = tree.index_of_layer("features.1", RULE)
-        tooltip = tree.data(cell, Qt.ItemDataRole.ToolTipRole)
+        tooltip = cell.data(Qt.ItemDataRole.ToolTipRole)
         assert "mul outside any module with a rule in `features.1`" in tooltip
-        assert "mul outside" in tree.data(
-            tree.index_of_layer("features.1", NAME), Qt.ItemDataRole.ToolTipRole
+        assert "mul outside" in tree.index_of_layer("features.1", NAME).data(
+            Qt.ItemDataRole.ToolTipRole
         )
-        assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
-        assert tree.data(cell, Qt.ItemDataRole.BackgroundRole) is not None
+        assert cell.data(Qt.ItemDataRole.DecorationRole) is not None
+        assert cell.data(Qt.ItemDataRole.BackgroundRole) is not None
         group = tree.index_of_layer("features", RULE)
-        assert tree.data(group, Qt.ItemDataRole.DecorationRole) is not None
+        assert group.data(Qt.ItemDataRole.DecorationRole) is not None
         clean = tree.index_of_layer("fc", RULE)
-        assert "outside" not in tree.data(clean, Qt.ItemDataRole.ToolTipRole)
-        assert tree.data(clean, Qt.ItemDataRole.DecorationRole) is None
+        assert "outside" not in clean.data(Qt.ItemDataRole.ToolTipRole)
+        assert clean.data(Qt.ItemDataRole.DecorationRole) is None
         # the heatmap says it may be wrong, and why
         caption = app.window.main_view.caption
         assert session.explanation.warnings
@@ -116,7 +116,7 @@ def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
         )
         assert "may be wrong" in app.window.comparison.panels[0].caption.text()
         # another rule elsewhere leaves the findings as they are: nothing new is said
-        assert tree.setData(tree.index_of_layer("fc", RULE), "ZPlus")
+        assert tree.edit(tree.index_of_layer("fc", RULE), "ZPlus")
         wait_for_heatmap(qtbot, app)
         qtbot.waitUntil(lambda: session.audit_is_current, timeout=WAIT_MS)
         assert session.audit and len(audit_warnings(app)) == 1

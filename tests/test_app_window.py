@@ -62,10 +62,10 @@ def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, 
     snapshot = model_snapshot(viewer)
     before = wait_for_heatmap(qtbot, viewer)
     tree = viewer.window.rules_panel.model
-    assert tree.setData(tree.index_of_layer("head.fc", RULE), "ZPlus")
+    assert tree.edit(tree.index_of_layer("head.fc", RULE), "ZPlus")
     after = wait_for_heatmap(qtbot, viewer)
     assert not np.allclose(before, after)
-    assert tree.setData(tree.index_of_layer("features.stage2.conv", RULE_PARAMS), "gamma=2")
+    assert tree.edit(tree.index_of_layer("features.stage2.conv", RULE_PARAMS), "gamma=2")
     changed = wait_for_heatmap(qtbot, viewer)
     assert not np.allclose(after, changed)
     submitted = viewer.host._next_id
@@ -76,10 +76,10 @@ def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, 
     np.testing.assert_array_equal(session.explanation.relevance[0], before)
     # the reason a layer is marked is worked out in the background
     cell = tree.index_of_layer("features.stage2.conv", RULE)
-    assert tree.setData(cell, "none")
+    assert tree.edit(cell, "none")
     qtbot.waitUntil(lambda: session.coverage_is_current, timeout=30_000)
-    assert "assign a rule" in tree.data(cell, Qt.ItemDataRole.ToolTipRole)
-    assert tree.data(cell, Qt.ItemDataRole.DecorationRole) is not None
+    assert "assign a rule" in cell.data(Qt.ItemDataRole.ToolTipRole)
+    assert cell.data(Qt.ItemDataRole.DecorationRole) is not None
     wait_for_heatmap(qtbot, viewer)
     assert_model_unchanged(viewer, snapshot)
 
@@ -111,7 +111,7 @@ def test_a_preset_is_built_off_the_gui_thread_and_a_superseded_choice_is_dropped
     assert builders and threading.get_ident() not in builders
     assert set(builders) <= viewer.structure.worker.thread_idents
     tree = viewer.window.rules_panel.model
-    assert tree.data(tree.index_of_layer("features.stage1.conv", RULE)) == "ZPlus"
+    assert tree.index_of_layer("features.stage1.conv", RULE).data() == "ZPlus"
     assert not np.allclose(heatmap, wait_for_heatmap(qtbot, viewer))
     session.undo_stack.undo()
     assert session.rulemap == before
