@@ -7,8 +7,8 @@
    longer than 5 ms is a stall of the event loop (a frozen window). The script opens the viewer
    on ``--model`` and measures the time to the first heatmap, makes it explain a series of
    configurations (presets, classes, images, methods), then loads ``--large`` (ResNet-50 with
-   random weights by default), switches its presets and explains; it prints the longest stall of
-   each phase and kind of change.
+   random weights by default), switches its presets and edits a layer's rule, each explained;
+   it prints the longest stall of each phase and kind of change.
 
 Run: ``QT_QPA_PLATFORM=offscreen python bench/bench_gui.py [--model demo] [--rounds 12]
 [--large resnet50] [--large-rounds 4]``
@@ -44,7 +44,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--large-rounds",
         type=int,
         default=4,
-        help="preset switches (each explained) on the large model",
+        help="preset switches, and as many rule edits (each explained), on the large model",
     )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per explanation")
@@ -130,6 +130,7 @@ def main(argv=None) -> int:
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841 (kept alive)
     from lrp_desktop.app import build
+    from lrp_desktop.rule_tree import RULE
     from lrp_desktop.settings import Preferences
     from lrp_desktop_core.composites import COMPOSITES
     from lrp_desktop_core.models import demo_samples
@@ -230,6 +231,13 @@ def main(argv=None) -> int:
             large.append(
                 f"{args.large} preset switch + explanation: median {statistics.median(times):.2f} s"
             )
+        rules = app.window.rules_panel.model
+        layer = next(name for name, node in rules.nodes.items() if node.module_type == "Conv2d")
+        edits = itertools.cycle(["ZPlus", "Epsilon", "Gamma"])
+        for _ in range(args.large_rounds):
+            beat.mark(f"{args.large}: editing a layer's rule and explaining")
+            rules.edit(rules.index_of_layer(layer, RULE), next(edits))
+            wait(settled, "an explanation")
     beat.mark("end")
     beat.timer.stop()
     worst = beat.worst()

@@ -8,6 +8,7 @@ assignment fingerprint and settings, the requested class and the device.
 from __future__ import annotations
 
 import json
+import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ class ExplainKey:
     model
         The key of the loaded model (unique per load).
     image
-        The image file with its size and modification time.
+        The image file (see :func:`image_identity`).
     method
         The method kind, rule assignment fingerprint and settings.
     target
@@ -36,20 +37,25 @@ class ExplainKey:
     """
 
     model: str
-    image: tuple[str, int, int]
+    image: tuple[str, int, int, int]
     method: tuple[str, str | None, str]
     target: int | None
     device: str
 
 
-def image_identity(path: Path) -> tuple[str, int, int]:
-    """Return (resolved path, size, mtime in ns), or zeros for the numbers if it is gone."""
-    path = Path(path).resolve()
+def image_identity(path: Path) -> tuple[str, int, int, int]:
+    """Return (absolute path, inode, size, mtime in ns), or zeros for the numbers if it is gone.
+
+    The inode tells files apart however a path reaches them, so the path is only made absolute,
+    not resolved: resolving costs a system call per component of the path, and the GUI thread
+    builds these keys many times per change, each call a chance to wait for the interpreter lock.
+    """
+    absolute = os.path.abspath(path)
     try:
-        stat = path.stat()
+        stat = os.stat(absolute)
     except OSError:
-        return (str(path), 0, 0)
-    return (str(path), stat.st_size, stat.st_mtime_ns)
+        return (absolute, 0, 0, 0)
+    return (absolute, stat.st_ino, stat.st_size, stat.st_mtime_ns)
 
 
 class _LastFingerprint:

@@ -58,7 +58,7 @@ class WorkerContext:
     loaded: LoadedModel | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     model_key: str = ""
-    images: dict[tuple[str, int, int], LoadedImage] = field(default_factory=dict)
+    images: dict[tuple[str, int, int, int], LoadedImage] = field(default_factory=dict)
 
     def require_model(self) -> LoadedModel:
         """Return the loaded model, or raise a message saying one must be chosen first."""
