@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,11 @@ def build(preferences: Preferences | None = None, reporter: Reporter | None = No
     window = MainWindow(session, controller, reporter, preferences, support)
     if reporter.confirm_handler is None:
         reporter.confirm_handler = ask_user(window)
+    # What is imported and built by now (PyTorch, Qt, the window: some 400,000 objects) lives as
+    # long as the process. Frozen, it is left out of Python's full garbage collections, each of
+    # which holds the interpreter lock for the whole pass: over 200 ms over these objects, a
+    # frozen window whichever thread happens to run it.
+    gc.freeze()
     return Application(session, reporter, preferences, host, structure, controller, window, support)
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 import threading
 
 import numpy as np
 import torch
 from PySide6.QtCore import Qt
-from test_app_support import WAIT_MS, wait_for_heatmap, wait_idle
+from test_app_support import WAIT_MS, make_viewer, wait_for_heatmap, wait_idle
 
 from lrp_desktop.reporter import Level
 from lrp_desktop.rule_tree import RULE, RULE_PARAMS
@@ -55,6 +56,16 @@ def test_starts_on_the_demo_with_the_recommended_rules(viewer):
     assert idents and threading.get_ident() not in idents
     checks = viewer.structure.worker.thread_idents
     assert checks and threading.get_ident() not in checks and not checks & idents
+
+
+def test_what_the_start_builds_is_left_out_of_full_garbage_collections(qtbot, tmp_path):
+    gc.unfreeze()
+    app = make_viewer(qtbot, tmp_path)
+    try:
+        # a full collection scans only what is not frozen: a small part of the heap
+        assert gc.get_freeze_count() > 10 * len(gc.get_objects())
+    finally:
+        app.shutdown()
 
 
 def test_a_rule_edit_in_the_tree_changes_the_heatmap_and_undo_is_instant(qtbot, viewer):
