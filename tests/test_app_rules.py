@@ -8,7 +8,14 @@ import json
 import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 from PySide6.QtGui import QAction, QStandardItemModel
-from PySide6.QtWidgets import QLabel, QStyleOptionViewItem, QTreeView, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QLabel,
+    QLineEdit,
+    QStyleOptionViewItem,
+    QTreeView,
+    QWidget,
+)
 from torch import nn
 
 from lrp_desktop.native import native_widget
@@ -21,7 +28,7 @@ from lrp_desktop.rule_editing import (
     load_rules,
     save_rules,
 )
-from lrp_desktop.rule_tree import RULE, RULE_PARAMS, RuleTreeModel, parse_params
+from lrp_desktop.rule_tree import NAME, RULE, RULE_PARAMS, RuleTreeModel, parse_params
 from lrp_desktop.rules_panel import RulesPanel
 from lrp_desktop.session import ModelInfo, Session
 from lrp_desktop_core.models import load_model
@@ -176,6 +183,32 @@ def test_the_rule_tree_view_is_made_by_qt(qtbot, editing):
     assert panel.tree.parent() is panel
     assert panel.tree.model() is panel.model.items
     assert type(panel.model.items) is QStandardItemModel  # its items answer in C++ as well
+
+
+def test_cells_edited_in_the_view_change_the_rule_map(qtbot, editing):
+    session, reporter, _ = editing
+    panel = RulesPanel(session, reporter, QAction("Apply"), lambda preset: None)
+    qtbot.addWidget(panel)
+    panel.show()
+    tree, rules = panel.tree, panel.model
+    params = rules.index_of_layer("features.stage2.conv", RULE_PARAMS)
+    tree.setCurrentIndex(params)
+    tree.edit(params)
+    line = tree.viewport().findChild(QLineEdit)
+    line.setText("gamma=0.75")
+    qtbot.keyClick(line, Qt.Key.Key_Return)  # committed on the next pass of the event loop
+    qtbot.waitUntil(lambda: session.rulemap["features.stage2.conv"].params["gamma"] == 0.75)
+    assert "gamma=0.75" in params.data()
+    rule = rules.index_of_layer("head.fc", RULE)
+    tree.setCurrentIndex(rule)
+    tree.edit(rule)
+    combo = tree.viewport().findChild(QComboBox)
+    position = combo.findData("ZPlus")
+    combo.setCurrentIndex(position)
+    combo.activated.emit(position)
+    assert session.rulemap["head.fc"].rule == "ZPlus"
+    assert rule.data() == "ZPlus"
+    assert not rules.index_of_layer("head.fc", NAME).flags() & Qt.ItemFlag.ItemIsEditable
 
 
 def test_native_widget_refuses_what_qt_cannot_create_by_name(qtbot):
