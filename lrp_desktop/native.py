@@ -39,5 +39,6 @@ def native_item_model(parent: QObject) -> QStandardItemModel:
     combo = QComboBox()
     model = combo.model()
     model.setParent(parent)
-    combo.setModel(QStandardItemModel(combo))  # the combo lets go of the model before it goes
+    # reparented first: a combo box deletes its old model on setModel only while it owns it
+    combo.setModel(QStandardItemModel(combo))
     return model

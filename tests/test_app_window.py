@@ -160,8 +160,10 @@ def test_choosing_a_class_explains_it_and_stale_answers_are_not_shown(qtbot, vie
         )
     )
     session.set_target(3)
-    qtbot.waitUntil(lambda: viewer.controller._main is not None, timeout=5000)
-    session.set_target(1)  # replaces the request for class 3
+    viewer.controller.refresh()  # submitted now rather than on the next pass of the event loop
+    assert viewer.controller._main is not None
+    # its answer cannot arrive before the event loop runs again: the request is replaced first
+    session.set_target(1)
     wait_for_heatmap(qtbot, viewer)
     wait_idle(qtbot, viewer)
     assert int(session.explanation.target[0]) == 1
