@@ -7,6 +7,7 @@ computed and the session's display settings; it never computes relevance.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,10 +107,23 @@ def show_scale(
     if bounds is None or settings.layer == "input":
         colorbar.setVisible(False)
         return
-    colors = bar_colors(bounds, settings.cmap, settings.mode)
-    colorbar.setColorMap(pg.ColorMap(np.linspace(0.0, 1.0, len(colors)), colors))
+    colormap = _bar_colormap(bar_colors(bounds, settings.cmap, settings.mode).tobytes())
+    if colorbar.colorMap() is not colormap:
+        colorbar.setColorMap(colormap)
     colorbar.setLevels(values=bar_range(bounds, settings.mode))
     colorbar.setVisible(True)
+
+
+@functools.lru_cache(maxsize=32)
+def _bar_colormap(colors: bytes) -> pg.ColorMap:
+    """Return the colour bar's map of ``colors`` (RGB uint8 bytes, low end first).
+
+    Kept, because pyqtgraph reads the 256 colours one by one in Python: a new explanation on the
+    same colour map and mode has the same colours (they depend on the bounds only through their
+    signs), and drawing it makes no new map.
+    """
+    rgb = np.frombuffer(colors, dtype=np.uint8).reshape(-1, 3)
+    return pg.ColorMap(np.linspace(0.0, 1.0, len(rgb)), rgb)
 
 
 class HeatmapView(pg.GraphicsLayoutWidget):

@@ -11,8 +11,10 @@ from PySide6.QtGui import QImage, QPainter
 from test_app_support import WAIT_MS, wait_idle
 
 from lrp_desktop.exporting import save_comparison_figure
+from lrp_desktop.heatmap_view import HeatmapView
+from lrp_desktop.session import DisplaySettings
 from lrp_desktop.vector_drawing import draw_colour_bar
-from lrp_desktop_core.image import MODES, bar_range
+from lrp_desktop_core.image import MODES, bar_range, colorize
 from lrp_desktop_core.report import Scale
 
 pytest_plugins = ["test_app_support"]
@@ -65,3 +67,20 @@ def test_figure_bars_have_the_screen_bars_ends_and_colours(qtbot, viewer, tmp_pa
     scale = Scale("x", session.display.cmap, *panel.view.bounds, mode)
     for where, colour in vector_bar(scale, (2, 64, 128, 192, 253)):
         np.testing.assert_allclose(colour, screen.colorMap().map(where, mode="byte")[:3], atol=3)
+
+
+def test_the_bar_keeps_its_colour_map_while_only_the_scale_changes(qtbot):
+    view = HeatmapView()
+    qtbot.addWidget(view)
+    picture = np.zeros((16, 16, 3), np.uint8)
+    relevance = np.linspace(-1.0, 1.0, 256).reshape(16, 16)
+    settings = DisplaySettings()
+    view.draw(picture, relevance, settings)
+    first = view.colorbar.colorMap()
+    view.draw(picture, 50 * relevance, settings)
+    assert view.colorbar.colorMap() is first  # the same colours: no new map
+    assert view.colorbar.levels() == bar_range(view.bounds, settings.mode)
+    view.draw(picture, relevance, DisplaySettings(cmap="hot"))
+    assert view.colorbar.colorMap() is not first
+    hot = colorize(np.array([[1.0]]), "hot", "signed", bounds=(-1.0, 1.0))[0, 0]
+    np.testing.assert_array_equal(view.colorbar.colorMap().map(1.0, mode="byte")[:3], hot)
