@@ -225,9 +225,8 @@ class RuleTreeModel(QObject):
             items.setData(name_cell.siblingAtColumn(TYPE), child.module_type)
             items.setData(name_cell.siblingAtColumn(PARAMS), f"{child.n_params:,}")
             for column in range(len(COLUMNS)):
-                editable = column == RULE
-                self._set_editable(name_cell.siblingAtColumn(column), editable)
-            self._write(child, name_cell)
+                self._set_editable(name_cell.siblingAtColumn(column), column == RULE)
+            self._write(child, name_cell, self._looks(child))
             self._add_rows(child, name_cell)
 
     def _on_rulemap_changed(self) -> None:
@@ -247,8 +246,9 @@ class RuleTreeModel(QObject):
         """Rewrite the cells of the rows whose rule, parameters or warnings changed."""
         self._summarise(self.root)
         for name, node in self.nodes.items():
-            if self._shown.get(name) != self._looks(node):
-                self._write(node, self.index_of_layer(name))
+            looks = self._looks(node)
+            if self._shown.get(name) != looks:
+                self._write(node, self.index_of_layer(name), looks)
 
     def _place_findings(self) -> dict[str, list[str]]:
         """Return the audit's messages by the row they mark.
@@ -333,8 +333,11 @@ class RuleTreeModel(QObject):
             choice and (choice.rule, format_params(choice)),
         )
 
-    def _write(self, node: Node, name_cell: QModelIndex) -> None:
-        """Write the cells that follow the rules, the coverage and the audit of ``node``'s row."""
+    def _write(self, node: Node, name_cell: QModelIndex, looks: tuple) -> None:
+        """Write the cells that follow the rules, the coverage and the audit of ``node``'s row.
+
+        ``looks`` is what they show (:meth:`_looks`), kept to tell the next change.
+        """
         warning, rule = self.warning(node), self.rule_name(node)
         marked = bool(warning) and (node.is_layer or node.name in self._audit_notes)
         choice = self._choice(node) if node.is_layer else None
@@ -364,7 +367,7 @@ class RuleTreeModel(QObject):
         self._set_editable(
             params_cell, choice is not None and bool(RULE_CHOICES[choice.rule].params)
         )
-        self._shown[node.name] = self._looks(node)
+        self._shown[node.name] = looks
 
     def _set_editable(self, cell: QModelIndex, editable: bool) -> None:
         flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable

@@ -169,8 +169,8 @@ class RulesPanel(QWidget):
             | QAbstractItemView.EditTrigger.EditKeyPressed
         )
         self.tree.setAlternatingRowColors(True)
-        # one line per row: measuring a single row spares asking every row for its size (in
-        # Python) each time the rules change
+        # one line per row: measuring a single row spares measuring every row each time the
+        # rules change
         self.tree.setUniformRowHeights(True)
         delegate = RuleDelegate(self.model, self.tree)
         self.tree.setItemDelegateForColumn(RULE, delegate)
