@@ -11,7 +11,6 @@ has each new rule map audited on the same worker, ahead of the explanation that 
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -474,7 +473,7 @@ class Controller(QObject):
         if self._preset is not None:  # built for the previous model
             self.structure.cancel(self._preset)
             self._preset = None
-        self.structure.submit(SkeletonRequest(copy.deepcopy(result.skeleton)))
+        self.structure.submit(SkeletonRequest(result.structure_skeleton))
         self._resolve("model")
         self.session.set_model(result, result.rulemap)
         self.reporter.info(

@@ -46,6 +46,10 @@ class ModelInfo(WeightsSource):
     leaves
         The skeleton's leaf layers per canonizer set, as :meth:`canonized_leaves` worked them
         out (the worker fills in the rule map's set before the window sees the model).
+    structure_skeleton
+        A second copy of ``skeleton``, made by the worker, for the thread that checks rule maps:
+        canonizing changes a skeleton while it lasts, so that thread and the window never share
+        one.
     """
 
     key: str
@@ -64,6 +68,7 @@ class ModelInfo(WeightsSource):
     leaves: dict[str, list[tuple[str, Any]]] = field(
         default_factory=dict, compare=False, repr=False
     )
+    structure_skeleton: Any = field(default=None, compare=False, repr=False)
 
     def canonized_leaves(self, canonizer: str) -> list[tuple[str, Any]]:
         """Return the skeleton's named leaf layers under ``canonizer``, worked out once per set.

@@ -200,6 +200,7 @@ class LoadModelRequest:
             seed=loaded.seed,
             rulemap=rulemap,
             rulemap_problem=problem,
+            structure_skeleton=copy.deepcopy(skeleton),
         )
         if rulemap is not None:
             info.canonized_leaves(rulemap.canonizer)  # here, not in the window's rule tree

@@ -189,6 +189,20 @@ counts), and it dies with its layer. Nothing of the model is touched.
 """
 
 
+def _shaped_like(shape: torch.Tensor, *operands: torch.Tensor | None) -> torch.Tensor:
+    """Return an empty meta tensor shaped like ``shape``, of the dtype ``operands`` promote to.
+
+    A model's skeleton lives on the "meta" device, where tensors have shapes but no values, and
+    every arithmetic operation on them runs PyTorch's shape rules in Python (20 to 100 us each).
+    Applying canonizers to a skeleton (to see which rules its layers get) needs only the shapes of
+    the merged parameters, so they are made directly.
+    """
+    dtypes = [operand.dtype for operand in operands if operand is not None]
+    return torch.empty(
+        shape.shape, dtype=functools.reduce(torch.promote_types, dtypes), device="meta"
+    )
+
+
 def _output_channel_scaled(weight: torch.Tensor, scale: torch.Tensor, layer: nn.Module):
     """Return ``weight`` with every output channel multiplied by its entry of ``scale``."""
     if isinstance(layer, ConvolutionTranspose):
@@ -296,14 +310,17 @@ class MergeBatchNorm(Canonizer):
                 "(track_running_stats=False), so it cannot be merged into a layer; "
                 "use a model with running statistics or no batch-norm canonizer."
             )
+        weight = getattr(batch_norm, "weight", None)
+        bias = getattr(batch_norm, "bias", None)
+        if mean.is_meta:  # a skeleton: shapes, no values (see _shaped_like)
+            scale = _shaped_like(var, var, weight)
+            return scale, _shaped_like(mean, mean, scale, bias)
         with torch.no_grad():
             mean, var = mean.detach(), var.detach()
             scale = torch.rsqrt(var + batch_norm.eps)
-            weight = getattr(batch_norm, "weight", None)
             if weight is not None:
                 scale = scale * weight.detach()
             shift = -mean * scale
-            bias = getattr(batch_norm, "bias", None)
             if bias is not None:
                 shift = shift + bias.detach()
         return scale, shift
@@ -340,8 +357,12 @@ class MergeBatchNorm(Canonizer):
         with torch.no_grad():
             factors = scale.to(device=weight.device, dtype=weight.dtype)
             offsets = shift.to(device=weight.device, dtype=weight.dtype)
-            merged_weight = _output_channel_scaled(weight.detach(), factors, layer)
-            merged_bias = offsets if bias is None else bias.detach() * factors + offsets
+            if weight.is_meta:  # a skeleton: shapes, no values (see _shaped_like)
+                merged_weight = _shaped_like(weight, weight)
+                merged_bias = _shaped_like(offsets, offsets, bias)
+            else:
+                merged_weight = _output_channel_scaled(weight.detach(), factors, layer)
+                merged_bias = offsets if bias is None else bias.detach() * factors + offsets
         merged = tuple(
             nn.Parameter(value, requires_grad=False) for value in (merged_weight, merged_bias)
         )

@@ -67,6 +67,18 @@ def test_the_demo_is_clean_and_says_what_suits_it(qtbot, viewer):
     assert summary in panel.canonizer_box.toolTip()
 
 
+def test_the_rule_checking_thread_has_its_own_copy_of_the_skeleton(qtbot, viewer):
+    qtbot.waitUntil(lambda: viewer.session.coverage_is_current, timeout=WAIT_MS)
+    window_copy = viewer.session.model.skeleton
+    checking_copy = viewer.structure.worker.context.skeleton
+    assert checking_copy is not window_copy
+    for (name, mine), (same_name, theirs) in zip(
+        window_copy.named_modules(), checking_copy.named_modules(), strict=True
+    ):
+        assert name == same_name and type(mine) is type(theirs) and mine is not theirs
+    assert {p.device.type for p in checking_copy.parameters()} == {"meta"}
+
+
 def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
     path = tmp_path / "swish.pt"
     torch.save(SwishNet(), path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import types
 
 import pytest
@@ -310,3 +311,38 @@ def test_merged_weights_are_reused_while_the_parameters_are_unchanged():
     )
     torch.testing.assert_close(third.detach(), expected.detach())
     assert conv.weight is original
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_a_skeleton_on_the_meta_device_gets_the_shapes_and_dtypes_of_real_merging(dtype, affine):
+    """Skeletons skip the arithmetic; what they get must look exactly like the real merge."""
+    real = nn.Sequential(
+        nn.Conv2d(3, 6, 3, bias=False),
+        _randomize_batch_norm(nn.BatchNorm2d(6, affine=affine)),
+        nn.ConvTranspose2d(6, 4, 3, groups=2),
+        _randomize_batch_norm(nn.BatchNorm2d(4, affine=affine)),
+        nn.Flatten(),
+        nn.Linear(4 * 6 * 6, 5),
+        _randomize_batch_norm(nn.BatchNorm1d(5, affine=affine)),
+    ).to(dtype)
+    real.eval()
+    skeleton = copy.deepcopy(real).to("meta")
+    merged = {}
+    for model in (real, skeleton):
+        applied = SequentialMergeBatchNorm().apply(model)
+        assert len(applied) == 3
+        try:
+            merged[model] = {
+                name: (p.shape, p.dtype, p.device.type) for name, p in model.named_parameters()
+            }
+        finally:
+            for canonizer in applied:
+                canonizer.remove()
+    assert {name: shape_and_dtype[:2] for name, shape_and_dtype in merged[real].items()} == {
+        name: shape_and_dtype[:2] for name, shape_and_dtype in merged[skeleton].items()
+    }
+    assert {device for *_, device in merged[skeleton].values()} == {"meta"}
+    assert {name: p.shape for name, p in skeleton.named_parameters()} == {
+        name: p.shape for name, p in real.named_parameters()
+    }  # removed again: the skeleton's own parameters are back
