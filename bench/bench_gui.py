@@ -130,6 +130,7 @@ def main(argv=None) -> int:
 
     qt_app = QApplication.instance() or QApplication(sys.argv[:1])  # noqa: F841 (kept alive)
     from lrp_desktop.app import build
+    from lrp_desktop.picture_thread import picture_thread
     from lrp_desktop.rule_tree import RULE
     from lrp_desktop.settings import Preferences
     from lrp_desktop_core.composites import COMPOSITES
@@ -170,6 +171,7 @@ def main(argv=None) -> int:
             session.explanation_is_current
             and not app.host.busy
             and not app.controller.building_preset
+            and not picture_thread().busy
         )
 
     wait(

@@ -2,17 +2,20 @@
 
 The image sits in one :class:`pyqtgraph.ViewBox` (aspect locked, y pointing down like an image),
 so it can be zoomed with the wheel and panned by dragging. Drawing takes the relevance already
-computed and the session's display settings; it never computes relevance.
+computed and the session's display settings; it never computes relevance. The picture itself
+is made on the picture thread (:mod:`.picture_thread`), and the view shows it when it arrives.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 import numpy as np
 import pyqtgraph as pg
+import shiboken6
 from PySide6.QtCore import QPointF, Qt, Signal
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import (
@@ -35,6 +38,7 @@ from lrp_desktop_core.image import (
     side_by_side_column,
 )
 
+from .picture_thread import picture_thread
 from .session import DisplaySettings
 
 #: What a caption shows when its explanation may be wrong (the reasons are its tooltip).
@@ -126,6 +130,34 @@ def _bar_colormap(colors: bytes) -> pg.ColorMap:
     return pg.ColorMap(np.linspace(0.0, 1.0, len(rgb)), rgb)
 
 
+@dataclass(frozen=True)
+class _Picture:
+    """A picture made for a :class:`HeatmapView`, with what hovering and the colour bar read."""
+
+    display: np.ndarray
+    relevance: np.ndarray | None
+    bounds: tuple[float, float] | None
+    settings: DisplaySettings
+    picture: np.ndarray
+
+
+def _make(
+    display: np.ndarray | None,
+    relevance: np.ndarray | None,
+    settings: DisplaySettings,
+    bounds: tuple[float, float] | None,
+) -> _Picture | None:
+    """Make the picture of :meth:`HeatmapView.draw`'s arguments (on the picture thread)."""
+    if display is None:
+        return None
+    relevance = None if relevance is None else relevance_map(relevance)
+    if relevance is not None and bounds is None:
+        bounds = heatmap_bounds(relevance, settings.mode, settings.clip_percentile)
+    return _Picture(
+        display, relevance, bounds, settings, render(display, relevance, settings, bounds)
+    )
+
+
 class HeatmapView(pg.GraphicsLayoutWidget):
     """One picture with its heatmap and a colour bar.
 
@@ -158,6 +190,8 @@ class HeatmapView(pg.GraphicsLayoutWidget):
         self.relevance: np.ndarray | None = None
         self.bounds: tuple[float, float] | None = None
         self.layer = "overlay"
+        self._wanted: tuple | None = None
+        self._making = False
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.view_box.sigRangeChangedManually.connect(self._stop_fitting)
         self.view_box.sigResized.connect(self._on_resized)
@@ -177,28 +211,49 @@ class HeatmapView(pg.GraphicsLayoutWidget):
     ) -> None:
         """Draw ``display`` (H, W, 3 uint8) with ``relevance`` (C, H, W or H, W) per ``settings``.
 
+        The picture is made on the :mod:`picture thread <lrp_desktop.picture_thread>` and shown
+        when it arrives (:attr:`drawing` is True until then); of several draws asked for while
+        one is being made, only the newest is made next.
+
         Parameters
         ----------
         bounds
             The colour scale ``(vmin, vmax)`` of the shown quantity; computed from this
             relevance (with the settings' clipping) when omitted, given to share one scale.
         """
-        if display is None:
+        self._wanted = (display, relevance, settings, bounds)
+        if not self._making:
+            self._make_next()
+
+    @property
+    def drawing(self) -> bool:
+        """Whether a picture asked for with :meth:`draw` is not shown yet."""
+        return self._making
+
+    def _make_next(self) -> None:
+        wanted, self._wanted = self._wanted, None
+        self._making = wanted is not None
+        if wanted is not None:
+            picture_thread().submit(functools.partial(_make, *wanted), self._show)
+
+    def _show(self, done: Future) -> None:
+        if not shiboken6.isValid(self):  # closed while its picture was being made
+            return
+        if self._wanted is not None:  # a newer picture is wanted: this one is stale
+            self._make_next()
+            return
+        self._making = False
+        made: _Picture | None = done.result()  # a drawing error is raised here, on the GUI thread
+        if made is None:
             self.display = self.relevance = self.bounds = None
             self.image_item.clear()
             self.colorbar.setVisible(False)
             return
-        first = self.display is None or self.display.shape != display.shape
-        self.display = display
-        self.layer = settings.layer
-        self.relevance = None if relevance is None else relevance_map(relevance)
-        if self.relevance is not None and bounds is None:
-            bounds = heatmap_bounds(self.relevance, settings.mode, settings.clip_percentile)
-        self.bounds = bounds
-        self.image_item.setImage(
-            render(display, self.relevance, settings, bounds), autoLevels=False, levels=(0, 255)
-        )
-        self._show_colorbar(settings)
+        first = self.display is None or self.display.shape != made.display.shape
+        self.display, self.relevance, self.bounds = made.display, made.relevance, made.bounds
+        self.layer = made.settings.layer
+        self.image_item.setImage(made.picture, autoLevels=False, levels=(0, 255))
+        self._show_colorbar(made.settings)
         if first:
             self.fit()
 

@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, QTimer
 from PySide6.QtWidgets import QApplication
 
 from .app import Application
+from .picture_thread import picture_thread
 from .reporter import Level, Message
 
 log = logging.getLogger(__name__)
@@ -22,9 +23,11 @@ EXIT_TIMEOUT = 3
 
 
 def everything_shown(app: Application) -> bool:
-    """Return True when the main view and every comparison panel show their explanation."""
+    """Return True when the main view and every comparison panel show their explanation, drawn."""
     session = app.session
     if session.model is None or app.host.busy or session.current_display is None:
+        return False
+    if picture_thread().busy:
         return False
     if not session.explanation_is_current or not session.coverage_is_current:
         return False

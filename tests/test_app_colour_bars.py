@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QRectF
 from PySide6.QtGui import QImage, QPainter
-from test_app_support import WAIT_MS, wait_idle
+from test_app_support import WAIT_MS, wait_drawn, wait_idle
 
 from lrp_desktop.exporting import save_comparison_figure
 from lrp_desktop.heatmap_view import HeatmapView
@@ -52,6 +52,7 @@ def test_figure_bars_have_the_screen_bars_ends_and_colours(qtbot, viewer, tmp_pa
     qtbot.waitUntil(lambda: session.panel_result(spec) is not None, timeout=WAIT_MS)
     wait_idle(qtbot, viewer)
     session.set_display(mode=mode)
+    wait_drawn(qtbot)
     panel = window.comparison.panels[0]
     screen = panel.view.colorbar
     low, high = screen.levels()
@@ -76,11 +77,14 @@ def test_the_bar_keeps_its_colour_map_while_only_the_scale_changes(qtbot):
     relevance = np.linspace(-1.0, 1.0, 256).reshape(16, 16)
     settings = DisplaySettings()
     view.draw(picture, relevance, settings)
+    wait_drawn(qtbot)
     first = view.colorbar.colorMap()
     view.draw(picture, 50 * relevance, settings)
+    wait_drawn(qtbot)
     assert view.colorbar.colorMap() is first  # the same colours: no new map
     assert view.colorbar.levels() == bar_range(view.bounds, settings.mode)
     view.draw(picture, relevance, DisplaySettings(cmap="hot"))
+    wait_drawn(qtbot)
     assert view.colorbar.colorMap() is not first
     hot = colorize(np.array([[1.0]]), "hot", "signed", bounds=(-1.0, 1.0))[0, 0]
     np.testing.assert_array_equal(view.colorbar.colorMap().map(1.0, mode="byte")[:3], hot)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 from PySide6.QtGui import QGuiApplication
-from test_app_support import wait_idle
+from test_app_support import wait_drawn, wait_idle
 
 from lrp_desktop.comparison import conservation_note
 from lrp_desktop.main_window import COMPARISON_TAB
@@ -65,6 +65,7 @@ def test_three_presets_side_by_side(qtbot, compared):
     assert not any(panel.view.colorbar.isVisible() for panel in panels)
     window.actions.shared_scale.setChecked(False)
     assert not session.comparison.shared_scale
+    wait_drawn(qtbot)
     assert len({panel.view.bounds for panel in panels}) == 3
     assert not comparison.shared_bar_view.isVisible()
     assert all(panel.view.colorbar.isVisible() for panel in panels)

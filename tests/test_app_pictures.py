@@ -11,7 +11,7 @@ from PIL import Image
 from PySide6.QtCore import QPoint, QPointF, Qt
 from PySide6.QtGui import QWheelEvent
 from PySide6.QtWidgets import QApplication
-from test_app_support import make_viewer, wait_idle
+from test_app_support import make_viewer, wait_drawn, wait_idle
 
 from lrp_desktop.__main__ import parse_args
 from lrp_desktop.app import StartOptions, start
@@ -24,7 +24,9 @@ from lrp_desktop_core.names import METHODS
 pytest_plugins = ["test_app_support"]
 
 
-def shown(viewer) -> np.ndarray:
+def shown(qtbot, viewer) -> np.ndarray:
+    """Return the main view's picture, once every picture asked for is drawn."""
+    wait_drawn(qtbot)
     return np.asarray(viewer.window.main_view.view.image_item.image)
 
 
@@ -39,7 +41,7 @@ def test_overlay_style_is_a_display_setting_offered_and_remembered(qtbot, viewer
     for style in OVERLAY_STYLES:
         controls.style_box.setCurrentIndex(controls.style_box.findData(style))
         assert session.display.overlay == style
-        pictures[style] = shown(viewer).copy()
+        pictures[style] = shown(qtbot, viewer).copy()
     assert session.explanation_key == key and not viewer.host.busy  # nothing recomputed
     assert not np.array_equal(pictures["greyscale"], pictures["weighted"])
     assert not np.array_equal(pictures["contour"], pictures["greyscale"])
@@ -62,7 +64,7 @@ def test_saved_overlay_style_is_restored(qtbot, tmp_path):
 def test_side_by_side_view_shows_input_heatmap_and_overlay(qtbot, viewer):
     session = viewer.session
     session.set_display(layer="side by side")
-    picture = shown(viewer)
+    picture = shown(qtbot, viewer)
     height, width = session.current_display.shape[:2]
     assert picture.shape[:2] == (height, 3 * width + 2 * SIDE_BY_SIDE_GAP)
     np.testing.assert_array_equal(picture[:, :width, :3], session.current_display)
@@ -72,6 +74,7 @@ def test_side_by_side_view_shows_input_heatmap_and_overlay(qtbot, viewer):
 def test_hovering_any_picture_of_the_side_by_side_view_reads_the_same_pixel(qtbot, viewer):
     session, view = viewer.session, viewer.window.main_view.view
     session.set_display(layer="side by side")
+    wait_drawn(qtbot)
     view.fit()
     width = session.current_display.shape[1]
     relevance = session.explanation.relevance[0].sum(axis=0)
@@ -96,10 +99,10 @@ def test_raw_export_equals_the_screen(qtbot, viewer, tmp_path):
     )
     written = save_current_explanation(session, tmp_path, "shot")
     with Image.open(written["overlay"]) as saved:
-        np.testing.assert_array_equal(np.asarray(saved), shown(viewer)[..., :3])
+        np.testing.assert_array_equal(np.asarray(saved), shown(qtbot, viewer)[..., :3])
     session.set_display(layer="heatmap")
     with Image.open(written["heatmap"]) as saved:
-        np.testing.assert_array_equal(np.asarray(saved), shown(viewer)[..., :3])
+        np.testing.assert_array_equal(np.asarray(saved), shown(qtbot, viewer)[..., :3])
 
 
 def test_conservation_is_shown_for_lrp_with_a_tooltip_and_not_for_occlusion(qtbot, viewer):
@@ -139,6 +142,7 @@ def test_shared_scales_are_per_kind_of_method_each_with_its_bar(qtbot, viewer):
     # figures equal the screen, per-kind scales and clipping included, also with per-panel scales
     for shared in (True, False):
         session.set_shared_scale(shared)
+        wait_drawn(qtbot)
         rendered = render_panels(session, comparison.panel_bounds())
         for panel, figure in zip(comparison.panels, rendered, strict=True):
             on_screen = np.asarray(panel.view.image_item.image)

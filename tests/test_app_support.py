@@ -11,6 +11,7 @@ import torch
 from PySide6.QtCore import QSettings
 
 from lrp_desktop.app import Application, StartOptions, build, start
+from lrp_desktop.picture_thread import picture_thread
 from lrp_desktop.reporter import Reporter
 from lrp_desktop.settings import Preferences
 
@@ -45,12 +46,19 @@ def wait_for_heatmap(qtbot, app: Application) -> np.ndarray:
     qtbot.waitUntil(
         lambda: app.session.explanation_is_current and not app.host.busy, timeout=WAIT_MS
     )
+    wait_drawn(qtbot)
     return app.session.explanation.relevance[0]
 
 
 def wait_idle(qtbot, app: Application) -> None:
     """Wait until the worker has nothing queued or running."""
     qtbot.waitUntil(lambda: not app.host.busy, timeout=WAIT_MS)
+    wait_drawn(qtbot)
+
+
+def wait_drawn(qtbot) -> None:
+    """Wait until every picture asked of a heatmap view is shown."""
+    qtbot.waitUntil(lambda: not picture_thread().busy, timeout=WAIT_MS)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import torch
 from PySide6.QtCore import Qt
-from test_app_support import WAIT_MS, make_viewer, wait_for_heatmap, wait_idle
+from test_app_support import WAIT_MS, make_viewer, wait_drawn, wait_for_heatmap, wait_idle
 
 from lrp_desktop.reporter import Level
 from lrp_desktop.rule_tree import RULE, RULE_PARAMS
@@ -143,9 +143,11 @@ def test_display_changes_redraw_without_recomputing(qtbot, viewer):
         {"layer": "heatmap"},
     ):
         session.set_display(**change)
+        wait_drawn(qtbot)
         pictures.append(item.image.copy())
     assert all(not np.array_equal(a, b) for a, b in itertools.pairwise(pictures))
     session.set_display(layer="input")
+    wait_drawn(qtbot)
     np.testing.assert_array_equal(item.image, session.current_display)
     assert viewer.window.main_view.view.colorbar.isVisible() is False
     assert viewer.host._next_id == submitted
