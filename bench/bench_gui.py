@@ -150,7 +150,11 @@ def main(argv=None) -> int:
     app.controller.open_paths(demo_samples()[:4])
 
     def wait(condition, what: str) -> None:
-        """Run the event loop until ``condition()`` holds (polled every millisecond)."""
+        """Run the event loop until ``condition()`` holds (polled every millisecond).
+
+        The loop handles what is already queued before it returns, which may undo the
+        condition (a redraw hands a picture to the picture thread): then it runs again.
+        """
         deadline = time.perf_counter() + args.timeout
         loop = QEventLoop()
         poll = QTimer()
@@ -160,6 +164,8 @@ def main(argv=None) -> int:
         )
         poll.start()
         loop.exec()
+        while not condition() and time.perf_counter() <= deadline:
+            loop.exec()
         poll.stop()
         if not condition():
             raise SystemExit(f"gave up waiting for {what}")
