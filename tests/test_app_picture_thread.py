@@ -11,7 +11,7 @@ from test_app_support import wait_drawn
 
 from lrp_desktop import heatmap_view
 from lrp_desktop.heatmap_view import HeatmapView
-from lrp_desktop.picture_thread import picture_thread
+from lrp_desktop.picture_thread import PictureThread, picture_thread
 from lrp_desktop.screenshot import everything_shown
 from lrp_desktop.session import DisplaySettings
 
@@ -92,3 +92,18 @@ def test_the_screenshot_waits_for_pictures_still_being_made(qtbot, viewer):
     assert picture_thread().busy and not everything_shown(viewer)
     wait_drawn(qtbot)
     assert everything_shown(viewer)
+
+
+def test_a_picture_thread_answers_in_order_on_the_gui_thread_and_stops(qtbot):
+    pictures = PictureThread()
+    answers: list[tuple[int, threading.Thread]] = []
+    for number in range(5):
+        pictures.submit(
+            lambda number=number: number,
+            lambda done: answers.append((done.result(), threading.current_thread())),
+        )
+    assert pictures.busy
+    qtbot.waitUntil(lambda: not pictures.busy, timeout=10_000)
+    assert answers == [(number, threading.main_thread()) for number in range(5)]
+    pictures.stop()
+    assert not pictures._thread.isRunning()
