@@ -163,9 +163,10 @@ def main(argv=None) -> int:
             lambda: (condition() or time.perf_counter() > deadline) and loop.quit()
         )
         poll.start()
-        loop.exec()
-        while not condition() and time.perf_counter() <= deadline:
+        while True:
             loop.exec()
+            if condition() or time.perf_counter() > deadline:
+                break
         poll.stop()
         if not condition():
             raise SystemExit(f"gave up waiting for {what}")

@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QStandardItemModel
@@ -43,6 +43,18 @@ NO_RULE_FOREGROUND = QColor(128, 128, 128)
 _PAIR = re.compile(r"\s*(\w+)\s*=\s*(\[[^\]]*\]|[^,;\s\]]+)\s*[,;]?")
 
 Index = QModelIndex | QPersistentModelIndex
+_FIXED = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
+_EDITABLE = _FIXED | Qt.ItemFlag.ItemIsEditable
+
+
+class _Looks(NamedTuple):
+    """What the changing cells of a row show, kept to tell what a change changed."""
+
+    summary: tuple[str, str]
+    audited: bool
+    rule_tooltip: str
+    choice: RuleChoice | None
+    params: str
 
 
 @dataclass(eq=False)
@@ -172,7 +184,7 @@ class RuleTreeModel(QObject):
         self.canonizer: str | None = None
         self.nodes: dict[str, Node] = {}
         self._summary: dict[str, tuple[str, str]] = {}
-        self._shown: dict[str, tuple] = {}
+        self._shown: dict[str, _Looks] = {}
         self._audit_notes: dict[str, list[str]] = {}
         self._warning_icon = QApplication.style().standardIcon(
             QStyle.StandardPixmap.SP_MessageBoxWarning
@@ -224,7 +236,7 @@ class RuleTreeModel(QObject):
             )
             items.setData(name_cell.siblingAtColumn(TYPE), child.module_type)
             items.setData(name_cell.siblingAtColumn(PARAMS), f"{child.n_params:,}")
-            for column in range(len(COLUMNS)):
+            for column in (NAME, TYPE, PARAMS, RULE):  # the parameter cell: in _write
                 self._set_editable(name_cell.siblingAtColumn(column), column == RULE)
             self._write(child, name_cell, self._looks(child))
             self._add_rows(child, name_cell)
@@ -323,24 +335,25 @@ class RuleTreeModel(QObject):
         rulemap = self.session.rulemap
         return rulemap.get(node.name) if rulemap is not None else None
 
-    def _looks(self, node: Node) -> tuple:
-        """Return what the changing cells of ``node``'s row show, to tell what changed."""
+    def _looks(self, node: Node) -> _Looks:
+        """Return what the changing cells of ``node``'s row show."""
         choice = self._choice(node) if node.is_layer else None
-        return (
+        return _Looks(
             self._summary[node.name],
             node.name in self._audit_notes,
             self._rule_tooltip(node),
-            choice and (choice.rule, format_params(choice)),
+            choice,
+            format_params(choice),
         )
 
-    def _write(self, node: Node, name_cell: QModelIndex, looks: tuple) -> None:
+    def _write(self, node: Node, name_cell: QModelIndex, looks: _Looks) -> None:
         """Write the cells that follow the rules, the coverage and the audit of ``node``'s row.
 
         ``looks`` is what they show (:meth:`_looks`), kept to tell the next change.
         """
         warning, rule = self.warning(node), self.rule_name(node)
-        marked = bool(warning) and (node.is_layer or node.name in self._audit_notes)
-        choice = self._choice(node) if node.is_layer else None
+        marked = bool(warning) and (node.is_layer or looks.audited)
+        choice = looks.choice
         rule_cell = name_cell.siblingAtColumn(RULE)
         params_cell = name_cell.siblingAtColumn(RULE_PARAMS)
         items = self.items
@@ -349,7 +362,7 @@ class RuleTreeModel(QObject):
             rule_cell,
             {
                 Qt.ItemDataRole.DisplayRole: rule,
-                Qt.ItemDataRole.ToolTipRole: self._rule_tooltip(node),
+                Qt.ItemDataRole.ToolTipRole: looks.rule_tooltip,
                 Qt.ItemDataRole.DecorationRole: self._warning_icon if warning else None,
                 Qt.ItemDataRole.BackgroundRole: QBrush(WARN_BACKGROUND) if marked else None,
                 Qt.ItemDataRole.ForegroundRole: QBrush(NO_RULE_FOREGROUND)
@@ -360,7 +373,7 @@ class RuleTreeModel(QObject):
         items.setItemData(
             params_cell,
             {
-                Qt.ItemDataRole.DisplayRole: format_params(choice),
+                Qt.ItemDataRole.DisplayRole: looks.params,
                 Qt.ItemDataRole.ToolTipRole: self._params_tooltip(choice),
             },
         )
@@ -370,10 +383,7 @@ class RuleTreeModel(QObject):
         self._shown[node.name] = looks
 
     def _set_editable(self, cell: QModelIndex, editable: bool) -> None:
-        flags = Qt.ItemFlag.ItemIsEnabled | Qt.ItemFlag.ItemIsSelectable
-        self.items.itemFromIndex(cell).setFlags(
-            flags | Qt.ItemFlag.ItemIsEditable if editable else flags
-        )
+        self.items.itemFromIndex(cell).setFlags(_EDITABLE if editable else _FIXED)
 
     def _name_tooltip(self, node: Node) -> str:
         added = describe_part(node.name) if node.is_layer else None
