@@ -39,8 +39,9 @@ def test_the_gpu_table_runs_on_the_cpu_with_every_column():
     assert cells[:2] == ["resnet18", "1"]
     gradient, ours, zennit, ours_per_gradient, ours_per_zennit = map(float, cells[2:])
     assert min(gradient, ours, zennit) > 0
-    assert ours_per_gradient == pytest.approx(ours / gradient, rel=0.01)
-    assert ours_per_zennit == pytest.approx(ours / zennit, rel=0.01)
+    # to the printed precision: ratios to 0.01, times to 0.1 ms
+    assert ours_per_gradient == pytest.approx(ours / gradient, abs=0.01)
+    assert ours_per_zennit == pytest.approx(ours / zennit, abs=0.01)
 
 
 def test_running_out_of_device_memory_fills_one_cell_and_the_next_cell_works(monkeypatch):
