@@ -8,7 +8,9 @@ that follows the input-dependent tensors while module hooks tell in which module
 runs. It reports operations in modules without a rule, except relevance-neutral ones
 (``outside_op``); modules with a rule that never ran while others used their weights
 (``never_ran``); and modules without a rule that apply their own parameters to the relevance path
-(``parameters_without_rule``).
+(``parameters_without_rule``). Since the pass does not depend on the rules,
+:func:`audit_rulemap` runs it once per model, canonizer set and input shape, and works out the
+findings of every rule map from what it recorded.
 
 Examples
 --------
@@ -22,7 +24,7 @@ import functools
 import itertools
 import weakref
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +34,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from .canonizers import get_canonizers
 from .core import Composite
-from .rulemap import RuleMap
+from .rulemap import NO_RULE, RuleMap
 
 __all__ = ["AuditFinding", "AuditReport", "audit_composite", "audit_rulemap"]
 
@@ -190,7 +193,59 @@ def _owners_of(marks: _TensorMarks, tensors: list[torch.Tensor]) -> tuple[tuple[
     return tuple(dict.fromkeys(owner for t in tensors for owner in marks.get(t) or ()))
 
 
-class _Audit(TorchFunctionMode):
+@dataclass(frozen=True)
+class _Trace:
+    """What one forward pass did on the relevance path, whoever has a rule.
+
+    The findings of any set of modules with a rule follow from it (:meth:`report`), so a model is
+    traced once per canonizer set and input, and a changed rule map needs no new pass.
+
+    Attributes
+    ----------
+    modules : tuple of str
+        The names of the (canonized) model's modules, in order.
+    ran : frozenset of str
+        The modules that were called on input-dependent tensors.
+    calls : dict
+        ``(module, op, neutral, owners) -> count`` for every call on input-dependent tensors, in
+        the order first seen: the innermost running module, the op's name, whether it passes
+        relevance on conservatively, and the (module, parameter) pairs its other inputs come from.
+    """
+
+    modules: tuple[str, ...]
+    ran: frozenset[str]
+    calls: dict[tuple[str, str, bool, tuple[tuple[str, str], ...]], int]
+
+    def report(self, ruled: Set[str]) -> AuditReport:
+        """Return the findings when exactly the modules named in ``ruled`` have a rule."""
+        outside: Counter[tuple[str, str]] = Counter()
+        own_uses: Counter[str] = Counter()
+        own_names: dict[str, dict[str, None]] = {}
+        foreign_uses: Counter[tuple[str, str, str]] = Counter()
+        for (where, op, neutral, owners), count in self.calls.items():
+            own = [param for module, param in owners if module == where]
+            if own and where not in ruled:
+                own_uses[where] += count
+                own_names.setdefault(where, {}).update(dict.fromkeys(own))
+            for module in dict.fromkeys(module for module, _ in owners if module != where):
+                foreign_uses[module, where, op] += count
+            if where not in ruled and not neutral:
+                outside[where, op] += count
+        findings = [
+            _finding("outside_op", module, op, count) for (module, op), count in outside.items()
+        ]
+        for owner in (name for name in self.modules if name in ruled and name not in self.ran):
+            uses = {key: count for key, count in foreign_uses.items() if key[0] == owner}
+            if uses:
+                users = ", ".join(f"{_where(user)} ({op})" for _, user, op in uses)
+                findings.append(_finding("never_ran", owner, "", sum(uses.values()), users=users))
+        for module, count in own_uses.items():
+            names = ", ".join(f"`{name}`" for name in own_names[module])
+            findings.append(_finding("parameters_without_rule", module, "", count, names=names))
+        return AuditReport(tuple(findings))
+
+
+class _Tracer(TorchFunctionMode):
     """Follow the input through one forward pass and record what runs where.
 
     Input-dependent tensors are *tainted*; tensors computed from parameters alone carry their
@@ -198,26 +253,14 @@ class _Audit(TorchFunctionMode):
     ``expand`` still counts as used.
     """
 
-    def __init__(self, model: nn.Module, composite: Composite) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.tainted, self.owners = _TensorMarks(), _TensorMarks()
         self.stack: list[str] = []
         self.handles: list[Any] = []
         self.ran: set[str] = set()
-        self.outside: Counter[tuple[str, str]] = Counter()
-        self.own_uses: Counter[str] = Counter()
-        self.own_names: dict[str, dict[str, None]] = {}
-        self.foreign_uses: Counter[tuple[str, str, str]] = Counter()
+        self.calls: Counter[tuple[str, str, bool, tuple[tuple[str, str], ...]]] = Counter()
         self.modules = dict(model.named_modules())
-        rule_hooks = {id(hook) for hook in composite.hooks}
-        self.ruled = {
-            name
-            for name, module in self.modules.items()
-            if any(
-                id(getattr(h, "__self__", None)) in rule_hooks
-                for h in module._forward_pre_hooks.values()
-            )
-        }
         for name, module in self.modules.items():
             for param_name, param in module.named_parameters(recurse=False):
                 self.owners.set(param, (*(self.owners.get(param) or ()), (name, param_name)))
@@ -225,7 +268,7 @@ class _Audit(TorchFunctionMode):
     def attach(self) -> None:
         """Register hooks that keep the innermost running module on top of the stack.
 
-        This holds also while its rule's own forward hooks run.
+        This holds also while the forward hooks of a rule run.
         """
         for name, module in self.modules.items():
             enter = functools.partial(self._enter, name)
@@ -256,7 +299,9 @@ class _Audit(TorchFunctionMode):
         inputs, outputs = _tensors((args, kwargs)), _tensors(result)
         tainted = any(self.tainted.get(tensor) for tensor in inputs)
         if tainted and outputs and name != "__get__":
-            self._record(name, args, kwargs, inputs)
+            where = self.stack[-1] if self.stack else ""
+            owners = _owners_of(self.owners, inputs)
+            self.calls[where, name, _is_neutral(name, args, kwargs), owners] += 1
         if name == "__setitem__":
             outputs.append(args[0])  # written into
         if tainted:
@@ -267,38 +312,46 @@ class _Audit(TorchFunctionMode):
                 self.owners.set(tensor, owners)
         return result
 
-    def _record(self, name: str, args: tuple, kwargs: dict, inputs: list[torch.Tensor]) -> None:
-        where = self.stack[-1] if self.stack else ""
-        owners = _owners_of(self.owners, inputs)
-        own = [param for module, param in owners if module == where]
-        if own and where not in self.ruled:
-            self.own_uses[where] += 1
-            self.own_names.setdefault(where, {}).update(dict.fromkeys(own))
-        for module in dict.fromkeys(module for module, _ in owners if module != where):
-            self.foreign_uses[module, where, name] += 1
-        if where not in self.ruled and not _is_neutral(name, args, kwargs):
-            self.outside[where, name] += 1
-
-    def report(self) -> AuditReport:
-        """Return the findings of the pass."""
-        findings = [
-            _finding("outside_op", module, op, count)
-            for (module, op), count in self.outside.items()
-        ]
-        for owner in (name for name in self.modules if name in self.ruled and name not in self.ran):
-            uses = {key: count for key, count in self.foreign_uses.items() if key[0] == owner}
-            if uses:
-                users = ", ".join(f"{_where(user)} ({op})" for _, user, op in uses)
-                findings.append(_finding("never_ran", owner, "", sum(uses.values()), users=users))
-        for module, count in self.own_uses.items():
-            names = ", ".join(f"`{name}`" for name in self.own_names[module])
-            findings.append(_finding("parameters_without_rule", module, "", count, names=names))
-        return AuditReport(tuple(findings))
+    def trace(self) -> _Trace:
+        """Return what the pass did."""
+        return _Trace(tuple(self.modules), frozenset(self.ran), dict(self.calls))
 
 
 def _restore_training(flags: list[tuple[nn.Module, bool]]) -> None:
     for module, training in flags:
         module.training = training
+
+
+def _traced(
+    model: nn.Module, composite: Composite, inputs: torch.Tensor
+) -> tuple[_Trace, set[str]]:
+    """Trace one pass with ``composite`` registered; return the trace and the modules with a rule.
+
+    The model keeps its parameters, values, hooks and training flags, also when the pass raises.
+    """
+    source = inputs.detach().clone().requires_grad_(inputs.is_floating_point())
+    with ExitStack() as stack:
+        flags = [(module, module.training) for module in model.modules()]
+        stack.callback(_restore_training, flags)
+        composite.register(model)
+        stack.callback(composite.remove)
+        model.eval()  # after registering, so that modules canonizers add are in eval mode too
+        rule_hooks = {id(hook) for hook in composite.hooks}
+        ruled = {
+            name
+            for name, module in model.named_modules()
+            if any(
+                id(getattr(hook, "__self__", None)) in rule_hooks
+                for hook in module._forward_pre_hooks.values()
+            )
+        }
+        tracer = _Tracer(model)
+        stack.callback(tracer.detach)
+        tracer.attach()
+        tracer.tainted.set(source, True)
+        with torch.enable_grad(), tracer:
+            model(source)
+    return tracer.trace(), ruled
 
 
 def audit_composite(model: nn.Module, composite: Composite, inputs: torch.Tensor) -> AuditReport:
@@ -322,38 +375,28 @@ def audit_composite(model: nn.Module, composite: Composite, inputs: torch.Tensor
     AuditReport
         The findings; ``ok`` where there are none.
     """
-    source = inputs.detach().clone().requires_grad_(inputs.is_floating_point())
-    with ExitStack() as stack:
-        flags = [(module, module.training) for module in model.modules()]
-        stack.callback(_restore_training, flags)
-        composite.register(model)
-        stack.callback(composite.remove)
-        model.eval()  # after registering, so that modules canonizers add are in eval mode too
-        audit = _Audit(model, composite)
-        stack.callback(audit.detach)
-        audit.attach()
-        audit.tainted.set(source, True)
-        with torch.enable_grad(), audit:
-            model(source)
-    return audit.report()
+    trace, ruled = _traced(model, composite, inputs)
+    return trace.report(ruled)
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[tuple, AuditReport]] = weakref.WeakKeyDictionary()
+_TRACES: weakref.WeakKeyDictionary[nn.Module, dict[tuple, _Trace]] = weakref.WeakKeyDictionary()
 
 
 def audit_rulemap(model: nn.Module, rulemap: RuleMap, input_shape: tuple[int, ...]) -> AuditReport:
-    """Audit a rule map on a seeded random input of ``input_shape``; cached per model.
+    """Audit a rule map on a seeded random input of ``input_shape``.
 
     The input (normal, ``torch.Generator`` seed 0) takes the dtype and device of the model's
-    first floating parameter or buffer (float32 on the CPU if there is none). The result is cached
-    per model object and (``rulemap.fingerprint()``, shape, dtype, device).
+    first floating parameter or buffer (float32 on the CPU if there is none). The forward pass
+    depends on the canonizer set, not on the rules: it runs once per model object and (canonizer,
+    shape, dtype, device), and the findings of each rule map follow from it. They equal those of
+    :func:`audit_composite` with ``rulemap.to_composite()``.
 
     Parameters
     ----------
     model : torch.nn.Module
         The model to audit.
     rulemap : RuleMap
-        The rules; audited through ``rulemap.to_composite()``.
+        The rules; a layer has one unless its rule is ``"none"``.
     input_shape : tuple of int
         The shape of an input batch, e.g. ``(1, 3, 224, 224)``.
 
@@ -366,10 +409,13 @@ def audit_rulemap(model: nn.Module, rulemap: RuleMap, input_shape: tuple[int, ..
     reference = next((t for t in tensors if t.is_floating_point()), None)
     dtype = torch.float32 if reference is None else reference.dtype
     device = torch.device("cpu") if reference is None else reference.device
-    key = (rulemap.fingerprint(), tuple(input_shape), dtype, device)
-    reports = _CACHE.setdefault(model, {})
-    if key not in reports:
+    key = (rulemap.canonizer, tuple(input_shape), dtype, device)
+    traces = _TRACES.setdefault(model, {})
+    if key not in traces:
         generator = torch.Generator(device=device).manual_seed(0)
         inputs = torch.randn(key[1], generator=generator, dtype=dtype, device=device)
-        reports[key] = audit_composite(model, rulemap.to_composite(), inputs)
-    return reports[key]
+        canonized = Composite(canonizers=get_canonizers(rulemap.canonizer))
+        traces[key] = _traced(model, canonized, inputs)[0]
+    trace = traces[key]
+    ruled = {name for name in trace.modules if name in rulemap and rulemap[name].rule != NO_RULE}
+    return trace.report(ruled)

@@ -92,6 +92,18 @@ class Neutral(nn.Module):
         return self.fc(x)
 
 
+class Attention(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, 3))
+        self.attention = nn.MultiheadAttention(3, 1)
+
+    def forward(self, x):
+        x = x.flatten(2).permute(2, 0, 1)
+        x = torch.cat([self.token.expand(1, x.shape[1], -1), x])
+        return self.attention(x, x, x)[0][0]
+
+
 class Failing(nn.Module):
     def __init__(self):
         super().__init__()
@@ -132,17 +144,6 @@ def test_functional_use_of_weights_is_flagged_twice():
 
 
 def test_multihead_attention_uses_its_out_proj_functionally():
-    class Attention(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.token = nn.Parameter(torch.zeros(1, 1, 3))
-            self.attention = nn.MultiheadAttention(3, 1)
-
-        def forward(self, x):
-            x = x.flatten(2).permute(2, 0, 1)
-            x = torch.cat([self.token.expand(1, x.shape[1], -1), x])
-            return self.attention(x, x, x)[0][0]
-
     report = audit(Attention())
     assert ("never_ran", "attention.out_proj", "") in kinds(report)
     assert ("outside_op", "attention", "multi_head_attention_forward") in kinds(report)
@@ -318,15 +319,52 @@ def test_audit_keeps_no_graph_alive():
     assert outputs and outputs[-1]() is None
 
 
-def test_audit_rulemap_is_cached_per_model_rules_and_shape():
+def test_a_model_is_traced_once_per_canonizer_and_shape():
     model = FunctionalHead()
     rules = rules_of(model)
     calls = []
     model.register_forward_pre_hook(lambda module, args: calls.append(args[0].shape))
     first = audit_rulemap(model, rules, SHAPE)
-    assert audit_rulemap(model, rules, SHAPE) is first and len(calls) == 1
-    assert calls[0] == SHAPE
-    changed = rules.with_rule(["conv"], RuleChoice("Epsilon"))
-    assert audit_rulemap(model, changed, SHAPE) is not first and len(calls) == 2
-    assert audit_rulemap(model, rules, (2, 3, 16, 16)) is not first and len(calls) == 3
-    assert audit_rulemap(FunctionalHead(), rules, SHAPE) is not first and len(calls) == 3
+    assert audit_rulemap(model, rules, SHAPE) == first and calls == [SHAPE]
+    # fc without a rule: nothing of fc's "never ran" any more, and no new pass for it
+    changed = audit_rulemap(model, rules.with_rule(["fc"], RuleChoice("none")), SHAPE)
+    assert ("never_ran", "fc", "") in kinds(first) and ("never_ran", "fc", "") not in kinds(changed)
+    assert len(calls) == 1
+    assert audit_rulemap(model, rules_of(model, "merge_batchnorm"), SHAPE) == first
+    assert len(calls) == 2
+    assert audit_rulemap(model, rules, (2, 3, 16, 16)) == first and len(calls) == 3
+    assert audit_rulemap(FunctionalHead(), rules, SHAPE) == first and len(calls) == 3
+
+
+def thinned(rules, keep_every):
+    """``rules`` with all but every ``keep_every``-th layer's rule set to "none" (0: all none)."""
+    names = list(rules)
+    dropped = [name for i, name in enumerate(names) if not keep_every or i % keep_every]
+    return rules.with_rule(dropped, RuleChoice("none")) if dropped else rules
+
+
+@pytest.mark.parametrize(
+    ("build", "canonizer"),
+    [
+        (lambda: nn.Sequential(nn.Conv2d(3, 3, 1), Swish()), "none"),
+        (lambda: Branches(with_sum=False), "none"),
+        (FunctionalHead, "none"),
+        (Attention, "none"),
+        (lambda: nn.Sequential(LayerScale()), "none"),
+        (lambda: torchvision.models.resnet18(num_classes=10), "none"),
+        (lambda: torchvision.models.resnet18(num_classes=10), "resnet"),
+        (lambda: build_demo_net(4), "merge_batchnorm"),
+    ],
+    ids=["swish", "branches", "functional", "attention", "scale", "resnet18", "canonized", "demo"],
+)
+def test_findings_of_any_rule_map_equal_those_of_auditing_its_composite(build, canonizer):
+    model = build()
+    rules = rules_of(model, canonizer)
+    inputs = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    seen = set()
+    for keep_every in (1, 2, 3, 0):
+        variant = thinned(rules, keep_every)
+        expected = audit_composite(model, variant.to_composite(), inputs)
+        assert audit_rulemap(model, variant, SHAPE) == expected, keep_every
+        seen.add(expected)
+    assert len(seen) > 1  # the variants differ in what they find
