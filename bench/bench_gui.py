@@ -229,24 +229,33 @@ def main(argv=None) -> int:
         large_presets = itertools.cycle(
             ["epsilon_plus_flat", "epsilon_gamma_box", "epsilon_alpha2_beta1_flat", "epsilon_plus"]
         )
-        times = []
-        for _ in range(args.large_rounds):
-            beat.mark(f"{args.large}: switching preset and explaining")
-            began = time.perf_counter()
-            app.controller.apply_preset(next(large_presets))
-            wait(settled, "an explanation")
-            times.append(time.perf_counter() - began)
-        if times:
-            large.append(
-                f"{args.large} preset switch + explanation: median {statistics.median(times):.2f} s"
-            )
         rules = app.window.rules_panel.model
         layer = next(name for name, node in rules.nodes.items() if node.module_type == "Conv2d")
         edits = itertools.cycle(["ZPlus", "Epsilon", "Gamma"])
-        for _ in range(args.large_rounds):
-            beat.mark(f"{args.large}: editing a layer's rule and explaining")
-            rules.edit(rules.index_of_layer(layer, RULE), next(edits))
-            wait(settled, "an explanation")
+
+        def cell():
+            return rules.index_of_layer(layer, RULE)
+
+        changes = (
+            (
+                "preset switch",
+                "switching preset",
+                lambda: app.controller.apply_preset(next(large_presets)),
+            ),
+            ("rule edit", "editing a layer's rule", lambda: rules.edit(cell(), next(edits))),
+        )
+        for change, phase, make in changes:
+            times = []
+            for _ in range(args.large_rounds):
+                beat.mark(f"{args.large}: {phase} and explaining")
+                began = time.perf_counter()
+                make()
+                wait(settled, "an explanation")
+                times.append(time.perf_counter() - began)
+            if times:
+                large.append(
+                    f"{args.large} {change} + explanation: median {statistics.median(times):.2f} s"
+                )
     beat.mark("end")
     beat.timer.stop()
     worst = beat.worst()
