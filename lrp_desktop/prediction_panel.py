@@ -73,23 +73,38 @@ class PredictionPanel(QWidget):
         self._show_prediction()
 
     def _fill_classes(self) -> None:
+        # one call for a thousand classes; an entry's position tells its class (see target_at)
+        entries = [TOP_CLASS_ENTRY]
+        if self.session.model is not None:
+            names = self.session.model.class_names
+            entries += [f"{index}: {name}" for index, name in enumerate(names)]
         self.class_box.blockSignals(True)
         self.class_box.clear()
-        self.class_box.addItem(TOP_CLASS_ENTRY, None)
-        if self.session.model is not None:
-            for index, name in enumerate(self.session.model.class_names):
-                self.class_box.addItem(f"{index}: {name}", index)
+        self.class_box.addItems(entries)
         self.class_box.blockSignals(False)
         self._show_target()
 
+    @staticmethod
+    def target_at(position: int) -> int | None:
+        """Return the class of the chooser's entry at ``position`` (None: the top class)."""
+        return None if position <= 0 else position - 1
+
     def _show_target(self) -> None:
-        position = self.class_box.findData(self.session.target)
-        self.class_box.setCurrentIndex(max(position, 0))
+        target = self.session.target
+        self.class_box.setCurrentIndex(0 if target is None else target + 1)
 
     def _on_activated(self, position: int) -> None:
-        self.session.set_target(self.class_box.itemData(position))
+        self.session.set_target(self.target_at(position))
 
     def _show_prediction(self) -> None:
+        # the bars repaint at once on every change; drawn once, after all of them changed
+        self.setUpdatesEnabled(False)
+        try:
+            self._write_prediction()
+        finally:
+            self.setUpdatesEnabled(True)
+
+    def _write_prediction(self) -> None:
         explanation = self.session.explanation
         model = self.session.model
         if explanation is None or model is None:

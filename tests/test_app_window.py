@@ -11,6 +11,7 @@ import torch
 from PySide6.QtCore import Qt
 from test_app_support import WAIT_MS, make_viewer, wait_drawn, wait_for_heatmap, wait_idle
 
+from lrp_desktop.prediction_panel import TOP_CLASS_ENTRY
 from lrp_desktop.reporter import Level
 from lrp_desktop.rule_tree import RULE, RULE_PARAMS
 from lrp_desktop_core.rulemap import RuleMap
@@ -171,10 +172,13 @@ def test_choosing_a_class_explains_it_and_stale_answers_are_not_shown(qtbot, vie
     assert int(session.explanation.target[0]) == 1
     assert 3 not in shown
     panel = viewer.window.prediction
-    assert panel.class_box.currentData() == 1
-    panel.class_box.setCurrentIndex(panel.class_box.findData(None))
+    assert panel.class_box.currentText().startswith("1: ")
+    assert panel.target_at(panel.class_box.currentIndex()) == 1
+    panel.class_box.setCurrentIndex(panel.class_box.findText(TOP_CLASS_ENTRY))
     panel.class_box.activated.emit(panel.class_box.currentIndex())
     assert session.target is None
+    panel.class_box.activated.emit(panel.class_box.findText("4: ", Qt.MatchFlag.MatchStartsWith))
+    assert session.target == 4
 
 
 def test_other_methods_are_computed_in_the_worker(qtbot, viewer):
