@@ -21,6 +21,7 @@ import pickletools
 import struct
 import zipfile
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,7 +365,11 @@ def apply_state_dict(
     if wrong_shape:
         problems.append(f"shapes differ for {_listing(wrong_shape)}")
     else:
-        result = model.load_state_dict(dict(state), strict=False)
+        loadable = OrderedDict(state)
+        # a file read here keeps no module versions (MNASNet refuses a state dict without them):
+        # its weights are in the format of the code that saved them, taken to be the current one
+        loadable._metadata = expected._metadata  # type: ignore[attr-defined]
+        result = model.load_state_dict(loadable, strict=False)
         missing = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
         if missing:
             problems.append(f"missing from the file: {_listing(missing)}")
