@@ -59,6 +59,7 @@ from .demo_net import DEMO_SAMPLES_DIR
 from .demos import DEMOS, BundledDemo
 from .explain import model_dtype
 from .images import image_files, mask_file
+from .uninitialised import initialisers_skipped
 from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
 
 __all__ = [
@@ -442,7 +443,8 @@ def _model_from(spec: ModelSpec, content: WeightsFile) -> LoadedModel:
     if content.module is not None:
         model = content.module
     else:
-        model = spec.builder()
+        with initialisers_skipped():  # the file replaces every parameter
+            model = spec.builder()
         state = content.state_dict
         if spec.weights_url is not None:
             state = _adapt_torchvision_keys(spec.name, state)
