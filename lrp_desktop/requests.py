@@ -195,7 +195,7 @@ class LoadModelRequest:
             skeleton=skeleton,
             n_parameters=sum(p.numel() for p in loaded.model.parameters()),
             device=str(context.device),
-            recommendation=recommend(loaded.model),
+            recommendation=recommend(skeleton),  # the structure decides; merging needs no values
             pretrained=loaded.pretrained,
             seed=loaded.seed,
             rulemap=rulemap,

@@ -11,8 +11,11 @@ from torch import nn
 
 from lrp_desktop.auditing import AUDIT_TITLE
 from lrp_desktop.model_dialog import ModelDialog
+from lrp_desktop.requests import _skeleton
 from lrp_desktop.rule_tree import NAME, RULE
 from lrp_desktop.support import SupportChecker
+from lrp_desktop_core.models import load_model
+from lrp_desktop_core.recommend import recommend
 
 pytest_plugins = ["test_app_support"]
 
@@ -77,6 +80,21 @@ def test_the_rule_checking_thread_has_its_own_copy_of_the_skeleton(qtbot, viewer
     ):
         assert name == same_name and type(mine) is type(theirs) and mine is not theirs
     assert {p.device.type for p in checking_copy.parameters()} == {"meta"}
+
+
+@pytest.mark.parametrize(
+    "name", ["demo", "resnet18", "googlenet", "efficientnet_b0", "swin_t", "densenet121"]
+)
+def test_the_skeleton_gets_the_recommendation_of_the_model(name):
+    loaded = load_model(name) if name.startswith("demo") else load_model(name, seed=0)
+    real, structural = recommend(loaded.model), recommend(_skeleton(loaded.model))
+    for field in ("canonizer", "preset", "family", "reasons", "unsupported", "affine_batch_norms"):
+        assert getattr(structural, field) == getattr(real, field), field
+    bounds = loaded.spec.input_bounds()
+    for mine, theirs in zip(
+        structural.first_layer_bounds(*bounds), real.first_layer_bounds(*bounds), strict=True
+    ):
+        assert torch.equal(mine, theirs)
 
 
 def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
