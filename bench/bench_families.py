@@ -3,7 +3,8 @@
 One model per family (its smallest member) with random weights, in eval mode and float32, on a
 seeded random input (224 x 224, 299 x 299 for Inception v3). Per model, the engines run on the same
 model and input, interleaved and in a rotating order, after one warm-up run each (which also runs
-our audit of the rule map once; it is cached per model and rule map, as in the app and the CLI):
+our audit of the rule map once; it is cached per model and canonizer set, as in the app and the
+CLI):
 
 * ``gradient``: :func:`lrp_desktop_core.explain.explain` with ``Method("gradient")``;
 * ``ours``: ``explain`` with ``Method("lrp", rules)``, where

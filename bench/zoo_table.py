@@ -17,8 +17,8 @@ A row reports the family and whether it is supported (from
 ``sum R / logit`` (1 for a sound preset on a bias-free model), the number of warnings (the audit's,
 :func:`~lrp_desktop_core.audit.audit_rulemap`, and in float32 those of
 :attr:`Explanation.warnings` about outputs too small for the stabilizers), the time of the audit
-(once per model and rule map, cached afterwards), of the LRP and of a plain gradient
-(``Method("gradient")``), and their ratio. Every model runs in a process of its own, so
+(once per model, canonizer set and input shape, cached afterwards), of the LRP and of a plain
+gradient (``Method("gradient")``), and their ratio. Every model runs in a process of its own, so
 memory is freed between models and a crash (e.g. out of memory) becomes a row; rows are written
 as they come.
 

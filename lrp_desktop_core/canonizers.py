@@ -189,8 +189,8 @@ counts), and it dies with its layer. Nothing of the model is touched.
 """
 
 
-def _shaped_like(shape: torch.Tensor, *operands: torch.Tensor | None) -> torch.Tensor:
-    """Return an empty meta tensor shaped like ``shape``, of the dtype ``operands`` promote to.
+def _shaped_like(like: torch.Tensor, *operands: torch.Tensor | None) -> torch.Tensor:
+    """Return an empty meta tensor of ``like``'s shape, of the dtype ``operands`` promote to.
 
     A model's skeleton lives on the "meta" device, where tensors have shapes but no values, and
     every arithmetic operation on them runs PyTorch's shape rules in Python (20 to 100 us each).
@@ -199,7 +199,7 @@ def _shaped_like(shape: torch.Tensor, *operands: torch.Tensor | None) -> torch.T
     """
     dtypes = [operand.dtype for operand in operands if operand is not None]
     return torch.empty(
-        shape.shape, dtype=functools.reduce(torch.promote_types, dtypes), device="meta"
+        like.shape, dtype=functools.reduce(torch.promote_types, dtypes), device="meta"
     )
 
 
