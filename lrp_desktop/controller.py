@@ -473,7 +473,7 @@ class Controller(QObject):
         if self._preset is not None:  # built for the previous model
             self.structure.cancel(self._preset)
             self._preset = None
-        self.structure.submit(SkeletonRequest(result.structure_skeleton))
+        self.structure.submit(SkeletonRequest(result.structure_skeleton, result.recommendation))
         self._resolve("model")
         self.session.set_model(result, result.rulemap)
         self.reporter.info(

@@ -182,8 +182,12 @@ class LoadModelRequest:
         context.loaded = loaded
         context.model_key = f"{loaded.spec.name}#{next(_LOAD_COUNTER)}"
         job.progress(1.0, "Choosing the rules that suit the model")
+        recommendation = recommend(skeleton)  # the structure decides; merging needs no values
         try:
-            rulemap, problem = RuleMap.recommended(skeleton, loaded.spec), None
+            rulemap, problem = (
+                RuleMap.recommended(skeleton, loaded.spec, recommendation=recommendation),
+                None,
+            )
         except Exception as error:  # a model whose structure defeats the rule map
             rulemap, problem = None, str(error)
         info = ModelInfo(
@@ -195,7 +199,7 @@ class LoadModelRequest:
             skeleton=skeleton,
             n_parameters=sum(p.numel() for p in loaded.model.parameters()),
             device=str(context.device),
-            recommendation=recommend(skeleton),  # the structure decides; merging needs no values
+            recommendation=recommendation,
             pretrained=loaded.pretrained,
             seed=loaded.seed,
             rulemap=rulemap,
@@ -372,18 +376,21 @@ class StructureContext:
     """The structure thread's own copy of the model skeleton (the GUI keeps another)."""
 
     skeleton: Any = None
+    recommendation: Any = None
 
 
 @dataclass(frozen=True)
 class SkeletonRequest:
-    """Hand the structure thread its copy of a newly loaded model's skeleton."""
+    """Hand the structure thread its copy of a newly loaded model's skeleton and recommendation."""
 
     skeleton: Any
+    recommendation: Any
     title: str = "Reading the model's structure"
 
     def run(self, context: StructureContext, job: Job) -> None:
-        """Keep the skeleton for the coverage requests that follow."""
+        """Keep the skeleton and recommendation for the requests that follow."""
         context.skeleton = self.skeleton
+        context.recommendation = self.recommendation
 
 
 @dataclass(frozen=True)
@@ -432,7 +439,13 @@ class PresetRequest:
 
     def run(self, context: StructureContext, job: Job) -> RuleMap:
         """Build the preset's rule map (too slow on large models for the GUI thread)."""
-        return RuleMap.recommended(context.skeleton, self.spec, self.preset, self.canonizer)
+        return RuleMap.recommended(
+            context.skeleton,
+            self.spec,
+            self.preset,
+            self.canonizer,
+            recommendation=context.recommendation,
+        )
 
 
 @dataclass(frozen=True)

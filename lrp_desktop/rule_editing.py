@@ -35,7 +35,9 @@ def preset_rulemap(info: ModelInfo, preset: str, canonizer: str | None = None) -
     canonizer
         The canonizer set; the model's recommended one when None.
     """
-    return RuleMap.recommended(info.skeleton, info.spec, preset, canonizer)
+    return RuleMap.recommended(
+        info.skeleton, info.spec, preset, canonizer, recommendation=info.recommendation
+    )
 
 
 def base_preset(rulemap: RuleMap | None, info: ModelInfo) -> str:

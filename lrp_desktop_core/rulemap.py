@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -34,6 +34,9 @@ from .canonizers import CANONIZERS, get_canonizers
 from .composites import COMPOSITES, NameMapComposite
 from .core import Composite, Hook
 from .layer import ChannelAffine, Prepend, Product, Scale, Sum
+
+if TYPE_CHECKING:
+    from .recommend import Recommendation
 
 FORMAT = "lrp-desktop rule map"
 FORMAT_VERSION = 1
@@ -401,6 +404,7 @@ class RuleMap(Mapping[str, RuleChoice]):
         spec: Any,
         preset: str | None = None,
         canonizer: str | None = None,
+        recommendation: Recommendation | None = None,
         **preset_kwargs: Any,
     ) -> RuleMap:
         """Return the rules that suit ``model``, decided from its structure.
@@ -419,12 +423,16 @@ class RuleMap(Mapping[str, RuleChoice]):
             The preset to use instead of the recommended one.
         canonizer : str, optional
             The canonizer set to use instead of the recommended one.
+        recommendation : Recommendation, optional
+            What :func:`~.recommend.recommend` decided for ``model``, where the caller has it
+            already; worked out here when None.
         **preset_kwargs
             Further arguments of the preset (e.g. ``epsilon``), over the recommended ones.
         """
-        from .recommend import recommend
+        if recommendation is None:
+            from .recommend import recommend
 
-        recommendation = recommend(model)
+            recommendation = recommend(model)
         preset = preset or recommendation.preset
         kwargs = {}
         if preset in COMPOSITES and "low" in inspect.signature(COMPOSITES[preset]).parameters:

@@ -97,6 +97,37 @@ def test_the_skeleton_gets_the_recommendation_of_the_model(name):
         assert torch.equal(mine, theirs)
 
 
+
+def test_a_model_is_recommended_for_once_and_preset_switches_reuse_it(
+    qtbot, tmp_path, monkeypatch
+):
+    from lrp_desktop import requests
+    from lrp_desktop_core import recommend as recommending
+
+    looked_at: list[nn.Module] = []
+
+    def counted(model):
+        looked_at.append(model)
+        return recommend(model)
+
+    monkeypatch.setattr(requests, "recommend", counted)
+    monkeypatch.setattr(recommending, "recommend", counted)
+    path = tmp_path / "swish.pt"
+    torch.save(SwishNet(), path)
+    app = viewer_on(qtbot, tmp_path, path)
+    try:
+        wait_for_heatmap(qtbot, app)
+        assert len(looked_at) == 1
+        recommendation = app.session.model.recommendation
+        box = app.window.rules_panel.preset_box
+        box.activated.emit(box.findData("epsilon_alpha2_beta1"))
+        qtbot.waitUntil(lambda: not app.controller.building_preset, timeout=WAIT_MS)
+        assert app.session.rulemap.preset == "epsilon_alpha2_beta1"
+        assert app.structure.worker.context.recommendation is recommendation
+        assert len(looked_at) == 1
+    finally:
+        wait_idle(qtbot, app)
+
 def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
     path = tmp_path / "swish.pt"
     torch.save(SwishNet(), path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import pickle
 
@@ -227,6 +228,28 @@ def test_recommended_uses_the_specs_bounds_and_the_structures_canonizer(demo_net
         RuleMap.from_preset(demo_net, "epsilon_gamma_box")  # no bounds given
     json.loads(plus.to_json())
 
+
+
+def test_a_recommendation_the_caller_has_is_used_instead_of_a_new_one(demo_net, monkeypatch):
+    class Spec:
+        @staticmethod
+        def input_bounds():
+            return LOW, HIGH
+
+    from lrp_desktop_core import recommend as recommending
+
+    known = recommending.recommend(demo_net)
+    assert RuleMap.recommended(demo_net, Spec(), recommendation=known) == RuleMap.recommended(
+        demo_net, Spec()
+    )
+
+    def not_again(model):
+        raise AssertionError("recommend ran again")
+
+    monkeypatch.setattr(recommending, "recommend", not_again)
+    other = dataclasses.replace(known, preset="epsilon_plus", canonizer="none")
+    given = RuleMap.recommended(demo_net, Spec(), recommendation=other)
+    assert given.preset == "epsilon_plus" and given.canonizer == "none"
 
 def test_copies_and_pickles_are_equal(preset_map):
     for duplicate in (copy.copy, copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
