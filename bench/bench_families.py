@@ -29,22 +29,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
-import os
-import resource
 import statistics
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from bench_lrp import (
-    _reset_peak_rss,
-    _status_kib,
     add_timing_arguments,
+    extra_peak_rss,
+    format_rss,
     inputs_for,
+    run_measuring_process,
     time_engines,
 )
 from torch import nn
@@ -86,11 +83,6 @@ ZENNIT_CANONIZERS: dict[str, str | None] = {
     "SqueezeNet": None,
 }
 """Our family name (from :func:`recommend`) -> the class in ``zennit.torchvision`` that suits it."""
-
-FIXED_MMAP_THRESHOLD = 1 << 17
-"""glibc's mmap threshold in the memory-measuring processes, fixed so that freed large blocks go
-back to the system instead of staying in the heap after the warm-up, which would hide them from
-the measured peak."""
 
 Attribution = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -164,27 +156,17 @@ def measure_row(name: str, args: argparse.Namespace) -> Row:
 
 def peak_memory_mib(name: str, engine: str, args: argparse.Namespace) -> str:
     """Return the extra peak RSS of one attribution, measured in a fresh process."""
-    command = [sys.executable, __file__, "--measure-one", f"{name},{engine}"]
-    command += ["--batch", str(args.batch), "--threads", str(args.threads)]
-    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
-    completed = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    return f"{result['extra_mib']:.0f}" + ("" if result["reset"] else "*")
+    options = ["--batch", str(args.batch), "--threads", str(args.threads)]
+    return format_rss(run_measuring_process(__file__, f"{name},{engine}", options))
 
 
 def measure_one(spec: str, args: argparse.Namespace) -> None:
-    """Child process: build, warm up, reset the peak RSS, attribute once, print the extra peak."""
+    """Child process: build, then print the extra peak RSS of one warmed-up attribution."""
     name, engine = spec.split(",")
     model, rulemap, family = build(name)
     images, one_hot = inputs_for(model, args.batch, SIZES.get(name, 224))
     function = attribution_functions(model, rulemap, family)[engine]
-    function(images, one_hot)
-    gc.collect()
-    baseline_kib = _status_kib("VmRSS")
-    reset = _reset_peak_rss()
-    function(images, one_hot)
-    peak_kib = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"extra_mib": (peak_kib - baseline_kib) / 1024, "reset": reset}))
+    print(json.dumps(extra_peak_rss(function, images, one_hot)))
 
 
 def format_row(row: Row, memory: bool) -> str:

@@ -7,15 +7,17 @@ ours/gradient, the largest difference between ours and zennit relative to zennit
 relevance, and the peak memory.
 
 Memory is measured in a fresh Python process per model x composite x engine, which builds the
-model, runs one forward pass, resets the kernel's peak-RSS counter (``/proc/self/clear_refs``) and
-runs one attribution: the table shows the peak resident set size during the attribution minus the
-resident set size just before it, i.e. the memory the attribution itself needed. The RSS counts
-every tensor on the CPU, which tracemalloc does not see. Where the counter cannot be reset, the
-process's lifetime peak (``ru_maxrss``) minus the same baseline is shown instead, marked ``*``.
-The RSS also moves with what the allocator keeps (the gradient's figure varied from 276 to 413 MiB
-between runs), so the same process then runs the attribution again under the profiler and shows,
-in brackets, the peak of the bytes of live tensors, counted from the profiler's allocation and
-free events: that figure repeats to the MiB.
+model, runs one attribution to warm up, resets the kernel's peak-RSS counter
+(``/proc/self/clear_refs``) and runs one attribution: the table shows the peak resident set size
+during the attribution minus the resident set size just before it, i.e. the memory the attribution
+itself needed. The RSS counts every tensor on the CPU, which tracemalloc does not see. Where the
+counter cannot be reset, the process's lifetime peak (``ru_maxrss``) minus the same baseline is
+shown instead, marked ``*``. The measuring process runs with glibc's mmap threshold fixed
+(:data:`FIXED_MMAP_THRESHOLD`): left to itself, glibc raises the threshold after a large block is
+freed and then keeps later large blocks in its heap, and the gradient's figure varied from 276 to
+413 MiB between runs; fixed, it repeats to the MiB. The same process then runs the attribution again
+under the profiler and shows, in brackets, the peak of the bytes of live tensors, counted from the
+profiler's allocation and free events.
 
 Usage::
 
@@ -33,6 +35,7 @@ import argparse
 import gc
 import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -58,6 +61,10 @@ The computation is float32; zennit also keeps a merged batch norm's eps, which s
 activation by (1 + eps) ** -0.5 (about 1e-4 relative over a ResNet-50), so exact agreement is not
 expected here; the test suite checks agreement to 1e-6 in float64.
 """
+FIXED_MMAP_THRESHOLD = 1 << 17
+"""glibc's mmap threshold in the memory-measuring processes (bytes), fixed so that every freed large
+block goes back to the system instead of staying in the heap, where it would hide from the measured
+peak or add to it by chance."""
 
 
 def build_model(name: str, seed: int = 0) -> nn.Module:
@@ -187,24 +194,42 @@ def peak_memory_mib(model: str, composite: str, engine: str, args) -> str:
 
     Returns ``"RSS (tensors)"`` in MiB.
     """
-    command = [
-        sys.executable,
-        __file__,
-        "--measure-one",
-        f"{model},{composite},{engine}",
-        "--batch",
-        str(args.batch),
-        "--size",
-        str(args.size),
-        "--threads",
-        str(args.threads),
-    ]
+    spec = f"{model},{composite},{engine}"
+    options = ["--batch", str(args.batch), "--size", str(args.size), "--threads", str(args.threads)]
     if args.baseline:
-        command += ["--baseline", args.baseline]
-    completed = subprocess.run(command, capture_output=True, text=True, check=True)
-    result = json.loads(completed.stdout.strip().splitlines()[-1])
-    rss = f"{result['extra_mib']:.0f}" + ("" if result["reset"] else "*")
-    return f"{rss} ({result['tensor_mib']:.0f})"
+        options += ["--baseline", args.baseline]
+    result = run_measuring_process(__file__, spec, options)
+    return f"{format_rss(result)} ({result['tensor_mib']:.0f})"
+
+
+def run_measuring_process(script: str, spec: str, options: list[str]) -> dict:
+    """Run ``script --measure-one spec`` with the fixed mmap threshold; return its JSON result."""
+    command = [sys.executable, script, "--measure-one", spec, *options]
+    environment = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(FIXED_MMAP_THRESHOLD)}
+    completed = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def format_rss(result: dict) -> str:
+    """Return a measuring process's extra peak RSS in MiB, marked ``*`` if a lifetime peak."""
+    return f"{result['extra_mib']:.0f}" + ("" if result["reset"] else "*")
+
+
+def extra_peak_rss(
+    function: Callable, images: torch.Tensor, one_hot: torch.Tensor
+) -> dict[str, float | bool]:
+    """Warm ``function`` up, then measure the extra peak RSS of one call.
+
+    Returns ``{"extra_mib": ..., "reset": ...}``: the peak minus the RSS before the call, in MiB,
+    and whether the kernel's peak counter could be reset (else the lifetime peak is used).
+    """
+    function(images, one_hot)
+    gc.collect()
+    baseline_kib = _status_kib("VmRSS")
+    reset = _reset_peak_rss()
+    function(images, one_hot)
+    peak_kib = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"extra_mib": (peak_kib - baseline_kib) / 1024, "reset": reset}
 
 
 def peak_tensor_mib(function: Callable, images: torch.Tensor, one_hot: torch.Tensor) -> float:
@@ -252,14 +277,9 @@ def measure_one(spec: str, args) -> None:
     if args.baseline:
         import_baseline(args.baseline)
     function = attribution_functions(model, model_name, composite, bool(args.baseline))[engine]
-    gc.collect()
-    baseline_kib = _status_kib("VmRSS")
-    reset = _reset_peak_rss()
-    function(images, one_hot)
-    peak_kib = _status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    tensor_mib = peak_tensor_mib(function, images, one_hot)
-    extra_mib = (peak_kib - baseline_kib) / 1024
-    print(json.dumps({"extra_mib": extra_mib, "reset": reset, "tensor_mib": tensor_mib}))
+    result = extra_peak_rss(function, images, one_hot)
+    result["tensor_mib"] = peak_tensor_mib(function, images, one_hot)
+    print(json.dumps(result))
 
 
 def profile_ours(model: nn.Module, model_name: str, composite: str, images, one_hot) -> str:
