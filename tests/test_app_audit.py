@@ -97,10 +97,7 @@ def test_the_skeleton_gets_the_recommendation_of_the_model(name):
         assert torch.equal(mine, theirs)
 
 
-
-def test_a_model_is_recommended_for_once_and_preset_switches_reuse_it(
-    qtbot, tmp_path, monkeypatch
-):
+def test_a_model_is_recommended_for_once_and_preset_switches_reuse_it(qtbot, tmp_path, monkeypatch):
     from lrp_desktop import requests
     from lrp_desktop_core import recommend as recommending
 
@@ -127,6 +124,7 @@ def test_a_model_is_recommended_for_once_and_preset_switches_reuse_it(
         assert len(looked_at) == 1
     finally:
         wait_idle(qtbot, app)
+
 
 def test_inline_arithmetic_warns_and_marks_its_layer(qtbot, tmp_path):
     path = tmp_path / "swish.pt"

@@ -229,7 +229,6 @@ def test_recommended_uses_the_specs_bounds_and_the_structures_canonizer(demo_net
     json.loads(plus.to_json())
 
 
-
 def test_a_recommendation_the_caller_has_is_used_instead_of_a_new_one(demo_net, monkeypatch):
     class Spec:
         @staticmethod
@@ -250,6 +249,7 @@ def test_a_recommendation_the_caller_has_is_used_instead_of_a_new_one(demo_net, 
     other = dataclasses.replace(known, preset="epsilon_plus", canonizer="none")
     given = RuleMap.recommended(demo_net, Spec(), recommendation=other)
     assert given.preset == "epsilon_plus" and given.canonizer == "none"
+
 
 def test_copies_and_pickles_are_equal(preset_map):
     for duplicate in (copy.copy, copy.deepcopy, lambda obj: pickle.loads(pickle.dumps(obj))):
