@@ -102,7 +102,8 @@ def run(args: argparse.Namespace) -> int:
         get_cmap(args.cmap)
         device = _device(args.device)
         loaded = _load_model(args)
-        method = _method(args, loaded)
+        recommendation = recommend(loaded.model) if args.method == "lrp" else None
+        method = _method(args, loaded, recommendation)
         problem = cli_concepts.check(args, loaded.model, method.rulemap) or cli_report.check(
             args.report
         )
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
             method,
             _target(args.target, loaded.spec.class_names),
             args.formats,
-            recommend(loaded.model) if method.kind == "lrp" else None,
+            recommendation,
             [] if args.report is not None else None,
         )
         found = collect_images(args.inputs, args.recursive) if args.inputs else []
@@ -247,7 +248,9 @@ def _load_model(args: argparse.Namespace) -> LoadedModel:
         raise UsageError(str(error)) from None
 
 
-def _method(args: argparse.Namespace, loaded: LoadedModel) -> Method:
+def _method(
+    args: argparse.Namespace, loaded: LoadedModel, recommendation: Recommendation | None
+) -> Method:
     if args.method != "lrp":
         if args.composite or args.rules:
             raise UsageError("--composite and --rules apply to --method lrp only")
@@ -259,7 +262,9 @@ def _method(args: argparse.Namespace, loaded: LoadedModel) -> Method:
             shown = "; ".join(problems[:5]) + ("; ..." if len(problems) > 5 else "")
             raise UsageError(f"{args.rules} does not fit the model {args.model}: {shown}")
     else:
-        rulemap = RuleMap.recommended(loaded.model, loaded.spec, args.composite)
+        rulemap = RuleMap.recommended(
+            loaded.model, loaded.spec, args.composite, recommendation=recommendation
+        )
     return Method("lrp", rulemap)
 
 

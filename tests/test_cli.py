@@ -72,6 +72,29 @@ def test_explains_a_folder_into_overlays_relevance_records_and_summary(samples, 
     assert "4/4 images" in err and "may be wrong" not in err
 
 
+def test_the_model_is_recommended_for_once_per_run(samples, tmp_path, monkeypatch):
+    from lrp_desktop_core import cli_run
+    from lrp_desktop_core import recommend as recommending
+
+    real = recommending.recommend
+    looked_at: list[nn.Module] = []
+
+    def counted(model: nn.Module):
+        looked_at.append(model)
+        return real(model)
+
+    monkeypatch.setattr(cli_run, "recommend", counted)
+    monkeypatch.setattr(recommending, "recommend", counted)
+    image = str(first_image(samples))
+    assert main([image, "--out", str(tmp_path / "lrp")]) == 0
+    assert len(looked_at) == 1
+    record = json.loads(next((tmp_path / "lrp").glob("*.json")).read_text())
+    assert record["recommendation"]["canonizer"] == record["canonizer"] == "merge_batchnorm"
+    looked_at.clear()
+    assert main([image, "--out", str(tmp_path / "gradient"), "--method", "gradient"]) == 0
+    assert looked_at == []
+
+
 def test_evaluate_adds_aopc_and_localisation_where_a_mask_exists(samples, tmp_path):
     out = tmp_path / "out"
     images = [str(path) for path, _ in collect_images([samples])]
