@@ -13,13 +13,18 @@ Usage::
     python bench/bench_gpu.py --device cpu --models resnet50 --batches 1 --repeats 2
 
 ``bench/gpu.sh`` runs the ``cuda`` tests and this table in one go, for the day a GPU is lent.
+``--cuda-tests`` prints the test files it runs: every one with a ``cuda`` mark, less the viewer's
+(``tests/test_app_*``) where PySide6, pyqtgraph or pytest-qt cannot be imported, as on a GPU
+machine whose Python has torch but not the viewer's packages.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from bench_lrp import (
@@ -41,7 +46,30 @@ VIT_PRESET = "vit_cp"
 BOUND = 3.0
 """The ZBox bounds of ``vit_cp`` (inputs are standard normal)."""
 
+VIEWER_PACKAGES = ("PySide6", "pyqtgraph", "pytestqt")
+"""What the viewer's tests import beyond the engine's packages."""
+TESTS = Path(__file__).resolve().parents[1] / "tests"
+
 Attribution = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cuda_test_files(tests: Path, viewer: bool) -> list[Path]:
+    """Return the test files in ``tests`` that hold a test marked ``cuda``.
+
+    The viewer's files (``test_app_*``) are left out unless ``viewer``: collecting them needs its
+    packages, and a collection error would stop every other test from running.
+    """
+    return [
+        path
+        for path in sorted(tests.glob("test_*.py"))
+        if "pytest.mark.cuda" in path.read_text(encoding="utf-8")
+        and (viewer or not path.name.startswith("test_app_"))
+    ]
+
+
+def viewer_importable() -> bool:
+    """Whether the packages of the viewer's tests can be imported here."""
+    return all(importlib.util.find_spec(name) is not None for name in VIEWER_PACKAGES)
 
 
 def functions_for(model: nn.Module, name: str) -> dict[str, Attribution]:
@@ -111,7 +139,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="vgg16,resnet50,vit_b_16")
     parser.add_argument("--batches", default="1,32")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--cuda-tests", action="store_true", help="print the test files with cuda tests and stop"
+    )
     args = parser.parse_args(argv)
+    if args.cuda_tests:
+        viewer = viewer_importable()
+        if not viewer:
+            missing = ", ".join(VIEWER_PACKAGES)
+            print(
+                f"one of {missing} is missing: the viewer's cuda tests are left out",
+                file=sys.stderr,
+            )
+        print("\n".join(str(path) for path in cuda_test_files(TESTS, viewer)))
+        return 0
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device: run with --device cpu, or on a machine with a GPU", file=sys.stderr)

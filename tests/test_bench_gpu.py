@@ -67,3 +67,41 @@ def test_without_a_gpu_the_script_says_so(monkeypatch, capsys):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bench_gpu.main(["--device", "cuda"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_the_cuda_test_files_leave_the_viewers_out_only_without_its_packages(tmp_path):
+    marked = "import pytest\n\n\n@pytest.mark.cuda\ndef test_on_the_device():\n    pass\n"
+    (tmp_path / "test_app_view.py").write_text(marked)
+    (tmp_path / "test_engine.py").write_text(marked)
+    (tmp_path / "test_plain.py").write_text("def test_anywhere():\n    pass\n")
+    (tmp_path / "helpers.py").write_text(marked)
+    names = [path.name for path in bench_gpu.cuda_test_files(tmp_path, viewer=True)]
+    assert names == ["test_app_view.py", "test_engine.py"]
+    assert [path.name for path in bench_gpu.cuda_test_files(tmp_path, viewer=False)] == [
+        "test_engine.py"
+    ]
+
+
+def test_the_gpu_script_lists_the_suites_cuda_tests_for_a_python_without_the_viewer(
+    monkeypatch, capsys
+):
+    monkeypatch.setattr(bench_gpu, "viewer_importable", lambda: False)
+    assert bench_gpu.main(["--cuda-tests"]) == 0
+    out, err = capsys.readouterr()
+    listed = {Path(line).name for line in out.splitlines()}
+    assert {"test_cuda.py", "test_explain.py", "test_cli.py"} <= listed
+    assert not any(name.startswith("test_app_") for name in listed)
+    assert "viewer's cuda tests are left out" in err
+    monkeypatch.setattr(bench_gpu, "viewer_importable", lambda: True)
+    assert bench_gpu.main(["--cuda-tests"]) == 0
+    assert "test_app_cuda.py" in {Path(line).name for line in capsys.readouterr().out.splitlines()}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="with a GPU the script runs in full")
+def test_the_shell_scripts_parse_and_the_gpu_script_stops_without_a_gpu():
+    for script in ("gpu.sh", "gpu_wheels.sh"):
+        assert subprocess.run(["bash", "-n", str(BENCH / script)]).returncode == 0
+    result = subprocess.run(
+        ["bash", str(BENCH / "gpu.sh"), sys.executable], capture_output=True, text=True
+    )
+    assert result.returncode != 0 and "no CUDA device here" in result.stderr
