@@ -51,13 +51,12 @@ from PIL import Image
 from safetensors import safe_open
 from torch import nn
 from torchvision.models import WeightsEnum, get_model, get_model_weights
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as tv_functional
 
 from . import names
 from .demo_net import DEMO_SAMPLES_DIR
 from .demos import DEMOS, BundledDemo
 from .explain import model_dtype
+from .image_fit import center_crop, normalised_tensor, resize_shorter_side
 from .images import image_files, mask_file
 from .uninitialised import initialisers_skipped
 from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
@@ -154,17 +153,13 @@ class ModelSpec:
         The display image and the network input both come from this, so they line up pixel for
         pixel with a heatmap.
         """
-        resized = tv_functional.resize(
-            image, self.resize, interpolation=InterpolationMode(self.interpolation), antialias=True
-        )
-        return tv_functional.center_crop(resized, [self.crop, self.crop])
+        return center_crop(resize_shorter_side(image, self.resize, self.interpolation), self.crop)
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
         """Return the normalised network input, shape (3, H, W) float32, of a PIL image."""
         if image.mode != "RGB":
             image = image.convert("RGB")
-        tensor = tv_functional.pil_to_tensor(self.fit(image)).float() / 255.0
-        return tv_functional.normalize(tensor, list(self.mean), list(self.std))
+        return normalised_tensor(self.fit(image), self.mean, self.std)
 
     def input_bounds(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the lowest and highest normalised input values, each of shape (1, 3, 1, 1).
