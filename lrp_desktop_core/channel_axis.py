@@ -28,9 +28,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torchvision.ops.misc import Permute
 
 from .layer import Prepend
+from .torchvision_types import torchvision_types
 from .types import BatchNorm
 
 CHANNELS_FIRST: tuple[type[nn.Module], ...] = (
@@ -74,7 +74,7 @@ def declared_axis(module: nn.Module, before: int) -> int | None:
         return -1
     if isinstance(module, nn.LayerNorm) and type(module).forward is nn.LayerNorm.forward:
         return -1
-    if isinstance(module, Permute):
+    if isinstance(module, torchvision_types("ops.misc", "Permute")):
         moved = list(module.dims).index(before % len(module.dims))
         return -1 if moved == len(module.dims) - 1 else moved
     return None

@@ -15,8 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
-from torchvision.models.maxvit import PartitionAttentionLayer
-from torchvision.ops import MLP
 
 from .attention import AttentionCore
 from .core import Composite, Hook
@@ -38,6 +36,7 @@ from .rules import (
     ZBox,
     ZPlus,
 )
+from .torchvision_types import torchvision_types
 from .types import Activation, AvgPool, BatchNorm, Convolution, LayerNorm, Linear
 
 __all__ = [
@@ -394,9 +393,9 @@ def _mlp_block(module: nn.Module) -> nn.Module | None:
 
     That is torchvision's ``MLP`` (ViT, Swin) or the ``mlp_layer`` of MaxViT's attention layers.
     """
-    if isinstance(module, MLP):
+    if isinstance(module, torchvision_types("ops", "MLP")):
         return module
-    if isinstance(module, PartitionAttentionLayer):
+    if isinstance(module, torchvision_types("models.maxvit", "PartitionAttentionLayer")):
         return module.mlp_layer
     return None
 

@@ -14,7 +14,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from .attention import AttentionCore
 from .core import BasicHook, Composite, Hook, Stabilizer
@@ -36,6 +35,7 @@ from .rules import (
     ZBox,
     ZPlus,
 )
+from .torchvision_types import torchvision_types
 from .types import Activation, AvgPool, BatchNorm, LayerNorm, MaxPool
 
 __all__ = ["LayerRule", "rule_coverage"]
@@ -95,7 +95,6 @@ _INACTIVE_IN_EVAL = (
     nn.Dropout3d,
     nn.AlphaDropout,
     nn.FeatureAlphaDropout,
-    StochasticDepth,
 )
 
 
@@ -178,7 +177,7 @@ def _reason_without_rule(module: nn.Module, lrp: bool) -> tuple[str, bool]:
     """Explain what happens at a module without a rule, and whether that deserves a warning."""
     module_type = type(module).__name__
     plain = "the plain gradient flows through it"
-    if isinstance(module, _INACTIVE_IN_EVAL):
+    if isinstance(module, (*_INACTIVE_IN_EVAL, *torchvision_types("ops", "StochasticDepth"))):
         if module.training:
             return f"no rule: {module_type} is active in training mode; call model.eval()", True
         return f"no rule: {module_type} is inactive in eval mode", False
