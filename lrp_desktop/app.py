@@ -16,7 +16,7 @@ import pyqtgraph as pg
 from PySide6.QtWidgets import QMessageBox
 
 from lrp_desktop_core.composites import COMPOSITES
-from lrp_desktop_core.models import DEFAULT_MODEL, demo_samples, list_models
+from lrp_desktop_core.models import DEFAULT_MODEL, demo_samples, is_registered
 
 from .controller import Controller
 from .main_window import MainWindow
@@ -128,7 +128,7 @@ def start(app: Application, options: StartOptions) -> None:
         app.controller.set_device(device)
     model = options.model or DEFAULT_MODEL
     random_weights = options.random_weights or options.seed is not None
-    pretrained = options.weights is None and model in list_models() and not random_weights
+    pretrained = options.weights is None and is_registered(model) and not random_weights
     app.controller.load_model(model, options.weights, pretrained=pretrained, seed=options.seed)
     app.controller.open_paths(options.images or demo_samples())
     if options.composite is not None or options.compare:

@@ -16,10 +16,12 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-
-from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
+from typing import TYPE_CHECKING
 
 from .demo_net import DEMO_INPUT_SIZE
+
+if TYPE_CHECKING:
+    from torchvision.models.vision_transformer import VisionTransformer
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,8 @@ def build_demo_vit(
     config : DemoViTConfig, optional
         The hyperparameters.
     """
+    from torchvision.models.vision_transformer import ConvStemConfig, VisionTransformer
+
     kwargs = dataclasses.asdict(config)
     stem = [
         ConvStemConfig(out_channels=channels, kernel_size=3, stride=2)

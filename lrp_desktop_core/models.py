@@ -40,17 +40,16 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 from urllib.parse import urlparse
 from urllib.request import urlopen
 
 import numpy as np
 import torch
-import torchvision
 from PIL import Image
 from safetensors import safe_open
 from torch import nn
-from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from . import names
 from .demo_net import DEMO_SAMPLES_DIR
@@ -60,6 +59,9 @@ from .image_fit import center_crop, normalised_tensor, resize_shorter_side
 from .images import image_files, mask_file
 from .uninitialised import initialisers_skipped
 from .weightfiles import ModelLoadError, WeightsFile, apply_state_dict, read_weights
+
+if TYPE_CHECKING:
+    from torchvision.models import WeightsEnum
 
 __all__ = [
     "DEFAULT_MODEL",
@@ -71,6 +73,7 @@ __all__ = [
     "demo_samples",
     "download_weights",
     "get_spec",
+    "is_registered",
     "list_models",
     "load_model",
     "pretrained_cache_path",
@@ -270,12 +273,19 @@ def weights_label(record: dict[str, object]) -> str:
 
 def _torchvision_names() -> list[str]:
     """Return the names of torchvision's image classifiers."""
+    import torchvision  # here: importing it takes as long as torch, and a demo needs none of it
+
     return sorted(torchvision.models.list_models(module=torchvision.models))
 
 
 def list_models() -> list[str]:
     """Return every registry name: the bundled demos first, then torchvision's image classifiers."""
     return [*DEMOS, *_torchvision_names()]
+
+
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is in :func:`list_models`; a demo's name is known without torchvision."""
+    return name in DEMOS or name in _torchvision_names()
 
 
 def _builder_kwargs(name: str, weights: WeightsEnum) -> dict[str, object]:
@@ -298,6 +308,8 @@ def _builder_kwargs(name: str, weights: WeightsEnum) -> dict[str, object]:
 
 def _torchvision_spec(name: str) -> ModelSpec:
     """Build the spec of a torchvision classifier from its default weights' metadata."""
+    from torchvision.models import get_model, get_model_weights
+
     weights = get_model_weights(name).DEFAULT
     transforms = weights.transforms()
     crop, resize = int(transforms.crop_size[0]), int(transforms.resize_size[0])
@@ -465,6 +477,8 @@ def _module_spec(path: Path, module: nn.Module) -> ModelSpec:
             "classifier this application can explain."
         )
     count = output.shape[1]
+    from torchvision.models import get_model_weights
+
     imagenet = get_model_weights("resnet50").DEFAULT.meta["categories"]
     names = tuple(imagenet) if count == len(imagenet) else tuple(f"class {i}" for i in range(count))
     return ModelSpec(
@@ -550,7 +564,7 @@ def load_model(
         raise ValueError("give either pretrained=True or a weights file, not both")
     name = str(source)
     random_weights = (
-        name in list_models()
+        is_registered(name)
         and weights is None
         and not pretrained
         and get_spec(name).default_weights is None
@@ -561,7 +575,7 @@ def load_model(
         )
     if random_weights:
         return _random_model(get_spec(name), seed)
-    if name in list_models():
+    if is_registered(name):
         spec = get_spec(name)
         if weights is not None:
             return _model_from(spec, read_weights(Path(weights), trust=trust))
@@ -585,7 +599,7 @@ def load_model(
             _module_spec(path, content.module), content.module.cpu().eval(), path, content.sha256
         )
     architecture = content.metadata.get("architecture")
-    if architecture not in list_models():
+    if not is_registered(architecture):
         raise ModelLoadError(
             f"{path} holds weights only and does not say which architecture they belong to. Name "
             f"it: load_model('resnet18', weights='{path}') (any name from list_models())."

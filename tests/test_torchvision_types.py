@@ -67,3 +67,30 @@ def test_the_rule_modules_work_without_importing_torchvision():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+def test_the_demo_loads_and_is_explained_without_importing_torchvision():
+    result = run_without_torchvision(
+        """
+        import sys
+        import numpy as np
+        from PIL import Image
+        from lrp_desktop_core.explain import Method, explain
+        from lrp_desktop_core.models import demo_samples, is_registered, load_model
+        from lrp_desktop_core.rulemap import RuleMap
+
+        assert is_registered("demo") and is_registered("demo_vit")
+        loaded = load_model("demo")
+        images = loaded.spec.preprocess(Image.open(demo_samples()[0]))[None]
+        low, high = loaded.spec.input_bounds()
+        rulemap = RuleMap.from_preset(
+            loaded.model, "epsilon_gamma_box", "merge_batchnorm", low=low, high=high
+        )
+        relevance = explain(loaded.model, images, Method("lrp", rulemap)).relevance
+        assert relevance.shape == (1, 3, 64, 64) and np.isfinite(relevance).all()
+        assert "torchvision" not in sys.modules
+        print("ok")
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
