@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,11 +33,13 @@ from .types import BatchNorm, ConvolutionTranspose, Linear
 __all__ = [
     "CANONIZERS",
     "AttributeCanonizer",
+    "BlockCanonizer",
     "Canonizer",
     "CompositeCanonizer",
     "MergeBatchNorm",
     "NamedMergeBatchNorm",
     "SequentialMergeBatchNorm",
+    "StructuralCanonizer",
     "get_canonizers",
 ]
 
@@ -508,6 +511,41 @@ class AttributeCanonizer(Canonizer):
             self._override = None
 
 
+BlockRewrite = Callable[[nn.Module], dict | None]
+"""``module -> attributes`` to set on a block (its new forward and helper modules), or None."""
+
+
+class BlockCanonizer(AttributeCanonizer):
+    """Rewrite every block of the given types: a new forward and the helper modules it calls.
+
+    Parameters
+    ----------
+    block_types : type or tuple of type
+        The block classes (subclasses included).
+    rewrite : callable
+        ``module -> attributes`` to set on a block, or None to leave it alone.
+    description : str, optional
+        What the rewrite does, for people (e.g. in a recommendation's reasons).
+    """
+
+    def __init__(
+        self, block_types: type | tuple[type, ...], rewrite: BlockRewrite, description: str = ""
+    ) -> None:
+        self.block_types = block_types
+        self.rewrite = rewrite
+        self.description = description
+        super().__init__(self._attributes)
+
+    def copy(self) -> BlockCanonizer:
+        """Return a fresh, unregistered canonizer for the same blocks."""
+        return BlockCanonizer(self.block_types, self.rewrite, self.description)
+
+    def _attributes(self, name: str, module: nn.Module) -> dict | None:
+        if not isinstance(module, self.block_types):
+            return None
+        return self.rewrite(module)
+
+
 class CompositeCanonizer(Canonizer):
     """Apply several canonizers in order as one.
 
@@ -561,10 +599,47 @@ def _resnet() -> list[Canonizer]:
     return [ResNetCanonizer()]
 
 
-def _torchvision() -> list[Canonizer]:
-    from .torchvision import TorchvisionCanonizer
+class StructuralCanonizer(CompositeCanonizer):
+    """The ``"torchvision"`` set: batch norms merged and every block this package can rewrite.
 
-    return [TorchvisionCanonizer()]
+    Its members are chosen each time it is applied. Where torchvision is imported, they are
+    :class:`~.torchvision.TorchvisionCanonizer`'s. Where it is not, no model can hold one of its
+    blocks, and the members are what that canonizer does to any other model: Sequential batch-norm
+    merging and the rewrite of ``nn.MultiheadAttention`` (:mod:`.mha`). A model that is not
+    torchvision's, such as the bundled demo, is then canonized without importing torchvision,
+    which takes about as long as importing torch.
+    """
+
+    def __init__(self) -> None:
+        super().__init__([])
+
+    def copy(self) -> StructuralCanonizer:
+        """Return a fresh StructuralCanonizer."""
+        return type(self)()
+
+    def apply(self, root_module: nn.Module) -> list[Canonizer]:
+        """Apply the members that exist now (see the class docstring); returns their instances."""
+        return CompositeCanonizer(self.members()).apply(root_module)
+
+    @staticmethod
+    def members() -> list[Canonizer]:
+        """Return fresh instances of the canonizers this set applies now."""
+        if "torchvision" in sys.modules:
+            from .torchvision import TorchvisionCanonizer
+
+            return [TorchvisionCanonizer()]
+        return _without_torchvision()
+
+
+def _without_torchvision() -> list[Canonizer]:
+    """Return what :class:`StructuralCanonizer` applies to a model holding no torchvision class."""
+    from .mha import ATTENTION_REWRITE
+
+    return [SequentialMergeBatchNorm(), BlockCanonizer(*ATTENTION_REWRITE)]
+
+
+def _torchvision() -> list[Canonizer]:
+    return [StructuralCanonizer()]
 
 
 CANONIZERS: dict[str, Callable[[], list[Canonizer]]] = {

@@ -16,21 +16,19 @@ Examples
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torchvision.models.maxvit import RelativePositionalMultiHeadAttention
-from torchvision.models.swin_transformer import ShiftedWindowAttentionV2
 
-from .canonizers import Canonizer, MergeBatchNorm, get_canonizers
+from .canonizers import BlockCanonizer, Canonizer, MergeBatchNorm, get_canonizers
 from .layer import ChannelAffine
+from .mha import attention_supported
 from .names import MODEL_FAMILIES
-from .swin import window_attention_supported
-from .torchvision import BlockCanonizer, TorchvisionCanonizer
+from .torchvision_types import torchvision_types
 from .types import BatchNorm
-from .vit import attention_supported
 
 __all__ = ["ATTENTION_PRESET", "DEFAULT_PRESET", "Recommendation", "recommend"]
 
@@ -40,18 +38,29 @@ DEFAULT_PRESET = "epsilon_gamma_box"
 ATTENTION_PRESET = "vit_cp"
 """The preset recommended for models with multi-head attention (e.g. Vision Transformers)."""
 
-_FAMILIES: tuple[tuple[type, str], ...] = tuple(
-    (entry.load(), entry.title) for entry in MODEL_FAMILIES.values()
-)
-"""The families whose every operation on the relevance path has a module and a rule: the classes
-the catalogue's :data:`~.names.MODEL_FAMILIES` name, with their titles."""
 
-_UNSUPPORTED: tuple[tuple[type, str], ...] = (
-    (ShiftedWindowAttentionV2, "Swin Transformer V2 (cosine attention with a learned scale)"),
-)
-"""Architectures, or their blocks, whose attention no canonizer makes modules of yet (Swin V2's
-cosine attention): their heatmaps are wrong. ``nn.MultiheadAttention``, Vision Transformers,
-Swin Transformer V1 and MaxViT are canonized (see :mod:`.vit`, :mod:`.swin` and :mod:`.maxvit`)."""
+def _families() -> tuple[tuple[type, str], ...]:
+    """Return the families whose every operation on the relevance path has a module and a rule.
+
+    They are the classes the catalogue's :data:`~.names.MODEL_FAMILIES` name (all torchvision's),
+    with their titles.
+    """
+    if "torchvision" not in sys.modules:  # then no model holds one (see .torchvision_types)
+        return ()
+    return tuple((entry.load(), entry.title) for entry in MODEL_FAMILIES.values())
+
+
+def _unsupported_types() -> tuple[tuple[type, str], ...]:
+    """Return the architectures, or blocks, whose attention no canonizer makes modules of yet.
+
+    That is Swin V2's cosine attention: its heatmaps are wrong. ``nn.MultiheadAttention``, Vision
+    Transformers, Swin Transformer V1 and MaxViT are canonized (see :mod:`.mha`, :mod:`.vit`,
+    :mod:`.swin` and :mod:`.maxvit`).
+    """
+    return tuple(
+        (swin_v2, "Swin Transformer V2 (cosine attention with a learned scale)")
+        for swin_v2 in torchvision_types("models.swin_transformer", "ShiftedWindowAttentionV2")
+    )
 
 
 @dataclass(frozen=True)
@@ -137,7 +146,11 @@ def recommend(model: nn.Module) -> Recommendation:
     Recommendation
         The decision, with its reasons.
     """
-    applied: list[Canonizer] = TorchvisionCanonizer().apply(model)
+    applied: list[Canonizer] = [
+        instance
+        for canonizer in get_canonizers("torchvision")
+        for instance in canonizer.apply(model)
+    ]
     try:
         changes = _changed_modules(applied)
         reasons = _reasons(applied)
@@ -187,6 +200,8 @@ def _changed_modules(applied: list[Canonizer]) -> set[int]:
 def _smallest_canonizer(model: nn.Module, changes: set[int]) -> str:
     """Name the smallest canonizer set that changes the same modules as the structural one."""
     for name in ("none", "merge_batchnorm", "resnet"):
+        if name == "resnet" and "torchvision" not in sys.modules:
+            continue  # its blocks are torchvision's: no model holds one
         applied = [i for canonizer in get_canonizers(name) for i in canonizer.apply(model)]
         try:
             if _changed_modules(applied) == changes:
@@ -198,7 +213,7 @@ def _smallest_canonizer(model: nn.Module, changes: set[int]) -> str:
 
 
 def _family(model: nn.Module) -> str:
-    for family_type, family in (*_UNSUPPORTED, *_FAMILIES):
+    for family_type, family in (*_unsupported_types(), *_families()):
         if isinstance(model, family_type):
             return family
     return "custom model"
@@ -206,7 +221,7 @@ def _family(model: nn.Module) -> str:
 
 def _unsupported(model: nn.Module) -> tuple[str, ...]:
     found = []
-    for unsupported_type, what in _UNSUPPORTED:
+    for unsupported_type, what in _unsupported_types():
         if any(isinstance(module, unsupported_type) for module in model.modules()):
             found.append(
                 f"{what}: no rule explains its attention yet, so relevance there is scaled, "
@@ -225,7 +240,22 @@ def _unsupported(model: nn.Module) -> tuple[str, ...]:
 
 def _has_attention(model: nn.Module) -> bool:
     return any(
-        isinstance(module, nn.MultiheadAttention | RelativePositionalMultiHeadAttention)
-        or window_attention_supported(module)
+        isinstance(
+            module,
+            (
+                nn.MultiheadAttention,
+                *torchvision_types("models.maxvit", "RelativePositionalMultiHeadAttention"),
+            ),
+        )
+        or _window_attention_supported(module)
         for module in model.modules()
     )
+
+
+def _window_attention_supported(module: nn.Module) -> bool:
+    """Whether ``module`` is Swin V1 window attention that :mod:`.swin` canonizes."""
+    if "torchvision" not in sys.modules:  # Swin is torchvision's: no model holds it
+        return False
+    from .swin import window_attention_supported
+
+    return window_attention_supported(module)

@@ -32,7 +32,8 @@ from torchvision.models.vision_transformer import VisionTransformer
 from .attention import AttentionCore
 from .canonizers import AttributeCanonizer, Canonizer
 from .explain import UnsupportedModelError
-from .vit import VIT_REWRITES, attention_supported
+from .mha import attention_supported
+from .vit import VIT_REWRITES
 
 __all__ = [
     "attention_matrices",

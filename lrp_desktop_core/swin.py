@@ -32,7 +32,8 @@ from torchvision.models.swin_transformer import (
 
 from .attention import AttentionCore
 from .layer import add_terms
-from .vit import residual_sums, split_heads
+from .mha import split_heads
+from .vit import residual_sums
 
 __all__ = ["SWIN_REWRITES", "window_attention_supported"]
 

@@ -44,7 +44,8 @@ from torchvision.models.shufflenetv2 import ShuffleNetV2
 from torchvision.ops import SqueezeExcitation
 
 from .canonizers import (
-    AttributeCanonizer,
+    BlockCanonizer,
+    BlockRewrite,
     CompositeCanonizer,
     SequentialMergeBatchNorm,
 )
@@ -54,7 +55,6 @@ from .swin import SWIN_REWRITES
 from .vit import VIT_REWRITES
 
 __all__ = [
-    "BlockCanonizer",
     "ResNetBasicBlockCanonizer",
     "ResNetBottleneckCanonizer",
     "ResNetCanonizer",
@@ -238,10 +238,6 @@ _TRANSFORM_SCALE = [0.229 / 0.5, 0.224 / 0.5, 0.225 / 0.5]
 _TRANSFORM_SHIFT = [(0.485 - 0.5) / 0.5, (0.456 - 0.5) / 0.5, (0.406 - 0.5) / 0.5]
 
 
-BlockRewrite = Callable[[nn.Module], dict | None]
-"""``module -> attributes`` to set on a block (its new forward and helper modules), or None."""
-
-
 def _residual(forward: Callable, condition: str | None = None) -> BlockRewrite:
     """Return a rewrite giving a block a Sum module and ``forward``, where ``condition`` holds."""
 
@@ -298,37 +294,6 @@ def _inline_pool(forward: Callable) -> BlockRewrite:
         }
 
     return rewrite
-
-
-class BlockCanonizer(AttributeCanonizer):
-    """Rewrite every block of the given types: a new forward and the helper modules it calls.
-
-    Parameters
-    ----------
-    block_types : type or tuple of type
-        The block classes (subclasses included).
-    rewrite : callable
-        ``module -> attributes`` to set on a block, or None to leave it alone.
-    description : str, optional
-        What the rewrite does, for people (e.g. in a recommendation's reasons).
-    """
-
-    def __init__(
-        self, block_types: type | tuple[type, ...], rewrite: BlockRewrite, description: str = ""
-    ) -> None:
-        self.block_types = block_types
-        self.rewrite = rewrite
-        self.description = description
-        super().__init__(self._attributes)
-
-    def copy(self) -> BlockCanonizer:
-        """Return a fresh, unregistered canonizer for the same blocks."""
-        return BlockCanonizer(self.block_types, self.rewrite, self.description)
-
-    def _attributes(self, name: str, module: nn.Module) -> dict | None:
-        if not isinstance(module, self.block_types):
-            return None
-        return self.rewrite(module)
 
 
 class ResNetBasicBlockCanonizer(BlockCanonizer):

@@ -80,7 +80,7 @@ def test_conservation_is_explained_for_exactly_the_conserving_methods():
 
 
 def test_model_families_name_the_classes_recommend_recognises():
-    families = dict(recommend._FAMILIES)
+    families = dict(recommend._families())
     assert list(families.values()) == [entry.title for entry in MODEL_FAMILIES.values()]
     assert all(isinstance(cls, type) for cls in families)
     model = torchvision.models.resnet18()
