@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import sys
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -624,7 +623,9 @@ class StructuralCanonizer(CompositeCanonizer):
     @staticmethod
     def members() -> list[Canonizer]:
         """Return fresh instances of the canonizers this set applies now."""
-        if "torchvision" in sys.modules:
+        from .torchvision_types import torchvision_imported
+
+        if torchvision_imported():
             from .torchvision import TorchvisionCanonizer
 
             return [TorchvisionCanonizer()]

@@ -29,7 +29,6 @@ from xml.sax.saxutils import escape
 import numpy as np
 import PIL
 import torch
-import torchvision
 from PIL import Image, ImageDraw, ImageFont
 
 from . import __version__
@@ -136,11 +135,17 @@ def software_versions() -> dict[str, str]:
     return {
         "lrp-desktop": __version__,
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": _torchvision_version(),
         "numpy": np.__version__,
         "pillow": PIL.__version__,
         "python": platform.python_version(),
     }
+
+
+def _torchvision_version() -> str:
+    import torchvision  # here, not at the top: a demo's start-up needs nothing else from it
+
+    return torchvision.__version__
 
 
 def save_explanation(

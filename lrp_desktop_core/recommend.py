@@ -16,7 +16,6 @@ Examples
 
 from __future__ import annotations
 
-import sys
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,7 +26,7 @@ from .canonizers import BlockCanonizer, Canonizer, MergeBatchNorm, get_canonizer
 from .layer import ChannelAffine
 from .mha import attention_supported
 from .names import MODEL_FAMILIES
-from .torchvision_types import torchvision_types
+from .torchvision_types import torchvision_imported, torchvision_types
 from .types import BatchNorm
 
 __all__ = ["ATTENTION_PRESET", "DEFAULT_PRESET", "Recommendation", "recommend"]
@@ -45,7 +44,7 @@ def _families() -> tuple[tuple[type, str], ...]:
     They are the classes the catalogue's :data:`~.names.MODEL_FAMILIES` name (all torchvision's),
     with their titles.
     """
-    if "torchvision" not in sys.modules:  # then no model holds one (see .torchvision_types)
+    if not torchvision_imported():  # then no model holds one (see .torchvision_types)
         return ()
     return tuple((entry.load(), entry.title) for entry in MODEL_FAMILIES.values())
 
@@ -200,7 +199,7 @@ def _changed_modules(applied: list[Canonizer]) -> set[int]:
 def _smallest_canonizer(model: nn.Module, changes: set[int]) -> str:
     """Name the smallest canonizer set that changes the same modules as the structural one."""
     for name in ("none", "merge_batchnorm", "resnet"):
-        if name == "resnet" and "torchvision" not in sys.modules:
+        if name == "resnet" and not torchvision_imported():
             continue  # its blocks are torchvision's: no model holds one
         applied = [i for canonizer in get_canonizers(name) for i in canonizer.apply(model)]
         try:
@@ -254,7 +253,7 @@ def _has_attention(model: nn.Module) -> bool:
 
 def _window_attention_supported(module: nn.Module) -> bool:
     """Whether ``module`` is Swin V1 window attention that :mod:`.swin` canonizes."""
-    if "torchvision" not in sys.modules:  # Swin is torchvision's: no model holds it
+    if not torchvision_imported():  # Swin is torchvision's: no model holds it
         return False
     from .swin import window_attention_supported
 

@@ -13,7 +13,17 @@ from __future__ import annotations
 import importlib
 import sys
 
-__all__ = ["torchvision_types"]
+__all__ = ["torchvision_imported", "torchvision_types"]
+
+
+def torchvision_imported() -> bool:
+    """Whether torchvision is imported, and its import finished.
+
+    While another thread is still importing it, no model can hold one of its classes yet: building
+    or unpickling one waits for that import to finish.
+    """
+    module = sys.modules.get("torchvision")
+    return module is not None and not getattr(module.__spec__, "_initializing", False)
 
 
 def torchvision_types(module: str, *names: str) -> tuple[type, ...]:
@@ -28,7 +38,7 @@ def torchvision_types(module: str, *names: str) -> tuple[type, ...]:
     *names : str
         Class names in that module.
     """
-    if "torchvision" not in sys.modules:
+    if not torchvision_imported():
         return ()
     found = importlib.import_module(f"torchvision.{module}")
     return tuple(getattr(found, name) for name in names)

@@ -193,3 +193,21 @@ def test_a_set_built_before_torchvision_is_imported_rewrites_its_blocks_when_app
         """
     )
     assert_ok(result)
+
+
+def test_the_window_shows_the_demos_first_heatmap_without_torchvision(tmp_path):
+    shot = tmp_path / "window.png"
+    result = run_without_torchvision(
+        f"""
+        import runpy, sys
+        sys.argv = ["lrp-desktop", "--fresh", "--screenshot", {str(shot)!r}]
+        try:
+            runpy.run_module("lrp_desktop", run_name="__main__")
+        except SystemExit as end:
+            assert end.code in (0, None), end.code
+        assert "torchvision" not in sys.modules
+        print("ok")
+        """
+    )
+    assert_ok(result)
+    assert shot.stat().st_size > 0
