@@ -167,9 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.window.show()
     if loading is not None:
         loading.close()
+    first_heatmap_actions = [_import_torchvision_in_background]
     if TIMINGS:
-        _on_first_heatmap(app, lambda: _timing("first heatmap"))
-    _on_first_heatmap(app, _import_torchvision_in_background)
+        first_heatmap_actions.insert(0, lambda: _timing("first heatmap"))
+    _on_first_heatmap(app, first_heatmap_actions)
     start(
         app,
         StartOptions(
@@ -239,8 +240,8 @@ def _load_engine(window) -> BaseException | None:
     return failure[0] if failure else None
 
 
-def _on_first_heatmap(app, action) -> None:
-    """Run ``action`` once, when the main view first shows a heatmap."""
+def _on_first_heatmap(app, actions) -> None:
+    """Run each of ``actions`` once, in order, when the main view first shows a heatmap."""
     from PySide6.QtCore import QTimer
 
     poll = QTimer(app.window)
@@ -252,7 +253,8 @@ def _on_first_heatmap(app, action) -> None:
             and app.window.main_view.view.image_item.image is not None
         ):
             poll.stop()
-            action()
+            for action in actions:
+                action()
 
     poll.timeout.connect(check)
     poll.start()

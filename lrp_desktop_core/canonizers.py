@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .torchvision_types import torchvision_imported
 from .types import BatchNorm, ConvolutionTranspose, Linear
 
 __all__ = [
@@ -623,8 +624,6 @@ class StructuralCanonizer(CompositeCanonizer):
     @staticmethod
     def members() -> list[Canonizer]:
         """Return fresh instances of the canonizers this set applies now."""
-        from .torchvision_types import torchvision_imported
-
         if torchvision_imported():
             from .torchvision import TorchvisionCanonizer
 
