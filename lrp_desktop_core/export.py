@@ -43,6 +43,7 @@ from .image import (
 )
 from .models import weights_record
 from .names import DEFAULT_EXPORT_FORMATS, export_formats
+from .torchvision_types import torchvision_version
 
 if TYPE_CHECKING:
     from .recommend import Recommendation
@@ -135,17 +136,11 @@ def software_versions() -> dict[str, str]:
     return {
         "lrp-desktop": __version__,
         "torch": torch.__version__,
-        "torchvision": _torchvision_version(),
+        "torchvision": torchvision_version(),
         "numpy": np.__version__,
         "pillow": PIL.__version__,
         "python": platform.python_version(),
     }
-
-
-def _torchvision_version() -> str:
-    import torchvision  # here, not at the top: a demo's start-up needs nothing else from it
-
-    return torchvision.__version__
 
 
 def save_explanation(

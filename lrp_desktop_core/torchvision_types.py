@@ -1,4 +1,4 @@
-"""Type checks against torchvision's classes that never import torchvision.
+"""Type checks against torchvision's classes, and its version, that never import torchvision.
 
 Importing torchvision takes about as long as importing torch, and a model that is not
 torchvision's (the bundled demo, a user's own network) needs nothing from it. A model can only hold
@@ -10,10 +10,14 @@ them.
 
 from __future__ import annotations
 
+import ast
 import importlib
+import importlib.metadata
+import importlib.util
 import sys
+from pathlib import Path
 
-__all__ = ["torchvision_imported", "torchvision_types"]
+__all__ = ["torchvision_imported", "torchvision_types", "torchvision_version"]
 
 
 def torchvision_imported() -> bool:
@@ -42,3 +46,44 @@ def torchvision_types(module: str, *names: str) -> tuple[type, ...]:
         return ()
     found = importlib.import_module(f"torchvision.{module}")
     return tuple(getattr(found, name) for name in names)
+
+
+def torchvision_version() -> str:
+    """Return ``torchvision.__version__`` without importing torchvision where it is not imported.
+
+    The version is read from the installed package's ``version.py`` as data (the build's local
+    label, such as ``+cpu``, included), else from its distribution's metadata (without that
+    label); "not installed" where there is neither.
+    """
+    module = sys.modules.get("torchvision")
+    if module is not None:
+        return module.__version__
+    try:
+        spec = importlib.util.find_spec("torchvision")
+    except ImportError:  # refused by an import hook
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        version = _assigned_string(Path(spec.submodule_search_locations[0], "version.py"))
+        if version is not None:
+            return version
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def _assigned_string(path: Path) -> str | None:
+    """Return the string assigned to ``__version__`` at the top of ``path``, read as data."""
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    for statement in tree.body:
+        if (
+            isinstance(statement, ast.Assign)
+            and any(isinstance(t, ast.Name) and t.id == "__version__" for t in statement.targets)
+            and isinstance(statement.value, ast.Constant)
+            and isinstance(statement.value.value, str)
+        ):
+            return statement.value.value
+    return None

@@ -5,6 +5,9 @@ What happens while it is not imported is checked in a subprocess (``test_without
 
 from __future__ import annotations
 
+import importlib.machinery
+import importlib.metadata
+import importlib.util
 import sys
 import types
 
@@ -12,7 +15,11 @@ import torchvision
 from torch import nn
 
 from lrp_desktop_core.composites import _mlp_block
-from lrp_desktop_core.torchvision_types import torchvision_imported, torchvision_types
+from lrp_desktop_core.torchvision_types import (
+    torchvision_imported,
+    torchvision_types,
+    torchvision_version,
+)
 
 
 def test_the_classes_are_torchvisions_once_it_is_imported():
@@ -30,3 +37,39 @@ def test_a_torchvision_still_being_imported_counts_as_not_imported(monkeypatch):
     monkeypatch.setitem(sys.modules, "torchvision", half_imported)
     assert not torchvision_imported()
     assert torchvision_types("ops", "MLP") == ()
+
+
+def test_the_version_is_read_without_importing_torchvision(monkeypatch):
+    imported = torchvision.__version__
+    monkeypatch.delitem(sys.modules, "torchvision")
+    assert torchvision_version() == imported  # from its version.py, local label included
+
+
+def test_a_version_file_is_read_as_data_and_never_run(monkeypatch, tmp_path):
+    package = tmp_path / "torchvision"
+    package.mkdir()
+    ran = tmp_path / "ran"
+    (package / "version.py").write_text(
+        f"__version__ = '9.8.7+local'\nopen({str(ran)!r}, 'w').close()\n"
+    )
+    monkeypatch.delitem(sys.modules, "torchvision")
+    spec = importlib.machinery.ModuleSpec("torchvision", None, is_package=True)
+    spec.submodule_search_locations = [str(package)]
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: spec)
+    assert torchvision_version() == "9.8.7+local" and not ran.exists()
+    (package / "version.py").write_text("__version__ = compute()\n")  # not a plain string
+    assert torchvision_version() == importlib.metadata.version("torchvision")
+
+
+def test_a_refused_or_missing_torchvision_is_named_so(monkeypatch):
+    def refuse(name):
+        raise ImportError(f"refused: {name}")
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.delitem(sys.modules, "torchvision")
+    monkeypatch.setattr(importlib.util, "find_spec", refuse)
+    assert torchvision_version() == importlib.metadata.version("torchvision")
+    monkeypatch.setattr(importlib.metadata, "version", not_installed)
+    assert torchvision_version() == "not installed"
