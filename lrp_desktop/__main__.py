@@ -3,7 +3,9 @@
 Nothing on the way to the first window imports torch: the command shows a window at once, loads
 the engine (torch and the core) in a background thread while that window stays responsive, then
 builds the viewer and loads the model. torchvision, which takes about as long to import as torch
-and which the bundled demo does not need, is imported in the background after the first heatmap.
+and which the bundled demos do not need, is loaded with the engine only when the command names
+another model; otherwise the viewer imports it on a thread of its own when the model dialog first
+lists its classifiers.
 With ``LRP_DESKTOP_TIMINGS=1`` it prints on stderr when (``time.time()``) the first window was
 shown, the engine loaded and the first heatmap shown, for ``bench/bench_gui.py``.
 """
@@ -11,7 +13,6 @@ shown, the engine loaded and the first heatmap shown, for ``bench/bench_gui.py``
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from lrp_desktop_core.names import DEMO_NAMES, OTHER_METHODS, PRESETS
 
+from .import_freeze import import_and_freeze
 from .qt_check import platform_problem
 
 DEFAULT_SCREENSHOT_TIMEOUT = 120.0
@@ -145,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loading = _loading_window()
         loading.show()
         _timing("window shown")
-        error = _load_engine(loading)
+        error = _load_engine(loading, with_torchvision=_may_need_torchvision(args.model))
         if not loading.isVisible():  # closed by the user while the engine loaded
             return 0
         if error is not None:
@@ -167,10 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     app.window.show()
     if loading is not None:
         loading.close()
-    first_heatmap_actions = [_import_torchvision_in_background]
     if TIMINGS:
-        first_heatmap_actions.insert(0, lambda: _timing("first heatmap"))
-    _on_first_heatmap(app, first_heatmap_actions)
+        _on_first_heatmap(app, lambda: _timing("first heatmap"))
     start(
         app,
         StartOptions(
@@ -212,10 +212,21 @@ def _loading_window():
     return window
 
 
-def _load_engine(window) -> BaseException | None:
+def _may_need_torchvision(model: str | None) -> bool:
+    """Whether the model asked for on the command line may need torchvision to load.
+
+    Only the demos surely do not: another name is torchvision's, and a file may hold one of its
+    models or its architecture's weights.
+    """
+    return model is not None and model not in DEMO_NAMES
+
+
+def _load_engine(window, *, with_torchvision: bool) -> BaseException | None:
     """Import :data:`ENGINE_MODULES` in a thread while the event loop runs; return any error.
 
-    Returns early, with the import still running, where ``window`` is closed meanwhile.
+    ``with_torchvision`` imports torchvision too, while nothing but the loading window is up; a
+    failure there is only logged, as the model's own load then says what is missing. Returns
+    early, with the import still running, where ``window`` is closed meanwhile.
     """
     from PySide6.QtCore import QEventLoop, QTimer
 
@@ -223,10 +234,15 @@ def _load_engine(window) -> BaseException | None:
 
     def load() -> None:
         try:
-            for name in ENGINE_MODULES:
-                importlib.import_module(name)
+            import_and_freeze(ENGINE_MODULES)
         except BaseException as error:  # reported in the GUI thread
             failure.append(error)
+            return
+        if with_torchvision:
+            try:
+                import_and_freeze(["torchvision"])
+            except ImportError as error:
+                logging.getLogger(__name__).warning("torchvision could not be imported: %s", error)
 
     thread = threading.Thread(target=load, name="lrp-desktop-engine", daemon=True)
     thread.start()
@@ -240,8 +256,8 @@ def _load_engine(window) -> BaseException | None:
     return failure[0] if failure else None
 
 
-def _on_first_heatmap(app, actions) -> None:
-    """Run each of ``actions`` once, in order, when the main view first shows a heatmap."""
+def _on_first_heatmap(app, action) -> None:
+    """Run ``action`` once, when the main view first shows a heatmap."""
     from PySide6.QtCore import QTimer
 
     poll = QTimer(app.window)
@@ -253,28 +269,10 @@ def _on_first_heatmap(app, actions) -> None:
             and app.window.main_view.view.image_item.image is not None
         ):
             poll.stop()
-            for action in actions:
-                action()
+            action()
 
     poll.timeout.connect(check)
     poll.start()
-
-
-def _import_torchvision_in_background() -> None:
-    """Import torchvision in a thread, so that choosing one of its models finds it ready.
-
-    The demo needs none of it, and importing it takes about as long as importing torch, so the
-    first heatmap does not wait for it. Where it cannot be imported, a torchvision model will say
-    so when it is chosen.
-    """
-
-    def load() -> None:
-        try:
-            importlib.import_module("torchvision")
-        except ImportError as error:
-            logging.getLogger(__name__).warning("torchvision could not be imported: %s", error)
-
-    threading.Thread(target=load, name="lrp-desktop-torchvision", daemon=True).start()
 
 
 if __name__ == "__main__":

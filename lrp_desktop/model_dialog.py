@@ -1,11 +1,14 @@
 """The dialog that chooses a model: a bundled demo, a torchvision classifier, or a file.
 
-Architectures LRP explains fully carry a check mark, the others a warning sign; the marks come from
-each architecture's structure (see :mod:`.support`) and fill in as a background thread finds them.
+The demos are offered at once. torchvision's classifiers are listed by the support checker's thread
+(listing them imports torchvision, see :mod:`.support`) and fill in when it is done. Architectures
+LRP explains fully carry a check mark, the others a warning sign; the marks come from each
+architecture's structure and fill in as that thread finds them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,13 +35,14 @@ from PySide6.QtWidgets import (
 )
 
 from lrp_desktop_core.demos import DEMOS
-from lrp_desktop_core.models import get_spec, list_models, pretrained_cache_path
+from lrp_desktop_core.models import get_spec, pretrained_cache_path
 
-from .support import Support, SupportChecker, known_support
+from .support import Support, SupportChecker, classifier_names, known_support
 
 WEIGHT_FILTER = "Weights (*.safetensors *.pt *.pth *.bin *.ckpt);;All files (*)"
 FROM_FILE = "(named in the file)"
 DEMO_SUPPORT = "fully supported: every operation of the demos runs in a layer with a rule"
+LISTING = "listing torchvision's classifiers (importing torchvision)..."
 
 
 @dataclass(frozen=True)
@@ -71,7 +75,8 @@ class ModelDialog(QDialog):
     start_folder
         Where the file dialogs open.
     checker
-        Finds which architectures are fully supported; without one, none is marked.
+        Lists torchvision's classifiers and finds which architectures are fully supported. Without
+        one, the classifiers are listed at once on this thread and none is marked.
     """
 
     def __init__(
@@ -84,8 +89,8 @@ class ModelDialog(QDialog):
         self.setWindowTitle("Choose a model")
         self.start_folder = start_folder
         self.checker = checker
-        names = [name for name in list_models() if name not in DEMOS]
-        self.names = names
+        self.names: list[str] = []
+        self.listing_problem = ""
         style = QApplication.style()
         self.supported_icon = style.standardIcon(QStyle.StandardPixmap.SP_DialogApplyButton)
         self.unsupported_icon = style.standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning)
@@ -104,15 +109,9 @@ class ModelDialog(QDialog):
         self.demo.setChecked(True)
 
         self.architecture = QComboBox()
-        self.architecture.addItems(names)
         self.architecture.setEditable(True)
         self.architecture.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        completer = QCompleter(names, self.architecture)
-        completer.setFilterMode(Qt.MatchFlag.MatchContains)
-        completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
-        self.architecture.setCompleter(completer)
-        if "resnet18" in names:
-            self.architecture.setCurrentText("resnet18")
+        self.architecture.lineEdit().setPlaceholderText(LISTING)
         self.pretrained = QRadioButton("ImageNet weights (from the cache, or downloaded)")
         self.random = QRadioButton("Random weights")
         self.seed = QSpinBox()
@@ -143,7 +142,7 @@ class ModelDialog(QDialog):
 
         self.file_path = self._path_row()
         self.file_architecture = QComboBox()
-        self.file_architecture.addItems([FROM_FILE, *names])
+        self.file_architecture.addItem(FROM_FILE)
         self.file_architecture.setToolTip(
             "The architecture the weights belong to; a safetensors "
             "file written by this program names it itself"
@@ -180,11 +179,42 @@ class ModelDialog(QDialog):
         self.kind.buttonToggled.connect(lambda *_: self._update_enabled(boxes))
         self._update_enabled(boxes)
         self._update_note()
-        if checker is not None:
-            checker.checked.connect(self._show_support)
-            self.finished.connect(self._stop_checking, Qt.ConnectionType.SingleShotConnection)
-            self.architecture.currentTextChanged.connect(self._check_first)
-            checker.request([self.architecture.currentText(), *names])
+        if checker is None:
+            self._offer_classifiers(classifier_names())
+            return
+        checker.checked.connect(self._show_support)
+        checker.listed.connect(self._offer_classifiers)
+        checker.listing_failed.connect(self._show_listing_problem)
+        self.finished.connect(self._stop_checking, Qt.ConnectionType.SingleShotConnection)
+        self.architecture.currentTextChanged.connect(self._check_first)
+        checker.list_classifiers()
+
+    def _offer_classifiers(self, names: Sequence[str]) -> None:
+        """Fill both architecture lists with torchvision's classifiers, then have them checked."""
+        if self.names:  # listed already (a second announcement)
+            return
+        self.names = list(names)
+        with QSignalBlocker(self.architecture):
+            self.architecture.addItems(self.names)
+            completer = QCompleter(self.names, self.architecture)
+            completer.setFilterMode(Qt.MatchFlag.MatchContains)
+            completer.setCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+            self.architecture.setCompleter(completer)
+            self.architecture.setCurrentText("resnet18" if "resnet18" in self.names else "")
+        self.file_architecture.addItems(self.names)
+        self._update_note()
+        if self.checker is not None:
+            self.checker.request([self.architecture.currentText(), *self.names])
+
+    def _show_listing_problem(self, problem: str) -> None:
+        """Say why torchvision's classifiers cannot be offered, and offer the other choices."""
+        self.listing_problem = problem
+        self.architecture.lineEdit().setPlaceholderText("torchvision could not be imported")
+        self.torchvision.setEnabled(False)
+        self.torchvision.setToolTip(problem)
+        if self.torchvision.isChecked():
+            self.demo.setChecked(True)
+        self._update_note()
 
     def _path_row(self) -> QWidget:
         row = QWidget()
@@ -211,6 +241,11 @@ class ModelDialog(QDialog):
             box.setEnabled(button.isChecked())
 
     def _update_note(self) -> None:
+        if not self.names:
+            self.cache_note.setText("")
+            self.support_note.setText(self._unlisted_reason())
+            self.support_note.setToolTip("")
+            return
         name = self.architecture.currentText()
         listed = name in self.names
         self.cache_note.setText(pretrained_status(name) if listed else "unknown architecture")
@@ -251,13 +286,29 @@ class ModelDialog(QDialog):
         if support.name == self.architecture.currentText():
             self._update_note()
 
+    def _unlisted_reason(self) -> str:
+        """Say why no torchvision classifier is offered yet (while ``self.names`` is empty)."""
+        if self.listing_problem:
+            return (
+                f"torchvision could not be imported: {self.listing_problem}. "
+                "Install it (pip install torchvision) to explain its classifiers."
+            )
+        return LISTING
+
     def choice(self) -> ModelChoice:
         """Return the chosen model, or raise ValueError saying what is missing."""
         if self.demo.isChecked():
             return ModelChoice(self.demo_name.currentData())
         if self.torchvision.isChecked():
+            if not self.names:
+                raise ValueError(
+                    self._unlisted_reason()
+                    if self.listing_problem
+                    else "torchvision's classifiers are still being listed; choose one "
+                    "once they appear"
+                )
             name = self.architecture.currentText().strip()
-            if name not in list_models():
+            if name not in self.names:
                 raise ValueError(f"{name!r} is not a known architecture; pick one from the list")
             if self.own_weights.isChecked():
                 return ModelChoice(name, self._path(self.weights_path))

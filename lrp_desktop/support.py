@@ -1,5 +1,9 @@
 """Which registry architectures LRP explains fully, decided from their structure off the GUI thread.
 
+The list of torchvision's classifiers comes from the same thread: listing them imports torchvision,
+which takes about as long as importing torch, so the GUI thread never does it (and the import
+pauses the garbage collector, see :mod:`.import_freeze`).
+
 Each architecture is built on the "meta" device (its structure without numbers) and handed to
 ``recommend.recommend``, which looks at its module classes, never at its name. Building and
 looking take from a few milliseconds to a few seconds per model (some 40 seconds for the whole
@@ -18,10 +22,13 @@ from PySide6.QtCore import QObject, Signal
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from lrp_desktop_core.models import get_spec
+from lrp_desktop_core.demos import DEMOS
+from lrp_desktop_core.models import get_spec, list_models
 from lrp_desktop_core.recommend import Recommendation, recommend
+from lrp_desktop_core.torchvision_types import torchvision_imported
 
-from .worker import Job, WorkerHost
+from .import_freeze import import_and_freeze
+from .worker import Failure, Job, WorkerHost
 
 #: Answers so far, by architecture name (written on the checker's thread, read on the GUI's).
 _CHECKED: dict[str, Support] = {}
@@ -125,6 +132,14 @@ def check_support(name: str) -> Support:
     return _CHECKED[name]
 
 
+def classifier_names() -> list[str]:
+    """Return the registry's torchvision classifiers (its names that are not demos).
+
+    Imports torchvision, so call it off the GUI thread unless torchvision is imported already.
+    """
+    return [name for name in list_models() if name not in DEMOS]
+
+
 def known_support(name: str) -> Support | None:
     """Return the kept answer for ``name``, or None while it has not been checked."""
     return _CHECKED.get(name)
@@ -142,18 +157,51 @@ class SupportRequest:
         return check_support(self.name)
 
 
-class SupportChecker(QObject):
-    """Checks architectures one by one on a thread of its own and announces each answer.
+@dataclass(frozen=True)
+class ClassifierListRequest:
+    """List torchvision's classifiers on the checker's thread (importing torchvision there)."""
 
-    Answers already known are announced at once; the rest are checked in the order asked for.
+    title: str = "Listing torchvision's classifiers"
+
+    def run(self, context: Any, job: Job) -> tuple[str, ...]:
+        """Import torchvision and return its classifiers' names."""
+        if not torchvision_imported():
+            import_and_freeze(["torchvision"])
+        return tuple(classifier_names())
+
+
+class SupportChecker(QObject):
+    """Lists torchvision's classifiers, then checks architectures, on a thread of its own.
+
+    The list, once made, is kept and announced at once to later askers. Answers already known are
+    announced at once; the rest are checked in the order asked for.
     """
 
     checked = Signal(object)  # Support
+    listed = Signal(object)  # tuple[str, ...]: torchvision's classifiers
+    listing_failed = Signal(str)  # why they could not be listed (torchvision failed to import)
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.host = WorkerHost(None)
         self.host.finished.connect(self._on_finished)
+        self.host.failed.connect(self._on_failed)
+        self.host.cancelled.connect(self._on_cancelled)
+        self.classifiers: tuple[str, ...] | None = None
+        self._listing: int | None = None
+
+    def list_classifiers(self) -> None:
+        """Announce torchvision's classifiers through :attr:`listed`.
+
+        At once where they are known, else once the checker's thread has listed them (or
+        through :attr:`listing_failed` where it cannot).
+
+        Checks asked for with :meth:`request` before the list is announced cancel the listing.
+        """
+        if self.classifiers is not None:
+            self.listed.emit(self.classifiers)
+        elif self._listing is None:
+            self._listing = self.host.submit(ClassifierListRequest())
 
     def request(self, names: Iterable[str]) -> None:
         """Check ``names``, first things first; this order replaces that of earlier requests."""
@@ -165,8 +213,22 @@ class SupportChecker(QObject):
             else:
                 self.host.submit(SupportRequest(name))
 
-    def _on_finished(self, request_id: int, support: Support) -> None:
-        self.checked.emit(support)
+    def _on_finished(self, request_id: int, result: Support | tuple[str, ...]) -> None:
+        if request_id != self._listing:
+            self.checked.emit(result)
+            return
+        self._listing = None
+        self.classifiers = result
+        self.listed.emit(result)
+
+    def _on_failed(self, request_id: int, failure: Failure) -> None:
+        if request_id == self._listing:  # a failed check is a Support, never a failure
+            self._listing = None
+            self.listing_failed.emit(failure.text)
+
+    def _on_cancelled(self, request_id: int) -> None:
+        if request_id == self._listing:
+            self._listing = None
 
     def cancel(self) -> None:
         """Drop the checks not done yet (answers found so far are kept)."""

@@ -197,7 +197,7 @@ def test_model_dialog_marks_what_is_fully_supported(qtbot, tmp_path):
                 combo.itemData(position, Qt.ItemDataRole.ToolTipRole) or "",
             )
 
-        assert combo.currentText() == "resnet18"
+        qtbot.waitUntil(lambda: combo.currentText() == "resnet18", timeout=WAIT_MS)
         qtbot.waitUntil(lambda: marked("resnet18")[1] != "", timeout=WAIT_MS)
         icon, tooltip = marked("resnet18")
         assert icon == dialog.supported_icon.cacheKey()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
@@ -9,13 +10,15 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import QItemSelectionModel, QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from test_app_support import wait_for_heatmap, wait_idle
+from test_app_support import WAIT_MS, wait_for_heatmap, wait_idle
 
-from lrp_desktop import requests
+from lrp_desktop import requests, support
 from lrp_desktop.export_dialog import ExportDialog
 from lrp_desktop.heatmap_view import HoverInfo
-from lrp_desktop.model_dialog import ModelChoice, ModelDialog
+from lrp_desktop.model_dialog import LISTING, ModelChoice, ModelDialog
+from lrp_desktop.support import SupportChecker
 from lrp_desktop.worker import PROGRESS_INTERVAL
+from lrp_desktop_core.demos import DEMOS
 from lrp_desktop_core.models import load_model as real_load_model
 
 pytest_plugins = ["test_app_support"]
@@ -46,6 +49,68 @@ def test_model_dialog_turns_each_choice_into_load_arguments(qtbot, tmp_path):
     dialog.architecture.setCurrentText("not_a_network")
     with pytest.raises(ValueError, match="not a known architecture"):
         dialog.choice()
+
+
+def test_the_model_dialog_offers_the_demos_at_once_and_torchvision_once_listed_off_the_gui_thread(
+    qtbot, tmp_path, monkeypatch
+):
+    listed_on, release = [], threading.Event()
+    real_list_models = support.list_models
+
+    def slow_list_models() -> list[str]:
+        listed_on.append(threading.current_thread())
+        release.wait(60)
+        return real_list_models()
+
+    monkeypatch.setattr(support, "list_models", slow_list_models)
+    checker = SupportChecker()
+    dialog = ModelDialog(tmp_path, checker)
+    qtbot.addWidget(dialog)
+    try:
+        assert dialog.demo_name.count() == len(DEMOS) and dialog.choice() == ModelChoice("demo")
+        assert dialog.names == [] and dialog.architecture.count() == 0
+        assert dialog.support_note.text() == LISTING
+        dialog.torchvision.setChecked(True)
+        with pytest.raises(ValueError, match="still being listed"):
+            dialog.choice()
+        release.set()
+        qtbot.waitUntil(lambda: dialog.architecture.currentText() == "resnet18", timeout=WAIT_MS)
+        assert listed_on and listed_on[0] is not threading.main_thread()
+        assert dialog.choice() == ModelChoice("resnet18", pretrained=True)
+        assert dialog.file_architecture.findText("vgg16", Qt.MatchFlag.MatchExactly) > 0
+        again = ModelDialog(tmp_path, checker)  # the list is kept: offered at once
+        qtbot.addWidget(again)
+        assert again.names == dialog.names and len(listed_on) == 1
+        again.reject()
+    finally:
+        release.set()
+        dialog.reject()
+        checker.stop()
+
+
+def test_the_model_dialog_says_when_torchvision_cannot_be_imported(qtbot, tmp_path, monkeypatch):
+    def refused() -> list[str]:
+        raise ImportError("No module named 'torchvision'")
+
+    monkeypatch.setattr(support, "list_models", refused)
+    checker = SupportChecker()
+    dialog = ModelDialog(tmp_path, checker)
+    qtbot.addWidget(dialog)
+    try:
+        dialog.torchvision.setChecked(True)
+        qtbot.waitUntil(lambda: not dialog.torchvision.isEnabled(), timeout=WAIT_MS)
+        note = dialog.support_note.text()
+        assert "No module named 'torchvision'" in note and "pip install torchvision" in note
+        assert dialog.choice() == ModelChoice("demo")  # moved back to what can be chosen
+        dialog.reject()
+        monkeypatch.undo()
+        again = ModelDialog(tmp_path, checker)  # a later dialog tries again
+        qtbot.addWidget(again)
+        qtbot.waitUntil(lambda: "resnet18" in again.names, timeout=WAIT_MS)
+        assert again.torchvision.isEnabled()
+        again.reject()
+    finally:
+        checker.stop()
 
 
 def test_export_dialog_gives_each_kind_its_suffix(qtbot, tmp_path):

@@ -64,3 +64,39 @@ def test_a_screenshot_from_a_cold_start(tmp_path):
     assert ["first", "heatmap"] in events
     with Image.open(shot) as picture:
         assert picture.width >= 800 and picture.height >= 600
+
+
+WATCH_TORCHVISION = """
+import importlib.abc, sys, threading
+
+class Watch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            print("torchvision imported on", threading.current_thread().name, flush=True)
+        return None
+
+sys.meta_path.insert(0, Watch())
+"""
+"""Run first in a subprocess: says which thread first imports torchvision."""
+
+
+def test_a_torchvision_model_on_the_command_line_loads_torchvision_with_the_engine(tmp_path):
+    shot = tmp_path / "shot.png"
+    code = WATCH_TORCHVISION + (
+        "import runpy\n"
+        f"sys.argv = ['lrp-desktop', '--model', 'resnet18', '--random-weights', "
+        f"'--screenshot', {str(shot)!r}, '--timeout', '200']\n"
+        "try:\n"
+        "    runpy.run_module('lrp_desktop', run_name='__main__')\n"
+        "except SystemExit as end:\n"
+        "    assert end.code in (0, None), end.code\n"
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", HOME=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    watched = [line for line in result.stdout.splitlines() if line.startswith("torchvision")]
+    assert watched == ["torchvision imported on lrp-desktop-engine"], result.stdout
+    with Image.open(shot) as picture:
+        assert picture.width >= 800
