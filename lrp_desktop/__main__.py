@@ -22,9 +22,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lrp_desktop_core.import_freeze import import_and_freeze, may_need_torchvision
 from lrp_desktop_core.names import DEMO_NAMES, OTHER_METHODS, PRESETS
 
-from .import_freeze import import_and_freeze
 from .qt_check import platform_problem
 
 DEFAULT_SCREENSHOT_TIMEOUT = 120.0
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         loading = _loading_window()
         loading.show()
         _timing("window shown")
-        error = _load_engine(loading, with_torchvision=_may_need_torchvision(args.model))
+        error = _load_engine(loading, with_torchvision=may_need_torchvision(args.model))
         if not loading.isVisible():  # closed by the user while the engine loaded
             return 0
         if error is not None:
@@ -212,15 +212,6 @@ def _loading_window():
     return window
 
 
-def _may_need_torchvision(model: str | None) -> bool:
-    """Whether the model asked for on the command line may need torchvision to load.
-
-    Only the demos surely do not: another name is torchvision's, and a file may hold one of its
-    models or its architecture's weights.
-    """
-    return model is not None and model not in DEMO_NAMES
-
-
 def _load_engine(window, *, with_torchvision: bool) -> BaseException | None:
     """Import :data:`ENGINE_MODULES` in a thread while the event loop runs; return any error.
 
@@ -233,16 +224,14 @@ def _load_engine(window, *, with_torchvision: bool) -> BaseException | None:
     failure: list[BaseException] = []
 
     def load() -> None:
+        torchvision = ["torchvision"] if with_torchvision else []
         try:
-            import_and_freeze(ENGINE_MODULES)
+            missing = import_and_freeze(ENGINE_MODULES, optional=torchvision)
         except BaseException as error:  # reported in the GUI thread
             failure.append(error)
             return
-        if with_torchvision:
-            try:
-                import_and_freeze(["torchvision"])
-            except ImportError as error:
-                logging.getLogger(__name__).warning("torchvision could not be imported: %s", error)
+        for name, error in missing.items():
+            logging.getLogger(__name__).warning("%s could not be imported: %s", name, error)
 
     thread = threading.Thread(target=load, name="lrp-desktop-engine", daemon=True)
     thread.start()

@@ -2,7 +2,7 @@
 
 The list of torchvision's classifiers comes from the same thread: listing them imports torchvision,
 which takes about as long as importing torch, so the GUI thread never does it (and the import
-pauses the garbage collector, see :mod:`.import_freeze`).
+pauses the garbage collector, see :mod:`lrp_desktop_core.import_freeze`).
 
 Each architecture is built on the "meta" device (its structure without numbers) and handed to
 ``recommend.recommend``, which looks at its module classes, never at its name. Building and
@@ -23,11 +23,11 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from lrp_desktop_core.demos import DEMOS
+from lrp_desktop_core.import_freeze import import_and_freeze
 from lrp_desktop_core.models import get_spec, list_models
 from lrp_desktop_core.recommend import Recommendation, recommend
 from lrp_desktop_core.torchvision_types import torchvision_imported
 
-from .import_freeze import import_and_freeze
 from .worker import Failure, Job, WorkerHost
 
 #: Answers so far, by architecture name (written on the checker's thread, read on the GUI's).

@@ -8,7 +8,9 @@ With ``--evaluate`` it adds faithfulness scores (region perturbation AOPC) and, 
 mask ``<stem>_mask.png`` lies beside an image, localisation scores.
 
 The arguments are parsed and checked (:mod:`.cli_args`) before torch and the engine
-(:mod:`.cli_run`) are imported, so ``--help`` and argument errors answer at once.
+(:mod:`.cli_run`) are imported, so ``--help`` and argument errors answer at once. The engine (and
+torchvision, unless the model is a bundled demo) is imported with the garbage collector paused,
+then frozen (:mod:`.import_freeze`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from .cli_args import UsageError, parse_arguments
+from .import_freeze import import_and_freeze, may_need_torchvision
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -37,7 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"lrp-explain: error: {error}", file=sys.stderr)
         return 2
-    from .cli_run import run  # torch and the engine, only once the arguments are fine
+    # torch and the engine, only once the arguments are fine
+    torchvision = ["torchvision"] if may_need_torchvision(args.model) else []
+    import_and_freeze([f"{__package__}.cli_run"], optional=torchvision)
+    from .cli_run import run
 
     return run(args)
 

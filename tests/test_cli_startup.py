@@ -1,4 +1,4 @@
-"""``--help`` and argument errors of both commands answer without importing torch or the engine."""
+"""What each command imports: nothing heavy for ``--help`` and errors, no torchvision for demos."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torchvision
 
 # Runs a command's entry point (module ENTRY) with the given arguments, then reports its exit code
 # and which of the heavy modules got imported.
@@ -53,6 +54,9 @@ def test_good_arguments_reach_the_engine():
     result, output = probe("x.png", "--device", "tpu")
     assert result["code"] == 2 and "--device tpu" in output
     assert {"torch", "lrp_desktop_core.cli_run"} <= set(result["imported"])
+    assert "torchvision" not in result["imported"]  # the default model is a bundled demo
+    result, _ = probe("x.png", "--model", "resnet18", "--device", "tpu")
+    assert result["code"] == 2 and "torchvision" in result["imported"]  # with the engine
 
 
 def test_the_module_runs_as_a_command():
@@ -87,3 +91,25 @@ def test_the_viewer_compares_every_preset_and_method_of_the_catalogue():
 
     entries = ["current", *PRESETS, *(kind for kind in METHODS if kind != "lrp")]
     assert tuple(parse_args(["--compare", *entries]).compare) == tuple(entries)
+
+
+def test_lrp_explain_writes_the_demos_records_and_report_without_importing_torchvision(tmp_path):
+    out = tmp_path / "out"
+    script = f"""
+import json, sys
+from pathlib import Path
+from lrp_desktop_core.cli import main
+from lrp_desktop_core.models import demo_samples
+
+sample = demo_samples()[0]
+out = Path({str(out)!r})
+assert main([str(sample), "--out", str(out), "--report", str(out / "report.pdf")]) == 0
+assert "torchvision" not in sys.modules, "imported"
+print(json.loads((out / (sample.stem + ".json")).read_text())["versions"]["torchvision"])
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[-1] == torchvision.__version__  # its build label included
+    assert (out / "report.pdf").read_bytes().startswith(b"%PDF")

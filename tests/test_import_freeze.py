@@ -9,7 +9,7 @@ import weakref
 import pytest
 from test_app_support import wait_for_heatmap
 
-from lrp_desktop.import_freeze import import_and_freeze
+from lrp_desktop_core.import_freeze import import_and_freeze, may_need_torchvision
 
 pytest_plugins = ["test_app_support"]
 
@@ -35,6 +35,13 @@ def test_the_collector_is_paused_during_the_imports_and_restored_after(module_di
     assert not any(entry is kept for generation in range(3) for entry in gc.get_objects(generation))
 
 
+def test_an_optional_module_that_cannot_be_imported_is_returned_not_raised(module_dir):
+    (module_dir / "failing_probe.py").write_text("raise ImportError('no such library')\n")
+    missing = import_and_freeze(["json"], optional=["failing_probe"])
+    assert list(missing) == ["failing_probe"] and "no such library" in str(missing["failing_probe"])
+    assert gc.isenabled()
+
+
 def test_a_failed_import_restores_the_collector_as_it_was(module_dir):
     (module_dir / "failing_probe.py").write_text("raise ImportError('no such library')\n")
     with pytest.raises(ImportError, match="no such library"):
@@ -57,3 +64,9 @@ def test_a_model_frozen_while_loaded_is_freed_when_another_replaces_it(qtbot, vi
     wait_for_heatmap(qtbot, viewer)
     gc.collect()  # frozen objects are never collected: only reference counting can free it
     assert replaced() is None
+
+
+def test_only_the_demos_surely_load_without_torchvision(tmp_path):
+    assert not may_need_torchvision(None)
+    assert not may_need_torchvision("demo") and not may_need_torchvision("demo_vit")
+    assert may_need_torchvision("resnet18") and may_need_torchvision(tmp_path / "model.pt")
