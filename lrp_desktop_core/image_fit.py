@@ -68,11 +68,14 @@ def normalised_tensor(
     """Return ``image``'s pixels as a normalised float32 (channels, height, width) tensor.
 
     The pixels are scaled to [0, 1], then shifted by ``mean`` and divided by ``std`` per channel.
+    The arithmetic is numpy's, on the calling thread alone: images are prepared on background
+    threads while torch computes, and torch's own kernels there would start a thread team of
+    their own for each loading thread, competing with the computation for the cores.
     """
-    pixels = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True))
-    if pixels.dim() == 2:
-        pixels = pixels.unsqueeze(-1)
-    tensor = pixels.permute(2, 0, 1).float() / 255.0
-    mean_tensor = torch.as_tensor(mean, dtype=tensor.dtype).view(-1, 1, 1)
-    std_tensor = torch.as_tensor(std, dtype=tensor.dtype).view(-1, 1, 1)
-    return (tensor - mean_tensor) / std_tensor
+    pixels = np.asarray(image, dtype=np.uint8)
+    if pixels.ndim == 2:
+        pixels = pixels[:, :, None]
+    scaled = pixels.transpose(2, 0, 1).astype(np.float32) / np.float32(255.0)
+    shift = np.asarray(mean, dtype=np.float32).reshape(-1, 1, 1)
+    scale = np.asarray(std, dtype=np.float32).reshape(-1, 1, 1)
+    return torch.from_numpy((scaled - shift) / scale)

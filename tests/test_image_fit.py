@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as reference
 
@@ -58,14 +59,40 @@ def test_crops_larger_than_the_image_pad_with_zeros_like_torchvision():
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_normalised_tensors_equal_torchvisions(mode):
-    image = noise((37, 29), mode, 3)
+@pytest.mark.parametrize("size", [(37, 29), (224, 224)])
+def test_normalised_tensors_equal_torchvisions(mode, size):
+    image = noise(size, mode, 3)
     channels = len(image.getbands())
     mean, std = (0.485, 0.456, 0.406)[:channels], (0.229, 0.224, 0.225)[:channels]
     expected = reference.normalize(reference.pil_to_tensor(image).float() / 255.0, mean, std)
     tensor = normalised_tensor(image, mean, std)
-    assert tensor.dtype == torch.float32 and tensor.shape == (channels, 29, 37)
+    assert tensor.dtype == torch.float32 and tensor.shape == (channels, size[1], size[0])
     assert torch.equal(tensor, expected)
+
+
+class KernelLog(TorchDispatchMode):
+    """Records every torch kernel called while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.kernels.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_normalising_runs_no_torch_kernel():
+    # Loading threads prepare images while torch computes: a torch kernel there would start a
+    # thread team of its own and compete with the computation for the cores.
+    image = noise((224, 224), "RGB", 4)
+    with KernelLog() as log:
+        normalised_tensor(image, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    with KernelLog() as control:  # the log sees torch's arithmetic
+        torch.from_numpy(np.array(image)).float() / 255.0
+    wrapping = "aten.lift_fresh.default"  # from_numpy: a tensor around numpy's memory, no work
+    assert [kernel for kernel in log.kernels if kernel != wrapping] == []
+    assert [kernel for kernel in control.kernels if kernel != wrapping]
 
 
 def test_a_spec_preprocesses_photos_and_samples_as_before():
