@@ -22,8 +22,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from lrp_desktop_core.import_freeze import import_and_freeze, may_need_torchvision
+from lrp_desktop_core.import_freeze import import_and_freeze
 from lrp_desktop_core.names import DEMO_NAMES, OTHER_METHODS, PRESETS
+from lrp_desktop_core.torchvision_types import may_need_torchvision
 
 from .qt_check import platform_problem
 

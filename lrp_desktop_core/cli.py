@@ -19,7 +19,8 @@ import sys
 from collections.abc import Sequence
 
 from .cli_args import UsageError, parse_arguments
-from .import_freeze import import_and_freeze, may_need_torchvision
+from .import_freeze import import_and_freeze
+from .torchvision_types import may_need_torchvision
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .image_fit import RESAMPLING, normalised_tensor
+
 if TYPE_CHECKING:
     from .models import ModelSpec
 
@@ -204,10 +206,11 @@ def _prepared(
     """
     try:
         if min(rgb.size) >= 2 * spec.resize:
-            resample = Image.Resampling[spec.interpolation.upper()]
+            resample = RESAMPLING[spec.interpolation]
             rgb = rgb.resize(_resized_size(rgb.size, spec), resample, reducing_gap=REDUCING_GAP)
-        display = np.asarray(spec.fit(rgb), dtype=np.uint8).copy()
-        tensor = spec.preprocess(rgb)
+        fitted = spec.fit(rgb)  # once, for both: what ModelSpec.preprocess does to an RGB image
+        display = np.asarray(fitted, dtype=np.uint8).copy()
+        tensor = normalised_tensor(fitted, spec.mean, spec.std)
     except MemoryError as error:  # the estimate of _check_memory fell short of the truth
         width, height = _resized_size(original_size, spec)
         raise ImageLoadError(

@@ -14,9 +14,6 @@ import gc
 import importlib
 import threading
 from collections.abc import Iterable
-from pathlib import Path
-
-from .names import DEMO_NAMES
 
 _PAUSE = threading.Lock()
 
@@ -59,12 +56,3 @@ def import_and_freeze(names: Iterable[str], optional: Iterable[str] = ()) -> dic
             if was_enabled:
                 gc.enable()
     return missing
-
-
-def may_need_torchvision(model: str | Path | None) -> bool:
-    """Whether loading ``model`` may import torchvision (None: the default, a bundled demo).
-
-    Only the demos surely do not: any other name is torchvision's, and a file may hold one of its
-    models or the weights of one of its architectures.
-    """
-    return model is not None and str(model) not in DEMO_NAMES

@@ -1,4 +1,4 @@
-"""Type checks against torchvision's classes, and its version, that never import torchvision.
+"""torchvision's classes, its version, and whether a model needs it, without importing it.
 
 Importing torchvision takes about as long as importing torch, and a model that is not
 torchvision's (the bundled demo, a user's own network) needs nothing from it. A model can only hold
@@ -17,7 +17,14 @@ import importlib.util
 import sys
 from pathlib import Path
 
-__all__ = ["torchvision_imported", "torchvision_types", "torchvision_version"]
+from .names import DEMO_NAMES
+
+__all__ = [
+    "may_need_torchvision",
+    "torchvision_imported",
+    "torchvision_types",
+    "torchvision_version",
+]
 
 
 def torchvision_imported() -> bool:
@@ -87,3 +94,12 @@ def _assigned_string(path: Path) -> str | None:
         ):
             return statement.value.value
     return None
+
+
+def may_need_torchvision(model: str | Path | None) -> bool:
+    """Whether loading ``model`` may import torchvision (None: the default, a bundled demo).
+
+    Only the demos surely do not: any other name is torchvision's, and a file may hold one of its
+    models or the weights of one of its architectures.
+    """
+    return model is not None and str(model) not in DEMO_NAMES

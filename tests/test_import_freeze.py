@@ -9,7 +9,7 @@ import weakref
 import pytest
 from test_app_support import wait_for_heatmap
 
-from lrp_desktop_core.import_freeze import import_and_freeze, may_need_torchvision
+from lrp_desktop_core.import_freeze import import_and_freeze
 
 pytest_plugins = ["test_app_support"]
 
@@ -64,9 +64,3 @@ def test_a_model_frozen_while_loaded_is_freed_when_another_replaces_it(qtbot, vi
     wait_for_heatmap(qtbot, viewer)
     gc.collect()  # frozen objects are never collected: only reference counting can free it
     assert replaced() is None
-
-
-def test_only_the_demos_surely_load_without_torchvision(tmp_path):
-    assert not may_need_torchvision(None)
-    assert not may_need_torchvision("demo") and not may_need_torchvision("demo_vit")
-    assert may_need_torchvision("resnet18") and may_need_torchvision(tmp_path / "model.pt")

@@ -16,6 +16,7 @@ from torch import nn
 
 from lrp_desktop_core.composites import _mlp_block
 from lrp_desktop_core.torchvision_types import (
+    may_need_torchvision,
     torchvision_imported,
     torchvision_types,
     torchvision_version,
@@ -73,3 +74,9 @@ def test_a_refused_or_missing_torchvision_is_named_so(monkeypatch):
     assert torchvision_version() == importlib.metadata.version("torchvision")
     monkeypatch.setattr(importlib.metadata, "version", not_installed)
     assert torchvision_version() == "not installed"
+
+
+def test_only_the_demos_surely_load_without_torchvision(tmp_path):
+    assert not may_need_torchvision(None)
+    assert not may_need_torchvision("demo") and not may_need_torchvision("demo_vit")
+    assert may_need_torchvision("resnet18") and may_need_torchvision(tmp_path / "model.pt")
